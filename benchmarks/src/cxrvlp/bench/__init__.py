@@ -1,0 +1,1 @@
+"""cxrvlp.bench: the benchmark."""

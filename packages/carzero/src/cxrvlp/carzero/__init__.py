@@ -1,0 +1,1 @@
+"""cxrvlp.carzero: carzero."""

@@ -1,0 +1,1 @@
+"""cxrvlp.core: datasets, encoders, losses, metrics, training helpers."""

@@ -1,0 +1,73 @@
+"""The zero-shot adapter protocol that every method implements and the benchmark consumes.
+
+The benchmark knows methods only through this protocol: it never imports a method's model classes.
+An adapter wraps a trained model (ours or an imported official checkpoint) with the method's own
+preprocessing, tokenizer and official scoring protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ClassPrompts:
+    """Prompts for one class: positive prompts and, for protocols that use them, negative prompts."""
+
+    name: str
+    positive: Sequence[str]
+    negative: Sequence[str] = ()
+
+
+@dataclass
+class AdapterInfo:
+    """What a result JSON records about the adapter: every choice that moves results."""
+
+    method: str
+    model_name: str
+    image_size: int
+    normalisation: str  # e.g. "imagenet", "mean0.5-std0.5", "cxr-mean-std"
+    zero_shot_protocol: str  # e.g. "official: softmax(pos, neg)", "ours (not from the paper): cosine mean"
+    grounding: str | None = None  # None when the adapter has no localisation maps
+    checkpoint_sha256: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ZeroShotAdapter(Protocol):
+    """Encode a batch of images once, score any prompts for them, and localise where the method can."""
+
+    info: AdapterInfo
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W) float32 grayscale in [0, 1] -> (3, S, S) normalised eval-time tensor."""
+        ...
+
+    def encode_images(self, images: torch.Tensor) -> Any:
+        """(B, 3, S, S) -> the method's image embedding (opaque to the caller)."""
+        ...
+
+    def encode_texts(self, texts: Sequence[str]) -> Any:
+        """P strings -> the method's text embedding (opaque to the caller)."""
+        ...
+
+    def similarity(self, image_emb: Any, text_emb: Any) -> torch.Tensor:
+        """Raw image-text scores (B, P), for retrieval."""
+        ...
+
+    def classify(self, image_emb: Any, classes: Sequence[ClassPrompts]) -> torch.Tensor:
+        """Per-class scores (B, C) under the method's zero-shot protocol; higher = more likely positive."""
+        ...
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, D) frozen backbone features for linear probing."""
+        ...
+
+    def localize(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor | None:
+        """(B, 3, S, S), P prompts -> (B, P, S, S) maps (higher = more likely), or None if unsupported."""
+        ...

@@ -1,0 +1,1 @@
+"""cxrvlp.mavl: mavl."""

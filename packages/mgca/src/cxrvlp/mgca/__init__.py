@@ -1,0 +1,1 @@
+"""cxrvlp.mgca: mgca."""
