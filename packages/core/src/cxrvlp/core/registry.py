@@ -80,3 +80,18 @@ def get_model_entry(name: str) -> ModelEntry:
 def create_model(name: str, **overrides) -> nn.Module:
     """Build the registered model `name` with config overrides."""
     return get_model_entry(name).builder(**overrides)
+
+
+def get_method(name: str):
+    """The registry module of an installed method package.
+
+    It defines `METHOD` (its name), `train(config, overrides=()) -> Path` (the same run as
+    `python -m cxrvlp.<m>.train CONFIG key=value ...`, returning the run folder whose `final/` holds a
+    `from_pretrained` checkpoint), `load_adapter(pretrained_dir, device=None) -> ZeroShotAdapter` and
+    `load_official_adapter(source, name=None, device=None) -> ZeroShotAdapter`.
+    Raises KeyError naming the installed methods when `name` is not installed.
+    """
+    methods = installed_methods()
+    if name not in methods:
+        raise KeyError(f"method '{name}' is not installed; installed: {sorted(methods)}")
+    return importlib.import_module(methods[name])
