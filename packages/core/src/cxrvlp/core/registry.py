@@ -9,6 +9,7 @@ is simply not listed; nothing here imports a method package by name.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -46,8 +47,20 @@ def register_model(
 
 
 def installed_methods() -> dict[str, str]:
-    """Method name -> module advertised in the `cxrvlp.methods` entry-point group."""
-    return {ep.name: ep.value for ep in entry_points(group="cxrvlp.methods")}
+    """Method name -> registry module advertised in the `cxrvlp.methods` entry-point group.
+
+    An entry whose package cannot be found (stale metadata of an uninstalled package) is left out.
+    """
+    found = {}
+    for ep in entry_points(group="cxrvlp.methods"):
+        package = ep.value.rsplit(".", 1)[0]
+        try:
+            if importlib.util.find_spec(package) is None:
+                continue
+        except ModuleNotFoundError:
+            continue
+        found[ep.name] = ep.value
+    return found
 
 
 def load_method_registries() -> list[str]:
