@@ -1,0 +1,1 @@
+"""Report text: cleaning and sentence splitting, report sections, tokenisation helpers."""

@@ -1,0 +1,112 @@
+"""Tokenisation helpers: load a hub/local tokenizer, build a small WordPiece vocab, tokenise a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from cxrvlp.core.errors import ConfigError
+from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBase
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, the BERT convention
+PADDING_MODES = ("max_length", "longest")
+
+
+def build_tokenizer_from_texts(
+    texts: Iterable[str],
+    out_dir: str | Path,
+    vocab_size: int = 2000,
+    lowercase: bool = True,
+    min_frequency: int = 1,
+) -> BertTokenizerFast:
+    """Train a BERT WordPiece vocab on `texts`, save it (vocab.txt + tokenizer files) to `out_dir`, return it.
+
+    For tiny demo configs that have no pretrained vocabulary; `load_tokenizer(out_dir)` reloads the result.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    if vocab_size < len(SPECIAL_TOKENS) + 1:
+        n = len(SPECIAL_TOKENS)
+        raise ConfigError(f"vocab_size must exceed the {n} special tokens, got {vocab_size}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Same normaliser / pre-tokeniser as BertTokenizerFast so the trained pieces match what it will produce.
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    texts = [t for t in texts if isinstance(t, str)]
+    if not texts:
+        raise ConfigError("build_tokenizer_from_texts: no texts to train on")
+    tok.train_from_iterator(texts, trainer=trainer)
+    vocab = tok.get_vocab()  # token -> id
+    ordered = sorted(vocab, key=vocab.__getitem__)
+    vocab_file = out / "vocab.txt"
+    vocab_file.write_text("\n".join(ordered) + "\n", encoding="utf-8")
+    hf_tok = _bert_tokenizer_from_vocab(vocab_file, do_lower_case=lowercase, strip_accents=None)
+    hf_tok.save_pretrained(str(out))
+    return hf_tok
+
+
+def _bert_tokenizer_from_vocab(vocab_file: str | Path, **kwargs) -> BertTokenizerFast:
+    # Positional on purpose: the first parameter is `vocab_file` in transformers 4 and `vocab` in 5.
+    return BertTokenizerFast(str(vocab_file), **kwargs)
+
+
+def load_tokenizer(name_or_path: str | Path, **kwargs) -> PreTrainedTokenizerBase:
+    """Load a tokenizer from a hub name or a local folder (a folder with only vocab.txt works too)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        if (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists():
+            return AutoTokenizer.from_pretrained(str(path), **kwargs)
+        if (path / "vocab.txt").exists():  # a bare WordPiece vocab, as some hub BERT repos ship it
+            return _bert_tokenizer_from_vocab(path / "vocab.txt", **kwargs)
+        raise ConfigError(
+            f"tokenizer folder '{path}' has no tokenizer_config.json, tokenizer.json or vocab.txt"
+        )
+    if path.suffix == ".txt" and path.is_file():
+        return _bert_tokenizer_from_vocab(path, **kwargs)
+    try:
+        return AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            f"cannot load tokenizer '{name_or_path}': it is not a local folder and the hub copy is not "
+            f"reachable or cached (offline?). Download it once with "
+            f"`huggingface-cli download {name_or_path}` or pass a local folder. Cause: {err}"
+        ) from err
+
+
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: str | Sequence[str],
+    max_length: int,
+    padding: str = "max_length",
+    truncation: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Tokenise a batch to tensors: input_ids, attention_mask, token_type_ids, each (B, L).
+
+    padding="max_length" gives L = max_length (the official methods); "longest" pads to the batch's longest
+    (exact for masked encoders, faster).
+    """
+    if padding not in PADDING_MODES:
+        raise ConfigError(f"padding must be one of {PADDING_MODES}, got '{padding}'")
+    if isinstance(texts, str):
+        texts = [texts]
+    enc = tokenizer(
+        list(texts),
+        max_length=max_length,
+        padding=padding,
+        truncation=truncation,
+        return_tensors="pt",
+        return_token_type_ids=True,
+    )
+    return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}

@@ -1,0 +1,76 @@
+"""Tokenisation helpers: WordPiece vocab built from texts, reload, padding modes, offline errors."""
+
+from __future__ import annotations
+
+import pytest
+from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.text.tokenize import SPECIAL_TOKENS, build_tokenizer_from_texts, load_tokenizer, tokenize
+
+TEXTS = [
+    "There is a small left pleural effusion.",
+    "No acute cardiopulmonary abnormality.",
+    "Mild cardiomegaly. Bilateral pleural effusions.",
+    "Right lower lobe consolidation concerning for pneumonia.",
+] * 10
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tok")
+    build_tokenizer_from_texts(TEXTS, d, vocab_size=120)
+    return d
+
+
+def test_vocab_has_specials_first_and_reloads(tok_dir):
+    vocab = (tok_dir / "vocab.txt").read_text().split("\n")
+    assert vocab[: len(SPECIAL_TOKENS)] == list(SPECIAL_TOKENS)
+    assert 20 < len([v for v in vocab if v]) <= 120
+    tok = load_tokenizer(tok_dir)
+    assert tok.convert_tokens_to_ids(["[PAD]", "[CLS]", "[SEP]"]) == [0, 2, 3]
+    # frequent words become whole tokens; nothing in the training text maps to [UNK]
+    assert "effusion" in tok.tokenize("pleural effusion")
+    assert tok.unk_token_id not in tok("mild cardiomegaly concerning for pneumonia")["input_ids"]
+
+
+def test_lowercase_flag(tmp_path):
+    tok = build_tokenizer_from_texts(TEXTS, tmp_path / "cased", vocab_size=150, lowercase=False)
+    assert tok.tokenize("There")[0].startswith("T")
+    low = load_tokenizer(tmp_path / "cased")
+    assert low.tokenize("There") == tok.tokenize("There")
+
+
+def test_tokenize_padding_modes(tok_dir):
+    tok = load_tokenizer(tok_dir)
+    texts = ["no effusion", "there is a small left pleural effusion"]
+    fixed = tokenize(tok, texts, max_length=16)
+    assert fixed["input_ids"].shape == (2, 16)
+    longest = tokenize(tok, texts, max_length=16, padding="longest")
+    n = int(longest["attention_mask"].sum(1).max())
+    assert longest["input_ids"].shape == (2, n) and n < 16
+    assert (longest["input_ids"] == fixed["input_ids"][:, :n]).all()
+    assert (fixed["input_ids"][:, 0] == tok.cls_token_id).all()
+    sep_pos = fixed["attention_mask"].sum(1) - 1
+    assert (fixed["input_ids"].gather(1, sep_pos[:, None]) == tok.sep_token_id).all()
+    trunc = tokenize(tok, texts, max_length=4)
+    assert trunc["input_ids"].shape == (2, 4) and trunc["input_ids"][1, -1] == tok.sep_token_id
+    with pytest.raises(ConfigError):
+        tokenize(tok, texts, max_length=8, padding="do_not_pad")
+
+
+def test_bare_vocab_folder_and_file(tok_dir, tmp_path):
+    (tmp_path / "vocab.txt").write_text((tok_dir / "vocab.txt").read_text())
+    a = load_tokenizer(tmp_path)
+    b = load_tokenizer(tmp_path / "vocab.txt")
+    ref = load_tokenizer(tok_dir)
+    s = "bilateral pleural effusions"
+    assert a(s)["input_ids"] == b(s)["input_ids"] == ref(s)["input_ids"]
+
+
+def test_missing_tokenizer_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="no tokenizer_config.json"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(ConfigError, match="not-a-real/model-xyz"):
+        load_tokenizer("not-a-real/model-xyz")
+    with pytest.raises(ConfigError):
+        build_tokenizer_from_texts([], tmp_path / "x")
