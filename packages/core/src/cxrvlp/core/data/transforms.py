@@ -13,10 +13,12 @@ float [0, 1] image to uint8 first (`ToUint8`) and divide by 255 at `ToTensor`, l
 | mgca | long side->256 (INTER_AREA) + zero pad, RandomCrop 224 | same, CenterCrop 224 | 0.5/0.5 |
 | carzero | as mgca + HFlip p=0.3, Affine(30, 0.1, 0.9-1.1), jitter(b, c 0.8-1.2) | as mgca eval | cxr-mae |
 | afloc | long side->224 + pad, CenterCrop 224 (no augmentation) | same | 0.5/0.5 |
-| cxrclip-r50 | RandomResizedCrop(224, 0.8-1.1), CLAHE(1-4, p=.5), jitter(0.1, 0.2) | short->224, CenterCrop | imagenet |
+| cxrclip-r50 | RandomResizedCrop(224, 0.8-1.1), CLAHE(1-4, p=.5), jitter(.1, .2) | short->224, crop | in |
 | cxrclip-swint | as cxrclip-r50 | as cxrclip-r50 | 0.5/0.5 |
-| mavl | RandomResizedCrop(224, 0.2-1, bicubic), HFlip 0.5, RandomAugment(2, 7) | Resize 224x224 | imagenet |
-| imagenet | RandomResizedCrop(224) | short->256, CenterCrop 224 | imagenet |
+| mavl | RandomResizedCrop(224, 0.2-1, bicubic), HFlip 0.5, RandomAugment(2, 7) | Resize 224x224 | in |
+| imagenet | RandomResizedCrop(224) | short->256, CenterCrop 224 | in |
+
+(in = ImageNet mean/std)
 
 Known approximations: torchvision resizes PIL images with antialiasing; here downscaling uses
 `INTER_AREA` and upscaling `INTER_LINEAR`/`INTER_CUBIC` (max abs difference a few grey levels).
@@ -448,46 +450,64 @@ class PresetInfo:
 
 PRESETS: dict[str, PresetInfo] = {
     "mgca": PresetInfo(
-        "mgca", 224, "mean0.5-std0.5",
+        "mgca",
+        224,
+        "mean0.5-std0.5",
         "uint8; long side->256 INTER_AREA + symmetric zero pad; RandomCrop 224",
         "uint8; long side->256 INTER_AREA + symmetric zero pad; CenterCrop 224",
         "specs/mgca.md §2.1",
     ),
     "carzero": PresetInfo(
-        "carzero", 224, "cxr-mae",
+        "carzero",
+        224,
+        "cxr-mae",
         "uint8; long->256 + pad; RandomCrop 224; HFlip p=0.3; RandomAffine(30, (0.1, 0.1), (0.9, 1.1)); "
         "ColorJitter(b=(0.8, 1.2), c=(0.8, 1.2))",
         "uint8; long->256 + pad; CenterCrop 224",
         "specs/carzero.md §2.1",
     ),
     "afloc": PresetInfo(
-        "afloc", 224, "mean0.5-std0.5",
+        "afloc",
+        224,
+        "mean0.5-std0.5",
         "uint8; long side->224 INTER_AREA + zero pad; CenterCrop 224 (no augmentation)",
         "uint8; long side->224 INTER_AREA + zero pad; CenterCrop 224",
         "specs/afloc.md §2.1",
     ),
     "cxrclip-r50": PresetInfo(
-        "cxrclip-r50", 224, "imagenet",
+        "cxrclip-r50",
+        224,
+        "imagenet",
         "uint8; RandomResizedCrop(224, scale=(0.8, 1.1)); CLAHE(clip U(1, 4), 8x8, p=0.5); "
         "ColorJitter(0.1, 0.2, 0.2, 0.1); CenterCrop 224",
         "uint8; short side->224 bilinear; CenterCrop 224",
         "specs/cxrclip.md §2.1, P5",
     ),
     "cxrclip-swint": PresetInfo(
-        "cxrclip-swint", 224, "mean0.5-std0.5",
-        "as cxrclip-r50", "as cxrclip-r50", "specs/cxrclip.md §2.1, P5",
+        "cxrclip-swint",
+        224,
+        "mean0.5-std0.5",
+        "as cxrclip-r50",
+        "as cxrclip-r50",
+        "specs/cxrclip.md §2.1, P5",
     ),
     "mavl": PresetInfo(
-        "mavl", 224, "imagenet",
+        "mavl",
+        224,
+        "imagenet",
         "uint8; RandomResizedCrop(224, scale=(0.2, 1.0), bicubic); HFlip p=0.5; RandomAugment(2, 7)",
         "uint8; Resize(224, 224) bilinear (aspect not kept)",
         "specs/mavl.md §2.1",
     ),
     "imagenet": PresetInfo(
-        "imagenet", 224, "imagenet",
-        "RandomResizedCrop(224)", "short side->256; CenterCrop 224", "torchvision ImageNet recipe",
+        "imagenet",
+        224,
+        "imagenet",
+        "RandomResizedCrop(224)",
+        "short side->256; CenterCrop 224",
+        "torchvision ImageNet recipe",
     ),
-}  # fmt: skip
+}
 
 
 def _preset_ops(preset: str, train: bool, s: int) -> list[Op]:

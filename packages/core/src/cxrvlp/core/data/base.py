@@ -1,0 +1,320 @@
+"""What every official-format reader shares: finding files, reading tables with row numbers, skipping
+bad records (logged and counted, never silently), reading images (optionally from the reduced-size cache)
+and building `Sample`s."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import re
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from cxrvlp.core.data.contract import OnError, Sample
+from cxrvlp.core.data.imaging import read_image
+from cxrvlp.core.errors import CorruptImageError, CxrvlpError, DatasetNotFoundError, MalformedRecordError
+
+log = logging.getLogger("cxrvlp.core.data")
+
+
+def check_on_error(on_error: str) -> OnError:
+    """Validate the on_error argument."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    return on_error  # type: ignore[return-value]
+
+
+def require_root(dataset: str, root: str | Path) -> Path:
+    """The dataset root as a Path, or DatasetNotFoundError."""
+    p = Path(root).expanduser()
+    if not p.is_dir():
+        raise DatasetNotFoundError(dataset, p, "the dataset root folder")
+    return p
+
+
+def _variants(name: str) -> list[str]:
+    """'x.csv.gz' -> ['x.csv.gz', 'x.csv']; 'x.csv' -> ['x.csv', 'x.csv.gz', 'x.csv.zip']."""
+    if name.endswith(".gz"):
+        return [name, name[:-3]]
+    if name.endswith(".zip"):
+        return [name, name[:-4]]
+    return [name, name + ".gz", name + ".zip"]
+
+
+def find_file(dataset: str, root: Path, candidates: Sequence[str | Path], expected: str = "") -> Path:
+    """First existing file among candidates (relative to root, with .gz / plain / .zip variants)."""
+    tried = []
+    for c in candidates:
+        c = Path(c)
+        base = c if c.is_absolute() else root / c
+        for v in _variants(base.name):
+            q = base.with_name(v)
+            tried.append(q)
+            if q.is_file():
+                return q
+    raise DatasetNotFoundError(
+        dataset, tried[0] if tried else root, expected or " or ".join(map(str, candidates))
+    )
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a text file that may be gzipped or a single-member zip."""
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    if path.name.endswith(".zip"):
+        zf = zipfile.ZipFile(path)
+        names = [n for n in zf.namelist() if not n.endswith("/")]
+        return io.TextIOWrapper(zf.open(names[0]), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+_LINE_RE = re.compile(r"line (\d+)")
+
+
+def read_table(
+    path: Path,
+    required: Sequence[str] = (),
+    *,
+    sep: str = ",",
+    header: int | None = 0,
+    names: Sequence[str] | None = None,
+    dtype: Any = None,
+    usecols: Sequence[str] | None = None,
+    nrows: int | None = None,
+    skipped: list[tuple[str, str]] | None = None,
+    on_error: OnError = "raise",
+    strip_columns: bool = True,
+) -> pd.DataFrame:
+    """Read a CSV/TXT table; a malformed line -> MalformedRecordError(file, line), or skipped and counted."""
+    bad: list[list[str]] = []
+
+    def _on_bad(fields: list[str]) -> None:
+        bad.append(fields)
+        return None
+
+    kw: dict[str, Any] = dict(sep=sep, header=header, dtype=dtype, nrows=nrows, keep_default_na=True)
+    if names is not None:
+        kw["names"] = list(names)
+    if on_error == "skip":
+        kw.update(engine="python", on_bad_lines=_on_bad)
+    try:
+        with open_text(path) as f:
+            df = pd.read_csv(f, **kw)
+    except pd.errors.ParserError as exc:
+        m = _LINE_RE.search(str(exc))
+        raise MalformedRecordError(path, int(m.group(1)) if m else "?", str(exc).strip()) from exc
+    except (UnicodeDecodeError, EOFError, OSError, zipfile.BadZipFile, pd.errors.EmptyDataError) as exc:
+        raise MalformedRecordError(path, "?", f"cannot read the table: {type(exc).__name__}: {exc}") from exc
+    for fields in bad:
+        reason = f"malformed line with {len(fields)} fields: {sep.join(fields)[:120]!r}"
+        log.warning("%s: skipping %s", path, reason)
+        if skipped is not None:
+            skipped.append((str(path), reason))
+    if strip_columns and header is not None:
+        df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise MalformedRecordError(path, 1, f"missing column(s) {missing}; found {list(df.columns)[:20]}")
+    if usecols is not None:
+        df = df[[c for c in usecols if c in df.columns]]
+    return df
+
+
+def csv_line(row_index: int, header: bool = True) -> int:
+    """1-based file line of the DataFrame row with positional index row_index."""
+    return row_index + (2 if header else 1)
+
+
+class RecordSkipper:
+    """Raise, or log and count, a bad record."""
+
+    def __init__(self, on_error: OnError, skipped: list[tuple[str, str]]):
+        self.on_error, self.skipped = on_error, skipped
+
+    def __call__(self, err: CxrvlpError, where: str | None = None) -> None:
+        if self.on_error == "raise":
+            raise err
+        log.warning("skipping: %s", err)
+        self.skipped.append((where or str(getattr(err, "file", "")), str(err)))
+
+
+@dataclass
+class Record:
+    """One image of a dataset, before its pixels are read."""
+
+    image_path: Path
+    labels: np.ndarray | None = None
+    report: str | None = None
+    sections: dict[str, str] = field(default_factory=dict)
+    boxes: np.ndarray | None = None  # (K, 4) xyxy in the original image's pixels
+    box_labels: list[str] = field(default_factory=list)
+    rle: list[str] = field(default_factory=list)  # SIIM: run-length strings of the masks
+    mask_path: Path | None = None
+    patient_id: str | None = None
+    study_id: str | None = None
+    view: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class CxrDataset(torch.utils.data.Dataset):
+    """Base of the readers: a list of `Record`s, read into `Sample`s on access.
+
+    `skipped` lists (path-or-row, reason) for every record dropped at construction and every image
+    skipped at access time (with on_error="skip" an unreadable image is replaced by the next readable
+    index and counted; counts made inside DataLoader worker processes stay in those processes, so call
+    `check_images()` first when an exact count matters).
+    """
+
+    name: str = ""
+    classes: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        load_images: bool = True,
+        on_error: OnError = "raise",
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.root = require_root(self.name, root)
+        self.load_images = load_images
+        self.on_error = check_on_error(on_error)
+        self.skipped: list[tuple[str, str]] = []
+        self._skip = RecordSkipper(self.on_error, self.skipped)
+        self.records: list[Record] = []
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._cache: dict[str, tuple[Path, int, int]] | None = None
+        if self.cache_dir is not None:
+            from cxrvlp.core.data.cache import load_cache_index
+
+            self._cache = load_cache_index(self.cache_dir, self.name)
+
+    # -- subclasses fill self.records ---------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def key(self, rec: Record) -> str:
+        """The image's path relative to the root (posix), the cache key."""
+        try:
+            return rec.image_path.relative_to(self.root).as_posix()
+        except ValueError:
+            return rec.image_path.as_posix()
+
+    def read_pixels(self, rec: Record) -> tuple[np.ndarray | None, tuple[int, int] | None]:
+        """(image, original (H, W) when read from the cache else None); image None when skipped."""
+        if self._cache is not None:
+            hit = self._cache.get(self.key(rec))
+            if hit is not None:
+                img = read_image(hit[0], on_error="raise")
+                return img, (hit[1], hit[2])
+        return read_image(rec.image_path, on_error="raise", **self.read_kwargs()), None
+
+    def read_kwargs(self) -> dict[str, Any]:
+        """Extra `read_image` arguments (e.g. PadChest's 16-bit scaling)."""
+        return {}
+
+    def check_images(self) -> int:
+        """Decode every image once; drop unreadable ones (counted in `skipped`); returns how many."""
+        keep = []
+        for rec in self.records:
+            try:
+                self.read_pixels(rec)
+                keep.append(rec)
+            except CxrvlpError as err:
+                self._skip(
+                    err if isinstance(err, CxrvlpError) else CorruptImageError(rec.image_path, str(err))
+                )
+        dropped = len(self.records) - len(keep)
+        self.records = keep
+        return dropped
+
+    def __getitem__(self, idx: int) -> Sample:
+        n = len(self.records)
+        if idx < 0:
+            idx += n
+        if not 0 <= idx < n:
+            raise IndexError(idx)
+        if not self.load_images:
+            return self.make_sample(self.records[idx], None, None)
+        for attempt in range(n):
+            rec = self.records[(idx + attempt) % n]
+            try:
+                img, orig = self.read_pixels(rec)
+            except CxrvlpError as err:
+                self._skip(err, str(rec.image_path))
+                continue
+            return self.make_sample(rec, img, orig)
+        raise CorruptImageError(self.root, f"{self.name}: no readable image in the dataset")
+
+    def make_sample(self, rec: Record, img: np.ndarray | None, orig: tuple[int, int] | None) -> Sample:
+        """Record + pixels -> Sample; boxes and masks follow the returned image's size."""
+        boxes = None if rec.boxes is None else rec.boxes.astype(np.float32).copy()
+        mask = self.load_mask(rec, img, orig)
+        if img is not None and orig is not None and boxes is not None and len(boxes):
+            sy, sx = img.shape[0] / orig[0], img.shape[1] / orig[1]
+            boxes *= np.array([sx, sy, sx, sy], np.float32)
+        return Sample(
+            image=img,
+            image_path=str(rec.image_path),
+            dataset=self.name,
+            classes=self.classes,
+            labels=rec.labels,
+            report=rec.report,
+            sections=rec.sections,
+            boxes=boxes,
+            box_labels=list(rec.box_labels),
+            mask=mask,
+            patient_id=rec.patient_id,
+            study_id=rec.study_id,
+            view=rec.view,
+            meta=rec.meta,
+        )
+
+    def load_mask(
+        self, rec: Record, img: np.ndarray | None, orig: tuple[int, int] | None
+    ) -> np.ndarray | None:
+        """Subclasses with masks override this."""
+        return None
+
+    def label_matrix(self) -> np.ndarray:
+        """(N, C) float32 labels of all records (NaN where unknown), without reading images."""
+        if not self.records or self.records[0].labels is None:
+            return np.zeros((len(self.records), len(self.classes)), np.float32)
+        return np.stack([r.labels for r in self.records]).astype(np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        """Counts for logs and result JSONs."""
+        return {
+            "dataset": self.name,
+            "n": len(self),
+            "classes": list(self.classes),
+            "skipped": len(self.skipped),
+        }
+
+
+def iter_files(root: Path, patterns: Iterable[str]) -> dict[str, Path]:
+    """Recursive glob once: file stem -> path (first found), for DICOM/PNG trees indexed by id."""
+    out: dict[str, Path] = {}
+    for pat in patterns:
+        for p in sorted(root.rglob(pat)):
+            out.setdefault(p.stem, p)
+    return out
+
+
+def parse_float(value: Any, file: Path, line: int, what: str) -> float:
+    """float(value) or MalformedRecordError naming the file, line and field."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError) as exc:
+        raise MalformedRecordError(file, line, f"{what}: not a number: {value!r}") from exc
+    return f
+
+
+Finisher = Callable[[Record], None]
