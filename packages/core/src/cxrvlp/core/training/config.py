@@ -1,0 +1,408 @@
+"""Typed dataclass configs loaded from YAML, with `key=value` overrides on the command line.
+
+    cfg = load_config(MgcaTrainConfig, "configs/mgca_vit.yaml", ["optimizer.lr=1e-5", "epochs=2"])
+
+Every value is type-checked against the dataclass field type (bool, int, float, str, Path, Optional,
+Literal, list[...], tuple[...], dict[str, ...], nested dataclasses). An unknown key or a value of the wrong
+type raises `ConfigError` naming the dotted key and the file (or the override) it came from. Override
+values are parsed with `yaml.safe_load`, so `a.b=[1, 2]`, `x=null` and `flag=true` work as in a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+from cxrvlp.core.errors import ConfigError
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The base training config (method packages subclass TrainConfig and add `model`, `loss`, `data`).
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer choice and hyper-parameters (one group unless the task supplies `param_groups`)."""
+
+    name: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    momentum: float = 0.0  # sgd only
+    nesterov: bool = False  # sgd only
+    foreach: bool | None = None  # None: torch's default choice
+    fused: bool | None = None
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule; see `cxrvlp.core.training.schedules` for the exact formula of each name."""
+
+    name: Literal[
+        "constant",
+        "warmup_cosine",
+        "cosine",
+        "step",
+        "exponential",
+        "plateau",
+        "linear_warmup_cosine_restarts",
+        "timm_cosine",
+    ] = "constant"
+    # Unit of `step` / `exponential` decay: once per epoch (AFLoc's StepLR) or once per optimizer step.
+    interval: Literal["epoch", "step"] = "epoch"
+    # Warm-up length: the first that is set wins (steps, then epochs, then a fraction of the horizon).
+    warmup_steps: int | None = None
+    warmup_epochs: float | None = None
+    warmup_fraction: float | None = None
+    # Horizon of the cosine (one cycle for the restarts schedule): steps, else epochs (default: cfg.epochs).
+    total_steps: int | None = None
+    total_epochs: float | None = None
+    min_lr: float = 0.0
+    warmup_start_lr: float | None = None  # timm_cosine: warmup_lr_init (default: min_lr)
+    step_size: int = 1
+    gamma: float = 0.1
+    cycle_mult: float = 1.0  # restarts: next cycle length factor
+    cycle_gamma: float = 1.0  # restarts: peak LR factor per cycle
+    # timm_cosine, MAVL: in epoch 0 the warm-up t advances once every this many iterations, and epoch
+    # e >= 1 runs at t = e + warmup_epochs. None: t = epoch.
+    iter_warmup_every: int | None = None
+    # plateau (torch ReduceLROnPlateau semantics, fed with `monitor` from `TrainingTask.evaluate`)
+    monitor: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    factor: float = 0.1
+    patience: int = 10
+    threshold: float = 1e-4
+    cooldown: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Base config of every method's training run (method packages subclass it)."""
+
+    output_dir: str = "outputs/run"
+    overwrite: bool = False  # an existing run folder with content is never overwritten without it
+    resume: str | None = None  # "auto" (latest valid checkpoint of output_dir), a checkpoint folder, or None
+    seed: int = 42
+    epochs: int = 1
+    max_steps: int | None = None  # optimizer steps; stops early when reached
+    batch_size: int = 8  # per process
+    grad_accum_steps: int = 1
+    num_workers: int = 0
+    shuffle: bool = True
+    drop_last: bool = True
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    grad_clip_norm: float | None = None
+    log_every_steps: int = 10
+    save_every_steps: int | None = None  # None: save only at the end of each epoch
+    save_every_epochs: int = 1
+    keep_last_checkpoints: int = 2
+    eval_every_epochs: int = 1  # 0: never evaluate
+    nan_policy: Literal["skip", "stop"] = "stop"
+    tracker: Literal["tensorboard"] | None = "tensorboard"
+    deterministic: bool = False
+    progress_bar: bool = True
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Conversion and type checking
+# ----------------------------------------------------------------------------------------------------------
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain, YAML-safe dict of a dataclass config (tuples become lists, Paths strings)."""
+    if not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        raise TypeError(f"config_to_dict expects a dataclass instance, got {type(cfg).__name__}")
+    return _plain(cfg)
+
+
+def _plain(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception as e:  # an unresolvable annotation is a programming error in the config class
+        raise TypeError(f"cannot resolve the field types of {cls.__name__}: {e}") from e
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check `value` against annotation `tp`; returns the value converted (list->tuple, str->Path, ...)."""
+
+    def fail(extra: str = "") -> ConfigError:
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return ConfigError(
+            f"{where}: key '{key}': expected {_type_name(tp)}, got {type(value).__name__} {shown}{extra}"
+        )
+
+    if tp is Any or tp is object:
+        return value
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise fail()
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key, where)
+            except ConfigError as e:
+                errors.append(e)
+        raise fail()
+    if origin is Literal:
+        for a in args:
+            # bool is an int in Python: `True == 1`; keep them apart.
+            if value == a and type(value) is type(a):
+                return a
+        raise ConfigError(f"{where}: key '{key}': expected one of {list(args)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise fail(" (a mapping of its fields)")
+        return _build(tp, value, key, where)
+    if origin in (list, Sequence) or tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        inner = args[0] if args else Any
+        return [_coerce(x, inner, f"{key}[{i}]", where) for i, x in enumerate(value)]
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        if not args:
+            return tuple(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(x, args[0], f"{key}[{i}]", where) for i, x in enumerate(value))
+        if len(value) != len(args):
+            raise fail(f" (expected {len(args)} items, got {len(value)})")
+        return tuple(_coerce(x, a, f"{key}[{i}]", where) for i, (x, a) in enumerate(zip(value, args)))
+    if origin in (dict, Mapping) or tp is dict:
+        if not isinstance(value, Mapping):
+            raise fail()
+        kt, vt = args if args else (Any, Any)
+        return {
+            _coerce(k, kt, f"{key}.{k}", where): _coerce(v, vt, f"{key}.{k}", where) for k, v in value.items()
+        }
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise fail()
+    if tp is float:
+        if isinstance(value, bool):
+            raise fail()
+        if isinstance(value, (int, float)):
+            return float(value)
+        # YAML 1.1 reads `1e-4` (no dot) as a string; accept a plain float literal for float fields.
+        if isinstance(value, str):
+            try:
+                out = float(value.strip())
+            except ValueError:
+                raise fail() from None
+            if math.isnan(out) and value.strip().lower() not in ("nan", ".nan"):
+                raise fail()
+            return out
+        raise fail()
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise fail()
+    if tp is Path:
+        if isinstance(value, (str, Path)):
+            return Path(value)
+        raise fail()
+    if isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        raise fail()
+    return value
+
+
+def _build(cls: type[T], data: Mapping[str, Any], prefix: str, where: str) -> T:
+    """Construct dataclass `cls` from a mapping, checking every key and value."""
+    hints = _type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs: dict[str, Any] = {}
+    for k, v in data.items():
+        dotted = f"{prefix}.{k}" if prefix else str(k)
+        if not isinstance(k, str) or k not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{where}: unknown key '{dotted}' (known keys here: {known})")
+        kwargs[k] = _coerce(v, hints[k], dotted, where)
+    for name, f in fields.items():
+        if (
+            name not in kwargs
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        ):
+            dotted = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"{where}: missing required key '{dotted}'")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: invalid value in '{prefix or cls.__name__}': {e}") from e
+
+
+def _field_type(cls: type, dotted: str, where: str) -> Any:
+    """The annotation of the dotted key inside `cls` (raises ConfigError for an unknown key)."""
+    tp: Any = cls
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        inner = _dataclass_of(tp)
+        if inner is None:
+            raise ConfigError(f"{where}: unknown key '{dotted}' ('{'.'.join(parts[:i])}' has no sub-keys)")
+        hints = _type_hints(inner)
+        names = {f.name for f in dataclasses.fields(inner) if f.init}
+        if part not in names:
+            raise ConfigError(
+                f"{where}: unknown key '{dotted}' (known keys under "
+                f"'{'.'.join(parts[:i]) or '<top>'}': {', '.join(sorted(names))})"
+            )
+        tp = hints[part]
+    return tp
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass inside `tp` (also through Optional[...]), or None."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return tp
+    for a in typing.get_args(tp):
+        if dataclasses.is_dataclass(a) and isinstance(a, type):
+            return a
+    return None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Split one `key=value` override; the value is parsed with yaml.safe_load."""
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError(f"override {item!r}: expected 'key=value' (e.g. optimizer.lr=1e-4)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{key}': cannot parse value {raw!r} as YAML: {e}") from e
+    return key, value
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    last = parts[-1]
+    if isinstance(value, Mapping) and isinstance(node.get(last), dict):
+        merged = dict(node[last])
+        merged.update(value)
+        node[last] = merged
+    else:
+        node[last] = value
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file's top-level mapping (empty file -> {}); ConfigError naming the file otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file does not exist")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config file: {e}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: invalid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls: type[T], yaml_path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> T:
+    """Build config `cls` from a YAML file (optional) plus `key=value` overrides (dotted keys)."""
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        raise TypeError(f"load_config expects a dataclass type, got {cls!r}")
+    where = str(yaml_path) if yaml_path is not None else "<defaults>"
+    data = read_yaml_mapping(yaml_path) if yaml_path is not None else {}
+    # Validate the file alone first so an error names the file, not an override.
+    _build(cls, data, "", where)
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    for item in overrides:
+        key, value = parse_override(item)
+        tp = _field_type(cls, key, f"override '{item}'")
+        _coerce(value, tp, key, f"override '{item}'")
+        _set_dotted(data, key, value)
+    return _build(cls, data, "", f"{where} + overrides" if overrides else where)
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> Path:
+    """Write `cfg` as YAML (atomically: temp file, fsync, rename); load_config reads it back equal."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return p
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], where: str = "<dict>") -> T:
+    """Build config `cls` from a plain mapping (e.g. a saved config.json), with the same checks."""
+    return _build(cls, dict(data), "", where)
