@@ -1,0 +1,85 @@
+"""Typed configs of the MGCA model (sizes, temperatures, loss weights, named fixes of official quirks)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass
+class MedBertConfig:
+    """The BLIP-"med" BERT of MGCA (defaults = the official `bert_config.json`: 6 layers of Bio_ClinicalBERT)."""
+
+    vocab_size: int = 28996
+    hidden_size: int = 768
+    num_hidden_layers: int = 6
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    encoder_width: int = 768  # width of the (never executed) cross-attention keys/values
+    add_cross_attention: bool = True  # the dead cross-attention blocks are in the official state dict
+    initializer_range: float = 0.02
+
+
+@dataclass
+class MGCAConfig:
+    """Everything that defines an MGCA model; defaults are the paper's ViT-B/16 run (CLI values)."""
+
+    image_encoder: Literal["vit-b16", "resnet50"] = "vit-b16"
+    # ViT sizes (embed_dim, depth, num_heads, mlp_ratio, img_size, patch_size, ...) for "vit-b16"
+    vit: dict[str, Any] = field(default_factory=dict)
+    # None: random init; True: the paper's init (DeiT-B/16 IN-1k / torchvision IMAGENET1K_V2); a name or file
+    image_pretrained: bool | str | None = None
+    bert: MedBertConfig = field(default_factory=MedBertConfig)
+    # Hub id or local folder of a BERT whose embeddings + first `num_hidden_layers` layers initialise the
+    # text encoder (the paper: Bio_ClinicalBERT); None: random init.
+    text_pretrained: str | None = None
+    tokenizer: str = "emilyalsentzer/Bio_ClinicalBERT"
+    sep_token_id: int = 102  # [SEP] of the tokenizer (Bio_ClinicalBERT: 102)
+    max_words: int = 112
+    emb_dim: int = 128
+    proj_hidden_dim: int = 2048
+    num_prototypes: int = 500
+    softmax_temperature: float = 0.07  # ITA
+    local_temperature: float = 0.1  # CTA
+    proto_temperature: float = 0.2  # CPA
+    epsilon: float = 0.05  # Sinkhorn
+    sinkhorn_iterations: int = 3
+    lambda_1: float = 1.0
+    lambda_2: float = 1.0
+    lambda_3: float = 1.0
+    bidirectional: bool = True
+    freeze_prototypes_epochs: int = 1
+    # Named fixes of official bugs (faithful = False):
+    fix_position_ids: bool = False  # True: tokens get positions 0..L-1 (official: every token position 0)
+    fix_word_weight_shift: bool = False  # True: a word is weighted by its own tokens' [CLS] attention
+
+    @property
+    def is_vit(self) -> bool:
+        return self.image_encoder.startswith("vit")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (for save_pretrained / config.json)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MGCAConfig:
+        """Inverse of `to_dict`; unknown keys are a `ConfigError` naming them."""
+        from cxrvlp.core.errors import ConfigError
+
+        d = dict(d)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"MGCAConfig: unknown keys {unknown}")
+        bert = d.pop("bert", {}) or {}
+        bnames = {f.name for f in dataclasses.fields(MedBertConfig)}
+        bad = sorted(set(bert) - bnames)
+        if bad:
+            raise ConfigError(f"MGCAConfig.bert: unknown keys {bad}")
+        return cls(bert=MedBertConfig(**bert), **d)
