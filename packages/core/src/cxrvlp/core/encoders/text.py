@@ -58,7 +58,7 @@ class MergedWords:
 def word_index_from_ids(
     input_ids: torch.Tensor, continuation: torch.Tensor, sep_token_id: int, close_at_end: bool = True
 ) -> torch.Tensor:
-    """(B, L) word slot per token (-1 = dropped): a new word at each non-"##" token, stop after the first [SEP].
+    """(B, L) word slot per token (-1 = dropped): new word at each non-"##" token, stop after first [SEP].
 
     continuation: (V,) table from `continuation_table` or a (B, L) bool mask. close_at_end=False drops the
     last, still open word of a row without [SEP] (MGCA never closes it).
@@ -155,7 +155,7 @@ def word_strings(
 
 # ------------------------------------------------------------------------------------ encoder
 def aggregate_layers(hidden_states: tuple[torch.Tensor, ...], last_n: int, how: str) -> torch.Tensor:
-    """Combine the last `last_n` hidden states (index 0, the embedding output, is excluded when last_n <= depth)."""
+    """Combine the last `last_n` hidden states (never the embedding output when last_n <= depth)."""
     if how not in LAYER_AGGREGATIONS:
         raise ConfigError(f"layer_aggregation must be one of {LAYER_AGGREGATIONS}, got '{how}'")
     if how == "last" or last_n == 1:
