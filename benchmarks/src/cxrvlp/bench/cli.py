@@ -1,0 +1,190 @@
+"""`cxrvlp-bench`: run / build / plot / demo / real."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cxrvlp.core.errors import CxrvlpError
+
+ALL_METHODS = ("carzero", "cxrclip", "mavl", "afloc", "mgca")
+
+
+def _csv(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    """methods x datasets x tasks x seeds -> result JSONs."""
+    from cxrvlp.bench import datasets as dsreg
+    from cxrvlp.bench.runner import RunOptions, run_suite
+    from cxrvlp.bench.sources import data_sources, load_catalog, parse_pairs, resolve_methods
+
+    roots: dict = dict(load_catalog(a.catalog)) if a.catalog else {}
+    roots.update(parse_pairs(a.data_root, "--data-root"))
+    names = (
+        _csv(a.datasets)
+        if a.datasets
+        else [n for n in dsreg.names() if n in roots or dsreg.get(n).reader in roots]
+    )
+    missing = [n for n in names if n not in roots and dsreg.get(n).reader not in roots]
+    if missing:
+        ds = dsreg.get(missing[0])
+        raise SystemExit(
+            f"error: no data root for '{ds.name}': pass --data-root {ds.name}=PATH or a --catalog entry "
+            f"(expected there: {ds.expected_files})"
+        )
+    sources = data_sources(names, roots, limit=a.limit)
+    methods = resolve_methods(
+        _csv(a.methods),
+        parse_pairs(a.checkpoint, "--checkpoint"),
+        parse_pairs(a.official, "--official"),
+        a.device,
+    )
+    opts = RunOptions(
+        tasks=_csv(a.tasks),
+        seeds=[int(s) for s in _csv(a.seeds)],
+        batch_size=a.batch_size,
+        skip_existing=a.skip_existing,
+        task_options={"seg_epochs": a.seg_epochs},
+    )
+    summary = run_suite(methods, sources, a.out, opts)
+    print(
+        f"wrote {len(summary.written)} result JSONs under {Path(a.out) / 'runs'}; "
+        f"skipped {len(summary.skipped_existing)} finished; {len(summary.errors)} errors"
+    )
+    for p, why in summary.errors:
+        print(f"  error: {p}: {why}")
+    return 1 if summary.errors else 0
+
+
+def cmd_build(a: argparse.Namespace) -> int:
+    """Result JSONs -> CSV + Markdown."""
+    from cxrvlp.bench.build import build
+
+    csv_path, md_path = build(a.out)
+    print(f"wrote {csv_path} and {md_path}")
+    return 0
+
+
+def cmd_plot(a: argparse.Namespace) -> int:
+    """Result JSONs -> PNG figures."""
+    from cxrvlp.bench.plots import plot_all
+
+    paths = plot_all(a.out)
+    print(f"wrote {len(paths)} figures under {Path(a.out) / 'plots'}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    """Synthetic end-to-end demo."""
+    from cxrvlp.bench.demo import DemoOptions, run_demo
+
+    run_demo(DemoOptions(out=Path(a.out), size=a.size, methods=_csv(a.methods), seed=a.seed))
+    return 0
+
+
+def cmd_real(a: argparse.Namespace) -> int:
+    """Linear probe / contrastive fine-tune on a real manifest folder."""
+    from cxrvlp.bench.real import RealOptions, run_real
+
+    run_real(
+        RealOptions(
+            manifest=Path(a.manifest),
+            images=Path(a.images) if a.images else None,
+            eval_manifest=Path(a.eval_manifest) if a.eval_manifest else None,
+            eval_images=Path(a.eval_images) if a.eval_images else None,
+            out=Path(a.out),
+            seeds=[int(s) for s in _csv(a.seeds)],
+            image_size=a.image_size,
+            max_rows=a.max_rows,
+            methods=_csv(a.methods),
+            contrastive=not a.no_contrastive,
+            bootstrap=a.bootstrap,
+        )
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="cxrvlp-bench", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run methods x datasets x tasks x seeds")
+    r.add_argument("--methods", default=",".join(ALL_METHODS))
+    r.add_argument("--datasets", default="", help="comma list (default: every dataset with a root)")
+    r.add_argument("--tasks", default="zeroshot,grounding,retrieval,linear_probe,segmentation")
+    r.add_argument("--seeds", default="0,1,2")
+    r.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH")
+    r.add_argument("--catalog", help="YAML: {datasets: {name: root | {root, synthetic, limit}}}")
+    r.add_argument(
+        "--checkpoint", action="append", default=[], metavar="METHOD=DIR", help="our from_pretrained dir"
+    )
+    r.add_argument(
+        "--official", action="append", default=[], metavar="METHOD=SOURCE", help="official checkpoint"
+    )
+    r.add_argument("--out", default="outputs/bench")
+    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--limit", type=int, default=None, help="at most this many images per split")
+    r.add_argument(
+        "--skip-existing", action="store_true", help="keep finished JSONs, redo missing/broken ones"
+    )
+    r.add_argument("--seg-epochs", type=int, default=20)
+    r.add_argument("--device", default=None)
+    r.set_defaults(fn=cmd_run)
+
+    for name, fn, h in (
+        ("build", cmd_build, "JSONs -> results.csv + results.md"),
+        ("plot", cmd_plot, "JSONs -> plots/*.png"),
+    ):
+        b = sub.add_parser(name, help=h)
+        b.add_argument("--out", default="outputs/bench")
+        b.set_defaults(fn=fn)
+
+    d = sub.add_parser(
+        "demo", help="synthetic end-to-end demo (writes data, trains tiny models, runs, reports)"
+    )
+    d.add_argument("--out", default="outputs/demo")
+    d.add_argument(
+        "--size", choices=("smoke", "full"), default="full", help="smoke = a few images, for tests"
+    )
+    d.add_argument("--methods", default=",".join(ALL_METHODS))
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=cmd_demo)
+
+    q = sub.add_parser("real", help="linear probe + short contrastive fine-tune on a real image manifest")
+    q.add_argument("--manifest", required=True, help="fit rows (or all rows; see suggested_role)")
+    q.add_argument("--images", help="folder image_path is relative to (default: the manifest's folder)")
+    q.add_argument("--eval-manifest")
+    q.add_argument("--eval-images")
+    q.add_argument("--out", default="outputs/real")
+    q.add_argument("--seeds", default="0")
+    q.add_argument("--image-size", type=int, default=224)
+    q.add_argument("--max-rows", type=int, default=None, help="cap per dataset and role (smoke runs)")
+    q.add_argument("--methods", default="mgca,cxrclip")
+    q.add_argument("--no-contrastive", action="store_true", help="only the linear probe of the bare encoder")
+    q.add_argument("--bootstrap", type=int, default=1000)
+    q.set_defaults(fn=cmd_real)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    a = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return a.fn(a)
+    except CxrvlpError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

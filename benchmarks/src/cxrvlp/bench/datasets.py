@@ -1,0 +1,412 @@
+"""The benchmark's dataset registry: what each evaluation set is, its classes, tasks and splits.
+
+Each entry names the core reader (`cxrvlp.core.data.get_dataset`), the split used for testing and the
+split used to choose thresholds (never the test split), the classes in the paper's order, which tasks it
+supports and what files the reader expects. Adding a dataset is one `register(...)` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+CHEXPERT5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+NIH14 = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
+NIH_BBOX8 = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+)
+OPENI18 = (  # CARZero's Open-I classes (carzero.md §2.3, §7)
+    "Atelectasis",
+    "Cardiomegaly",
+    "Pleural Effusion",
+    "Infiltrate",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural Thickening",
+    "Hernia",
+    "Fracture",
+    "Opacity",
+    "Lesion",
+    "Calcified Granuloma",
+    "Granuloma",
+)
+PADCHEST_SEEN = (  # MAVL's PadChest-seen classes as PadChest label strings (mavl.md §6.1)
+    "normal",
+    "pleural effusion",
+    "pacemaker",
+    "atelectasis",
+    "pneumonia",
+    "consolidation",
+    "cardiomegaly",
+    "emphysema",
+    "nodule",
+    "edema",
+    "pneumothorax",
+    "fracture",
+    "mass",
+    "catheter",
+)
+PADCHEST_RARE = (  # MAVL's 39 "rare" findings (mavl.md §6.1)
+    "suture material",
+    "sternotomy",
+    "supra aortic elongation",
+    "metal",
+    "abnormal foreign body",
+    "central venous catheter via jugular vein",
+    "vertebral anterior compression",
+    "diaphragmatic eventration",
+    "calcified densities",
+    "volume loss",
+    "single chamber device",
+    "vertebral compression",
+    "bullas",
+    "axial hyperostosis",
+    "aortic button enlargement",
+    "calcified granuloma",
+    "clavicle fracture",
+    "dual chamber device",
+    "mediastinic lipomatosis",
+    "esophagic dilatation",
+    "azygoesophageal recess shift",
+    "breast mass",
+    "round atelectasis",
+    "surgery humeral",
+    "aortic aneurysm",
+    "nephrostomy tube",
+    "sternoclavicular junction hypertrophy",
+    "pulmonary artery hypertension",
+    "pleural mass",
+    "empyema",
+    "external foreign body",
+    "respiratory distress",
+    "total atelectasis",
+    "ventriculoperitoneal drain tube",
+    "right sided aortic arch",
+    "aortic endoprosthesis",
+    "cyst",
+    "pulmonary venous hypertension",
+    "double J stent",
+)
+VINDR18 = (
+    "Aortic enlargement",
+    "Atelectasis",
+    "Calcification",
+    "Cardiomegaly",
+    "Consolidation",
+    "ILD",
+    "Infiltration",
+    "Lung Opacity",
+    "Mediastinal shift",
+    "Nodule/Mass",
+    "Pleural effusion",
+    "Pleural thickening",
+    "Pneumothorax",
+    "Pulmonary fibrosis",
+    "Rib fracture",
+    "Lung tumor",
+    "Pneumonia",
+    "Tuberculosis",
+)
+CHESTXDET10 = (
+    "Atelectasis",
+    "Calcification",
+    "Consolidation",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Fracture",
+    "Mass",
+    "Nodule",
+    "Pneumothorax",
+)
+MSCXR8 = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Lung Opacity",
+    "Pleural Effusion",
+    "Pneumonia",
+    "Pneumothorax",
+)
+
+TASKS = ("zeroshot", "grounding", "retrieval", "linear_probe", "segmentation")
+
+# Spelling differences between our class names and a reader's, compared after lower-casing and
+# removing spaces, underscores and hyphens.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "effusion": ("pleuraleffusion", "effusion"),
+    "pleuraleffusion": ("pleuraleffusion", "effusion"),
+    "pleuralthickening": ("pleuralthickening", "pleuralthicken", "thickening"),
+    "infiltration": ("infiltration", "infiltrate", "infiltrates"),
+    "infiltrate": ("infiltrate", "infiltration", "infiltrates"),
+    "pneumonia": ("pneumonia", "lungopacity"),
+    "covid19": ("covid19", "positive", "covid"),
+}
+
+
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+@dataclass(frozen=True)
+class BenchDataset:
+    """One evaluation set: how to read it and what to measure on it."""
+
+    name: str
+    reader: str  # name for cxrvlp.core.data.get_dataset
+    classes: tuple[str, ...]
+    tasks: tuple[str, ...]
+    test_split: str
+    val_split: str | None  # threshold choice and probe model selection; never the test split
+    train_split: str | None  # linear probe / segmentation training
+    expected_files: str  # what the reader needs under the root, for the missing-root error
+    description: str
+    multiclass: bool = False  # one positive class per image (CheXpert 5x200): accuracy of the argmax
+    grounding_classes: tuple[str, ...] = ()
+    reader_kwargs: dict[str, Any] = field(default_factory=dict)
+    extra: bool = False  # not one of the seven main datasets
+    paper_key: str | None = None  # key into paper_numbers.yaml when it differs from `name`
+
+    def supports(self, task: str) -> bool:
+        """Whether `task` is defined on this dataset."""
+        return task in self.tasks
+
+
+_REGISTRY: dict[str, BenchDataset] = {}
+
+
+def register(ds: BenchDataset) -> BenchDataset:
+    """Add a dataset to the registry (names are unique)."""
+    if ds.name in _REGISTRY:
+        raise KeyError(f"benchmark dataset '{ds.name}' is registered twice")
+    bad = [t for t in ds.tasks if t not in TASKS]
+    if bad:
+        raise ValueError(f"{ds.name}: unknown tasks {bad}; known: {TASKS}")
+    _REGISTRY[ds.name] = ds
+    return ds
+
+
+def get(name: str) -> BenchDataset:
+    """The registry entry `name`, or a KeyError listing what exists."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown benchmark dataset '{name}'; registered: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def names(include_extra: bool = True) -> list[str]:
+    """Registered dataset names in registration order."""
+    return [n for n, d in _REGISTRY.items() if include_extra or not d.extra]
+
+
+def class_index(reader_classes: Sequence[str], wanted: Sequence[str], dataset: str) -> list[int]:
+    """Indices of `wanted` classes in a reader's class list (case/spacing-insensitive, known aliases)."""
+    keys = {_key(c): i for i, c in enumerate(reader_classes)}
+    out = []
+    for w in wanted:
+        k = _key(w)
+        for cand in (k, *ALIASES.get(k, ())):
+            if cand in keys:
+                out.append(keys[cand])
+                break
+        else:
+            raise KeyError(f"{dataset}: class '{w}' not among the reader's classes {list(reader_classes)}")
+    return out
+
+
+def select_labels(labels: np.ndarray, idx: Sequence[int]) -> np.ndarray:
+    """(N, C_reader) -> (N, C) with the benchmark's class order."""
+    return labels[:, list(idx)]
+
+
+for _ds in (
+    BenchDataset(
+        "chexpert",
+        "chexpert",
+        CHEXPERT5,
+        ("zeroshot", "linear_probe"),
+        test_split="test",
+        val_split="valid",
+        train_split="train",
+        expected_files="test_labels.csv (the 500-image expert test set) and valid.csv with their images",
+        description="CheXpert expert-labelled test set (500 images), 5 competition classes; thresholds on valid",
+    ),
+    BenchDataset(
+        "chexpert-5x200",
+        "chexpert",
+        CHEXPERT5,
+        ("zeroshot",),
+        test_split="5x200",
+        val_split=None,
+        train_split=None,
+        multiclass=True,
+        expected_files="chexpert_5x200.csv (GLoRIA's 1,000-image list) and its images",
+        description="CheXpert 5x200: 200 images per class, 5-way argmax accuracy (no thresholds)",
+    ),
+    BenchDataset(
+        "chestxray14",
+        "chestxray14",
+        NIH14,
+        ("zeroshot", "grounding", "linear_probe"),
+        test_split="test",
+        val_split="val",
+        train_split="train",
+        grounding_classes=NIH_BBOX8,
+        expected_files="Data_Entry_2017_v2020.csv, test_list.txt, train_val_list.txt, BBox_List_2017.csv, images/",
+        description="ChestX-ray14 official test list (14 labels); 8-class bbox subset for grounding",
+    ),
+    BenchDataset(
+        "padchest",
+        "padchest",
+        PADCHEST_SEEN,
+        ("zeroshot",),
+        test_split="test",
+        val_split="val",
+        train_split=None,
+        expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
+        description="PadChest, MAVL's 14 seen classes",
+    ),
+    BenchDataset(
+        "padchest-rare",
+        "padchest",
+        PADCHEST_RARE,
+        ("zeroshot",),
+        test_split="test",
+        val_split="val",
+        train_split=None,
+        expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
+        description="PadChest, MAVL's 39 rare findings (unseen in pretraining)",
+    ),
+    BenchDataset(
+        "openi",
+        "openi",
+        OPENI18,
+        ("retrieval", "zeroshot"),
+        test_split="test",
+        val_split=None,
+        train_split=None,
+        expected_files="the NLMCXR XML reports (ecgen-radiology/*.xml) and the PNG images",
+        description="Open-I / IU X-ray: image-report retrieval; CARZero's 18 classes for zero-shot",
+    ),
+    BenchDataset(
+        "rsna-pneumonia",
+        "rsna-pneumonia",
+        ("Pneumonia",),
+        ("zeroshot", "grounding", "linear_probe", "segmentation"),
+        test_split="test",
+        val_split="val",
+        train_split="train",
+        grounding_classes=("Pneumonia",),
+        expected_files="stage_2_train_labels.csv (boxes), split CSVs and the DICOM images",
+        description="RSNA Pneumonia: binary classification and box grounding / box-mask segmentation",
+    ),
+    BenchDataset(
+        "siim-acr",
+        "siim-acr",
+        ("Pneumothorax",),
+        ("zeroshot", "grounding", "linear_probe", "segmentation"),
+        test_split="test",
+        val_split="val",
+        train_split="train",
+        grounding_classes=("Pneumothorax",),
+        expected_files="train-rle.csv (masks as RLE), split CSVs and the DICOM images",
+        description="SIIM-ACR Pneumothorax: binary classification and mask grounding / segmentation",
+    ),
+    BenchDataset(
+        "covidx",
+        "covidx",
+        ("COVID-19",),
+        ("zeroshot", "linear_probe"),
+        test_split="test",
+        val_split="val",
+        train_split="train",
+        expected_files="train/val/test split .txt files (id, filename, class, source) and the images",
+        description="COVIDx CXR-2: COVID-19 positive vs negative",
+    ),
+    # Extras: registered the same way, run only when their reader and files exist.
+    BenchDataset(
+        "vindr-cxr",
+        "vindr-cxr",
+        VINDR18,
+        ("zeroshot", "grounding", "linear_probe"),
+        test_split="test",
+        val_split="val",
+        train_split="train",
+        grounding_classes=VINDR18,
+        expected_files="annotations_test.csv / image_labels_test.csv and the DICOM images",
+        description="VinDr-CXR test set, CXR-CLIP's 18 classes",
+        extra=True,
+    ),
+    BenchDataset(
+        "chestx-det10",
+        "chestx-det10",
+        CHESTXDET10,
+        ("zeroshot", "grounding"),
+        test_split="test",
+        val_split=None,
+        train_split=None,
+        grounding_classes=CHESTXDET10,
+        expected_files="test.json (file_name, syms, boxes) and the PNG images",
+        description="ChestX-Det10: 10 classes with boxes (CARZero's pointing game)",
+        extra=True,
+    ),
+    BenchDataset(
+        "ms-cxr",
+        "ms-cxr",
+        MSCXR8,
+        ("grounding",),
+        test_split="test",
+        val_split=None,
+        train_split=None,
+        grounding_classes=MSCXR8,
+        expected_files="MS_CXR_Local_Alignment_v1.0.0.json and the MIMIC-CXR images",
+        description="MS-CXR phrase grounding (AFLoc's main localisation set)",
+        extra=True,
+    ),
+    BenchDataset(
+        "covid-r",
+        "covid-r",
+        ("COVID-19",),
+        ("zeroshot", "grounding"),
+        test_split="test",
+        val_split="val",
+        train_split=None,
+        grounding_classes=("COVID-19",),
+        expected_files="jpgs/<stem>.jpg, pngs_masks/<stem>.png and the split CSVs",
+        description="COVID-Rural (COVID-19-AR) with lesion masks",
+        extra=True,
+    ),
+):
+    register(_ds)
+
+MAIN_DATASETS: tuple[str, ...] = tuple(names(include_extra=False))

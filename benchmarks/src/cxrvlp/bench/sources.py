@@ -1,0 +1,181 @@
+"""Where things come from: data roots (flags or a catalog YAML) and method adapters (ours or official)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cxrvlp.bench import datasets as dsreg
+from cxrvlp.bench.record import sha256_dir
+from cxrvlp.core.data.contract import Sample
+from cxrvlp.core.errors import ConfigError, DatasetNotFoundError
+from cxrvlp.core.zeroshot import ZeroShotAdapter
+
+SYNTHETIC_MARKERS = ("SYNTHETIC", "SYNTHETIC.md", "synthetic.json")
+
+
+@dataclass
+class DataSource:
+    """One dataset's root and how to read it; `load(split)` caches the split's samples."""
+
+    dataset: dsreg.BenchDataset
+    root: Path
+    synthetic: bool = False
+    limit: int | None = None  # cap per split (smoke runs and the demo)
+    reader_kwargs: dict[str, Any] = field(default_factory=dict)
+    reader_fn: Callable[[str], Sequence[Sample]] | None = None  # replaces the core reader (tests, manifests)
+    _cache: dict[str, list[Sample]] = field(default_factory=dict, repr=False)
+
+    def check(self) -> None:
+        """Raise DatasetNotFoundError naming the dataset and the files expected when the root is missing."""
+        if not self.root.exists():
+            raise DatasetNotFoundError(self.dataset.name, self.root, self.dataset.expected_files)
+
+    def load(self, split: str) -> list[Sample]:
+        """The samples of `split` (the reader raises DatasetNotFoundError naming any missing file)."""
+        if split not in self._cache:
+            self.check()
+            if self.reader_fn is not None:
+                reader = self.reader_fn(split)
+            else:
+                from cxrvlp.core.data import get_dataset
+
+                kw = {**self.dataset.reader_kwargs, **self.reader_kwargs}
+                reader = get_dataset(self.dataset.reader, self.root, split=split, **kw)
+            out = []
+            for s in reader:
+                out.append(s)
+                if self.limit is not None and len(out) >= self.limit:
+                    break
+            self._cache[split] = out
+        return self._cache[split]
+
+
+def is_synthetic_root(root: Path) -> bool:
+    """A root written by `cxrvlp.core.data.synthetic` carries a marker file."""
+    return any((root / m).exists() for m in SYNTHETIC_MARKERS)
+
+
+def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
+    """["name=value", ...] -> dict, with a clear error on a malformed pair."""
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ConfigError(f"{what}: expected NAME=VALUE, got '{p}'")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load_catalog(path: str | Path) -> dict[str, dict[str, Any]]:
+    """catalog.yaml: `{datasets: {name: root | {root, synthetic, limit, reader_kwargs}}}` -> per dataset dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"catalog '{p}' does not exist")
+    raw = yaml.safe_load(p.read_text()) or {}
+    entries = raw.get("datasets", raw)
+    if not isinstance(entries, Mapping):
+        raise ConfigError(f"{p}: expected a mapping of dataset name -> root")
+    out = {}
+    for name, v in entries.items():
+        v = {"root": v} if isinstance(v, str) else dict(v)
+        if "root" not in v:
+            raise ConfigError(f"{p}: dataset '{name}' has no 'root'")
+        root = Path(v["root"])
+        v["root"] = root if root.is_absolute() else (p.parent / root)
+        out[name] = v
+    return out
+
+
+def data_sources(
+    names: Sequence[str], roots: Mapping[str, Any], limit: int | None = None, synthetic: bool | None = None
+) -> dict[str, DataSource]:
+    """Build DataSources for the requested datasets; unknown names raise KeyError listing the registry."""
+    out = {}
+    for n in names:
+        ds = dsreg.get(n)
+        entry = roots.get(n) or roots.get(ds.reader)
+        if entry is None:
+            continue
+        entry = entry if isinstance(entry, Mapping) else {"root": entry}
+        root = Path(entry["root"])
+        syn = entry.get("synthetic", synthetic if synthetic is not None else is_synthetic_root(root))
+        out[n] = DataSource(
+            ds, root, bool(syn), entry.get("limit", limit), dict(entry.get("reader_kwargs", {}))
+        )
+    return out
+
+
+@dataclass
+class MethodSpec:
+    """A method to benchmark: how to get its adapter, from which checkpoint, or why it is skipped."""
+
+    name: str
+    load: Callable[[], ZeroShotAdapter] | None
+    source: str  # "ours: <dir>", "official: <source>", "test double"
+    checkpoint_sha256: str | None = None
+    skip_reason: str | None = None
+
+
+def method_status(name: str) -> tuple[Any | None, str | None]:
+    """(registry module, None) for an implemented method, else (None, why it is skipped)."""
+    from cxrvlp.core.registry import get_method, installed_methods
+
+    if name not in installed_methods():
+        return None, "skipped: not installed"
+    try:
+        mod = get_method(name)
+    except Exception as e:  # an empty package's entry point may not import at all
+        return None, f"skipped: not implemented yet ({type(e).__name__}: {e})"
+    needed = ("load_adapter", "train")
+    missing = [f for f in needed if not callable(getattr(mod, f, None))]
+    if missing:
+        return None, f"skipped: not implemented yet (registry lacks {', '.join(missing)})"
+    return mod, None
+
+
+def resolve_methods(
+    names: Sequence[str],
+    checkpoints: Mapping[str, str],
+    officials: Mapping[str, str],
+    device: str | None = None,
+) -> list[MethodSpec]:
+    """MethodSpecs for `names`: our checkpoint dir (load_adapter) or an official source (load_official_adapter)."""
+    specs = []
+    for n in names:
+        mod, why = method_status(n)
+        if mod is None:
+            specs.append(MethodSpec(n, None, "", skip_reason=why))
+            continue
+        if n in checkpoints:
+            ck = Path(checkpoints[n])
+            if not ck.exists():
+                raise ConfigError(f"{n}: checkpoint '{ck}' does not exist")
+            specs.append(
+                MethodSpec(
+                    n, lambda m=mod, c=ck: _call(m.load_adapter, c, device), f"ours: {ck}", sha256_dir(ck)
+                )
+            )
+        elif n in officials:
+            src = officials[n]
+            sha = sha256_dir(src) if Path(src).exists() else None
+            fn = getattr(mod, "load_official_adapter", None)
+            if fn is None:
+                specs.append(MethodSpec(n, None, "", skip_reason="skipped: no official importer"))
+                continue
+            specs.append(MethodSpec(n, lambda f=fn, s=src: _call(f, s, device), f"official: {src}", sha))
+        else:
+            specs.append(
+                MethodSpec(n, None, "", skip_reason="skipped: no checkpoint given (--checkpoint/--official)")
+            )
+    return specs
+
+
+def _call(fn: Callable, path: Any, device: str | None) -> ZeroShotAdapter:
+    if "device" in inspect.signature(fn).parameters:
+        return fn(path, device=device)
+    return fn(path)

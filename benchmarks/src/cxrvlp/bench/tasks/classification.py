@@ -1,0 +1,54 @@
+"""Zero-shot classification: AUROC/AUPRC per class and macro; F1/accuracy at validation-chosen thresholds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from cxrvlp.bench import scoring
+from cxrvlp.bench.inference import class_scores
+from cxrvlp.bench.prompts import prompts_for
+from cxrvlp.bench.record import prompts_record
+from cxrvlp.bench.tasks.base import TaskContext, TaskSkipped, label_matrix
+
+
+def run_zeroshot(ctx: TaskContext) -> dict[str, Any]:
+    """Score the test split (and the validation split for thresholds) with the method's prompts."""
+    ds = ctx.dataset
+    prompts, label = prompts_for(ctx.method, ds.name, ds.classes)
+    ctx.record["prompts"] = prompts_record(prompts, label)
+    test = ctx.load(ds.test_split)
+    if not test:
+        raise TaskSkipped(f"{ds.name}: the {ds.test_split} split is empty")
+    y = label_matrix(test, ds.classes, ds.name)  # (N, C)
+    s = class_scores(
+        ctx.adapter, test, prompts, batch_size=ctx.batch_size, desc=f"{ds.name} zero-shot"
+    )  # (N, C)
+    if not np.isfinite(s).all():
+        raise FloatingPointError(f"{ctx.method} on {ds.name}: non-finite zero-shot scores")
+    out: dict[str, Any] = {"n_test": len(test), "test_split": ds.test_split}
+    if ds.multiclass:
+        keep = np.nansum(y, axis=1) == 1  # exactly one positive class per image
+        out["metrics"] = {"accuracy": scoring.multiclass_accuracy(y[keep], s[keep])}
+        out["threshold_choice"] = "none: argmax over classes"
+    else:
+        cls = scoring.classification(y, s, ds.classes)
+        out["metrics"] = {"auroc_macro": cls["auroc_macro"], "auprc_macro": cls["auprc_macro"]}
+        out["per_class"] = {"auroc": cls["auroc"], "auprc": cls["auprc"]}
+        if ds.val_split is not None:
+            val = ctx.load(ds.val_split)
+            yv = label_matrix(val, ds.classes, ds.name)
+            sv = class_scores(ctx.adapter, val, prompts, batch_size=ctx.batch_size, desc=f"{ds.name} val")
+            thr = scoring.choose_thresholds(yv, sv)
+            th = scoring.thresholded(y, s, thr, ds.classes)
+            out["metrics"].update({"f1_macro": th["f1_macro"], "accuracy_macro": th["accuracy_macro"]})
+            out["per_class"].update({"f1": th["f1"], "accuracy": th["accuracy"]})
+            out["thresholds"] = dict(zip(ds.classes, thr.tolist()))
+            out["threshold_choice"] = f"max F1 per class on the '{ds.val_split}' split ({len(val)} images)"
+        else:
+            out["threshold_choice"] = "none: no validation split, F1/accuracy not reported"
+    path = ctx.sidecar(".npz")
+    if path is not None:  # scores for ROC plots
+        np.savez_compressed(path, y_true=y, y_score=s, classes=np.array(ds.classes))
+        out["arrays"] = path.name
+    return out

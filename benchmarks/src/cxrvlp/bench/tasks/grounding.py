@@ -1,0 +1,121 @@
+"""Zero-shot grounding: pointing game, IoU and Dice at stated thresholds, CNR, on positive images only.
+
+The ground truth (boxes rasterised, or masks) is sent through the adapter's own `preprocess`, so it lands
+in exactly the frame of the map (same resize / crop / pad), whatever the method's geometry is; it is then
+binarised halfway between the transformed background and foreground values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from cxrvlp.bench import scoring
+from cxrvlp.bench.inference import map_images
+from cxrvlp.bench.prompts import prompts_for
+from cxrvlp.bench.record import prompts_record
+from cxrvlp.bench.tasks.base import TaskContext, TaskSkipped
+from cxrvlp.core.data.contract import Sample
+
+# Thresholds on the min-max normalised [0, 1] map (AFLoc averages IoU/Dice over these, afloc.md §6.1
+# maps [-1, 1] thresholds 0.1..0.5 to 0.55..0.75 here).
+THRESHOLDS = (0.55, 0.6, 0.65, 0.7, 0.75)
+
+
+def gt_mask(sample: Sample, cls: str, any_label: bool = False) -> np.ndarray | None:
+    """(H, W) uint8 mask of class `cls` in the sample's own pixels, from its mask or boxes; None if absent.
+
+    Boxes count when their label names `cls`; with `any_label` (single-class datasets such as RSNA, whose
+    boxes say "Lung Opacity") every box counts.
+    """
+    h, w = sample.image.shape[:2]
+    if sample.mask is not None:
+        m = np.asarray(sample.mask)
+        if m.ndim == 3:
+            names = [c.lower() for c in sample.classes] if len(sample.classes) == m.shape[0] else None
+            m = m[names.index(cls.lower())] if names and cls.lower() in names else m.max(axis=0)
+        return (m > 0).astype(np.uint8) if m.any() else None
+    if sample.boxes is not None and len(sample.boxes):
+        labels = [str(b).lower().replace("_", " ") for b in sample.box_labels]
+        want = cls.lower().replace("_", " ")
+        m = np.zeros((h, w), np.uint8)
+        for k, (x0, y0, x1, y1) in enumerate(np.asarray(sample.boxes, np.float64)):
+            if not any_label and k < len(labels) and labels[k] != want:
+                continue
+            m[max(int(np.floor(y0)), 0) : int(np.ceil(y1)), max(int(np.floor(x0)), 0) : int(np.ceil(x1))] = 1
+        return m if m.any() else None
+    return None
+
+
+def to_adapter_frame(adapter, mask: np.ndarray) -> np.ndarray:
+    """Map a mask through the adapter's preprocess: (H, W) -> (S, S) bool in the map's frame."""
+    fg = adapter.preprocess(mask.astype(np.float32))[0].float().numpy()
+    bg = adapter.preprocess(np.zeros_like(mask, dtype=np.float32))[0].float().numpy()
+    one = adapter.preprocess(np.ones_like(mask, dtype=np.float32))[0].float().numpy()
+    mid = (bg + one) / 2.0
+    sign = np.sign(one - bg)  # normalisation keeps order, but be safe with flipped intensities
+    return (sign * (fg - mid)) > 0
+
+
+def run_grounding(ctx: TaskContext) -> dict[str, Any]:
+    """Localise each grounding class on the test images that contain it; metrics per class then macro."""
+    ds = ctx.dataset
+    classes = ds.grounding_classes or ds.classes
+    prompts, label = prompts_for(ctx.method, ds.name, classes)
+    ctx.record["prompts"] = prompts_record(prompts, label)
+    test = ctx.load(ds.test_split)
+    per_class: dict[str, dict[str, float]] = {}
+    examples = []
+    for cls, cp in zip(classes, prompts):
+        single = len(classes) == 1
+        items = [(s, m) for s in test if (m := gt_mask(s, cls, any_label=single)) is not None]
+        if not items:
+            continue
+        samples = [s for s, _ in items]
+        text = cp.positive[0]
+        maps = map_images(  # (N, S, S): one prompt per call keeps memory at N*S*S
+            ctx.adapter,
+            samples,
+            lambda x, t=text: _first_map(ctx.adapter.localize(x, [t])),
+            batch_size=ctx.batch_size,
+            desc=f"{ds.name} grounding {cls}",
+        )
+        rows = [
+            scoring.grounding(hm, to_adapter_frame(ctx.adapter, m), THRESHOLDS)
+            for hm, (_, m) in zip(maps, items)
+        ]
+        per_class[cls] = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+        per_class[cls]["n"] = len(rows)
+        if len(examples) < 4:
+            examples.append((samples[0], maps[0], items[0][1], cls))
+    if not per_class:
+        raise TaskSkipped(f"{ds.name}: no test image has a box or mask for {list(classes)}")
+    keys = [k for k in next(iter(per_class.values())) if k != "n"]
+    metrics = {f"{k}_macro": float(np.nanmean([pc[k] for pc in per_class.values()])) for k in keys}
+    path = ctx.sidecar("_grounding.npz")
+    if path is not None and examples:  # a few overlays for the plot command
+        s0 = [ctx.adapter.preprocess(e[0].image)[0].float().numpy() for e in examples]
+        np.savez_compressed(
+            path,
+            images=np.stack(s0),
+            maps=np.stack([e[1] for e in examples]),
+            masks=np.stack([to_adapter_frame(ctx.adapter, e[2]) for e in examples]),
+            classes=np.array([e[3] for e in examples]),
+        )
+    return {
+        "metrics": metrics,
+        "per_class": per_class,
+        "thresholds": list(THRESHOLDS),
+        "protocol": (
+            "maps min-max normalised to [0, 1] per image; IoU/Dice averaged over the thresholds; pointing game = "
+            "argmax inside the ground truth; CNR on the normalised map; positives only; GT mapped through the "
+            "adapter's preprocess"
+        ),
+        "test_split": ds.test_split,
+    }
+
+
+def _first_map(maps):
+    if maps is None:
+        raise TaskSkipped("the adapter's localize() returns no maps")
+    return maps[:, 0]  # (B, S, S)
