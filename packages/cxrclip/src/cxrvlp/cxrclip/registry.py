@@ -1,0 +1,122 @@
+"""cxrclip's entry in the cxrvlp method registry: named model configs and the method hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.registry import register_model
+from cxrvlp.cxrclip.model import BIO_CLINICAL_BERT, CxrClip, CxrClipModelConfig, build_model
+
+METHOD = "cxrclip"
+
+# The tiny demo/test model: a small HF Swin on 64 px input and a 2-layer BERT (NOT the paper's sizes).
+TINY_SWIN = dict(
+    image_size=64, patch_size=4, embed_dim=32, depths=[1, 1, 1], num_heads=[1, 2, 4], window_size=4,
+    drop_path_rate=0.0,
+)  # fmt: skip
+TINY_BERT = dict(
+    BIO_CLINICAL_BERT, vocab_size=2000, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+    intermediate_size=128, max_position_embeddings=128,
+)  # fmt: skip
+
+
+def _config(base: dict[str, Any], overrides: dict[str, Any]) -> CxrClipModelConfig:
+    overrides = dict(overrides)
+    vocab = overrides.pop("text_vocab_size", None)
+    cfg = {**base, **overrides}
+    if vocab is not None:
+        cfg["text_config"] = {**cfg.get("text_config", BIO_CLINICAL_BERT), "vocab_size": int(vocab)}
+    try:
+        return CxrClipModelConfig(**cfg)
+    except TypeError as err:
+        raise ConfigError(f"cxrclip model config: {err}") from err
+
+
+R50 = dict(image_encoder="resnet50", image_encoder_kwargs={"sync_batchnorm": True}, normalisation="imagenet")
+SWINT = dict(image_encoder="swin-tiny", image_encoder_kwargs={}, normalisation="mean0.5-std0.5")
+
+
+@register_model("cxrclip-r50", method=METHOD, description="CXR-CLIP ResNet-50 + Bio_ClinicalBERT (paper)")
+def cxrclip_r50(**overrides) -> CxrClip:
+    """The paper's ResNet-50 variant (133.3 M parameters)."""
+    return build_model(_config(R50, overrides))
+
+
+@register_model("cxrclip-swint", method=METHOD, description="CXR-CLIP Swin-Tiny + Bio_ClinicalBERT (paper)")
+def cxrclip_swint(**overrides) -> CxrClip:
+    """The paper's Swin-Tiny variant (136.6 M parameters)."""
+    return build_model(_config(SWINT, overrides))
+
+
+@register_model(
+    "cxrclip-tiny",
+    method=METHOD,
+    description="CXR-CLIP wiring with a tiny Swin (64 px) and a 2-layer BERT: demo/tests, NOT the paper",
+    paper_config=False,
+)
+def cxrclip_tiny(**overrides) -> CxrClip:
+    """Tiny demo model (same modules and losses, toy sizes)."""
+    base = dict(
+        image_encoder="swin-tiny",
+        image_encoder_kwargs=dict(TINY_SWIN),
+        text_config=dict(TINY_BERT),
+        tokenizer=None,
+        text_max_length=128,
+        proj_dim=64,
+        normalisation="mean0.5-std0.5",
+        image_size=64,
+    )
+    return build_model(_config(base, overrides))
+
+
+@register_model(
+    "cxrclip-small",
+    method=METHOD,
+    description="CXR-CLIP losses on EfficientNet-Lite0 + MiniLM-L6 (real small pretrained backbones; "
+    "NOT the paper's backbones)",
+    paper_config=False,
+)
+def cxrclip_small(**overrides) -> CxrClip:
+    """Small real-weight variant; needs core's 'efficientnet-lite0' and 'minilm-l6' encoders."""
+    from cxrvlp.core.encoders import list_image_encoders, list_text_encoders
+
+    if "efficientnet-lite0" not in list_image_encoders() or "minilm-l6" not in list_text_encoders():
+        raise ConfigError(
+            "cxrclip-small needs core's 'efficientnet-lite0' and 'minilm-l6' encoders (not installed)"
+        )
+    base = dict(
+        image_encoder="efficientnet-lite0",
+        image_encoder_kwargs={},
+        text_encoder="minilm-l6",
+        tokenizer=None,
+        normalisation="imagenet",
+    )
+    return build_model(_config(base, overrides))
+
+
+def train(config: str | Path, overrides: Sequence[str] = ()) -> Path:
+    """Same run as `python -m cxrvlp.cxrclip.train CONFIG key=value ...`; returns the run folder."""
+    from cxrvlp.cxrclip.train import main
+
+    return main(config, list(overrides))
+
+
+def load_adapter(pretrained_dir: str | Path, device=None):
+    """Zero-shot adapter around a model saved by our training (`final/` folder or any save_pretrained dir)."""
+    from cxrvlp.cxrclip.zeroshot import CxrClipAdapter
+
+    return CxrClipAdapter.from_pretrained(pretrained_dir, device=device)
+
+
+def load_official_adapter(source: str | Path, name: str | None = None, device=None, tokenizer=None):
+    """Zero-shot adapter around a released checkpoint (Bio_ClinicalBERT tokenizer: hub or folder)."""
+    from cxrvlp.cxrclip.official import load_official_checkpoint
+    from cxrvlp.cxrclip.zeroshot import CxrClipAdapter
+
+    model = load_official_checkpoint(source, name=name)
+    return CxrClipAdapter(
+        model, tokenizer=tokenizer, device=device, model_name=name or "official", source=source
+    )
