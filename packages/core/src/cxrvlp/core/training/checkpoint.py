@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,11 +108,52 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def safe_load(path: str | os.PathLike) -> Any:
+def _make_stub(full_name: str) -> type:
+    """A class to alias `full_name` in the unpickler; "instances" are inert OrderedDicts.
+
+    torch's weights_only unpickler only fills exact dict/OrderedDict types (SETITEM) and only builds
+    allowlisted types, so the stub's constructor returns a plain OrderedDict tagged with the class name:
+    dict items (e.g. Lightning's AttributeDict) land in it, pickled state (BUILD) in its `__dict__`.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> OrderedDict:
+        od: OrderedDict = OrderedDict()
+        od.__dict__.update({"stub_name": full_name, "stub_args": args})
+        return od
+
+    short = full_name.rsplit(".", 1)[-1]
+    return type(short, (), {"__new__": __new__, "__module__": "cxrvlp.core.training.stubs"})
+
+
+def is_stub(obj: Any) -> bool:
+    """True for an object read through `safe_load(stub_globals=...)` in place of a named class."""
+    return type(obj) is OrderedDict and "stub_name" in getattr(obj, "__dict__", {})
+
+
+def stub_to_plain(obj: Any) -> Any:
+    """Recursively turn stubs into plain dicts (items, then pickled state if it is a mapping)."""
+    if is_stub(obj):
+        out = {k: stub_to_plain(v) for k, v in obj.items()}
+        extra = {k: v for k, v in vars(obj).items() if k not in ("stub_name", "stub_args")}
+        out.update({str(k): stub_to_plain(v) for k, v in extra.items()})
+        return out
+    if isinstance(obj, Mapping):
+        return {k: stub_to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [stub_to_plain(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(stub_to_plain(v) for v in obj)
+    return obj
+
+
+def safe_load(path: str | os.PathLike, stub_globals: Sequence[str] = ()) -> Any:
     """torch.load(path, weights_only=True, map_location="cpu") with `CheckpointError` for bad files.
 
-    A file whose pickle would import or call anything beyond tensors and plain containers (e.g. a Lightning
-    checkpoint holding an OmegaConf `DictConfig`, or a crafted `__reduce__`) is refused, never executed.
+    A file whose pickle would import or call anything beyond tensors and plain containers (e.g. a crafted
+    `__reduce__`) is refused, never executed. `stub_globals` names classes (full dotted paths, e.g.
+    "pytorch_lightning.utilities.parsing.AttributeDict" in a Lightning checkpoint's hyper_parameters) to
+    be read as inert tagged OrderedDicts (`is_stub`, `stub_to_plain`) instead of being refused; their real
+    code is never imported or run.
     """
     p = Path(path)
     if not p.exists():
@@ -120,8 +162,10 @@ def safe_load(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{p}: is a folder, expected a checkpoint file")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: checkpoint file is empty (0 bytes)")
+    stubs = [(_make_stub(name), name) for name in stub_globals]
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(stubs):
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "weights_only" in msg or "Unsupported global" in msg or "Unsupported operand" in msg:
@@ -129,11 +173,13 @@ def safe_load(path: str | os.PathLike) -> Any:
             detail = ""
             m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
             if m:
-                detail = f" (it references {m.group(1)})"
+                detail = (
+                    f" (it references {m.group(1)}; if that is plain data such as a config class, pass "
+                    f"stub_globals=['{m.group(1)}'] to read it as an inert stub)"
+                )
             raise CheckpointError(
-                f"{p}: refused to load: the pickle would import or run code{detail}; only tensors and plain "
-                f"containers are loaded (torch.load weights_only=True). If you trust this file, convert it "
-                f"once in a separate environment. torch said: {first}"
+                f"{p}: refused to load: the pickle would import or run code{detail}. Only tensors and plain "
+                f"containers are loaded (torch.load weights_only=True). torch said: {first}"
             ) from None
         raise CheckpointError(f"{p}: corrupt checkpoint (cannot unpickle): {msg}") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, AttributeError) as e:
