@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 @dataclass
 class MedBertConfig:
-    """The BLIP-"med" BERT of MGCA (defaults = the official `bert_config.json`: 6 layers of Bio_ClinicalBERT)."""
+    """The BLIP-"med" BERT of MGCA (defaults = the official `bert_config.json`)."""
 
     vocab_size: int = 28996
     hidden_size: int = 768

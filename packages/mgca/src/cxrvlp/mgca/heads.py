@@ -7,7 +7,7 @@ from torch import nn
 
 
 class GlobalHead(nn.Sequential):
-    """Linear -> BN -> ReLU -> Linear -> BN(affine=False) on (B, D_in); keys 0/1/3/4 as the official `.head`."""
+    """Linear -> BN -> ReLU -> Linear -> BN(affine=False) on (B, D_in); keys 0/1/3/4 as the official."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
         super().__init__(
@@ -20,7 +20,7 @@ class GlobalHead(nn.Sequential):
 
 
 class LocalHead(nn.Sequential):
-    """The same with 1x1 Conv1d over tokens: (B, N, D_in) -> (B, N, out); BN statistics over batch x tokens."""
+    """The same with 1x1 Conv1d over tokens: (B, N, D_in) -> (B, N, out); BN over batch x tokens."""
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int) -> None:
         super().__init__(

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from cxrvlp.core.encoders import create_image_encoder
+from cxrvlp.core.encoders.text import merge_word_pieces
 from cxrvlp.mgca.config import MGCAConfig
 from cxrvlp.mgca.heads import GlobalHead, LocalHead
 from cxrvlp.mgca.text_encoder import MedBertModel, load_bert_prefix_weights
-from cxrvlp.mgca.words import aggregate_word_pieces
 from torch import nn
 
 
@@ -85,7 +85,7 @@ class MGCA(nn.Module):
 
     # ------------------------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, need_attention: bool | None = None) -> ImageSide:
-        """(B, 3, 224, 224) in [-1, 1] -> image features, projected (pre/post L2) global and patch embeddings."""
+        """(B, 3, 224, 224) in [-1, 1] -> features, projected (pre/post L2) global and patch embeddings."""
         if need_attention is None:
             need_attention = self.cfg.is_vit
         if self.cfg.is_vit:
@@ -124,16 +124,26 @@ class MGCA(nn.Module):
         if piece_mask is not None:
             piece_mask = piece_mask[:, :keep]
         hidden, probs = self.text_encoder(input_ids, attention_mask)  # (B, L', D), (B, H, L')
-        agg = aggregate_word_pieces(
-            hidden,
-            probs.mean(dim=1),
-            input_ids,
-            piece_mask,
-            sep_token_id=self.cfg.sep_token_id,
-            num_slots=n_slots,
-            shift_weights=not self.cfg.fix_word_weight_shift,
+        cls_attn = probs.mean(dim=1)  # (B, L') mean over heads of [CLS] -> token j
+        # Official scan: the L tokens are zipped with the L-1 attentions to tokens 1..L-1, so only positions
+        # 0..L-2 are visited and token i carries the attention to token i+1 (off-by-one kept by default).
+        n = input_ids.shape[1] - 1
+        weights = cls_attn[:, :n] if self.cfg.fix_word_weight_shift else cls_attn[:, 1:]
+        pieces = (
+            piece_mask[:, :n]
+            if piece_mask is not None
+            else torch.zeros_like(input_ids[:, :n], dtype=torch.bool)
         )
-        report_feat, word_feat = agg.feats[:, 0], agg.feats[:, 1:]
+        agg = merge_word_pieces(
+            hidden[:, :n],
+            input_ids[:, :n],
+            pieces,
+            sep_token_id=self.cfg.sep_token_id,
+            out_len=n_slots,
+            token_weights=weights,
+            close_at_end=False,  # a report cut before its [SEP] loses its last open word (official)
+        )
+        report_feat, word_feat = agg.embeddings[:, 0], agg.embeddings[:, 1:]
         g = self.text_global_head(report_feat)
         w = self.text_local_head(word_feat)
         return TextSide(
@@ -142,7 +152,7 @@ class MGCA(nn.Module):
             report_feat=report_feat,
             word_feat=word_feat,
             word_attn=agg.weights[:, 1:],
-            word_pad_mask=agg.pad_mask[:, 1:],
+            word_pad_mask=~agg.word_mask[:, 1:],
             report_emb_prenorm=g,
             word_emb_prenorm=w,
             report_emb=F.normalize(g, dim=-1),
@@ -151,7 +161,7 @@ class MGCA(nn.Module):
         )
 
     def forward(self, batch: dict) -> tuple[ImageSide, TextSide]:
-        """batch with `images`, `input_ids`, `attention_mask` (and `piece_mask`) -> (image side, text side)."""
+        """batch with `images`, `input_ids`, `attention_mask` (and `piece_mask`) -> (image, text)."""
         img = self.encode_image(batch["images"], need_attention=self.cfg.is_vit and self.cfg.bidirectional)
         txt = self.encode_text(batch["input_ids"], batch["attention_mask"], batch.get("piece_mask"))
         return img, txt

@@ -144,7 +144,7 @@ def _side_tensors(img, txt, cfg: MGCAConfig) -> dict[str, torch.Tensor]:
 
 
 def _pad_text(t: torch.Tensor, length: int) -> torch.Tensor:
-    """Right-pad dim 1 (tokens) with zeros back to the fixture's fixed length (we run the batch's longest+1)."""
+    """Right-pad dim 1 (tokens) with zeros to the fixture's length (we run the batch's longest + 1)."""
     if t.shape[1] >= length:
         return t
     pad = t.new_zeros((t.shape[0], length - t.shape[1], *t.shape[2:]))

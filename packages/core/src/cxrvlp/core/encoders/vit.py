@@ -2,12 +2,13 @@
 blocks.N.*, norm).
 
 Two registered variants:
-* "vit-b16": learned position embedding (DeiT / BLIP style, as MGCA), default init `deit_base_patch16_224.fb_in1k`.
+* "vit-b16": learned position embedding (DeiT / BLIP style, as MGCA); default init
+  `deit_base_patch16_224.fb_in1k`.
 * "vit-b16-mae": fixed 2-D sin-cos position embedding (MAE / CARZero's MRM): `pos_embed` keeps its key but is
   frozen (requires_grad=False), row 0 ([CLS]) is zeros.
 
 Every block uses timm's fused attention (SDPA) except the last one when its post-softmax attention
-probabilities are requested (MGCA reads the [CLS] row of the last block): that block is then recomputed with an
+probabilities are requested (MGCA reads the [CLS] row of the last block): that block then also computes an
 explicit softmax, which gives the same output up to float rounding.
 """
 
