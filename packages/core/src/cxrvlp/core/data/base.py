@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import os
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -149,7 +150,7 @@ class RecordSkipper:
 class Record:
     """One image of a dataset, before its pixels are read."""
 
-    image_path: Path
+    image_path: str  # a plain string: Path objects cost seconds over 100k+ records
     labels: np.ndarray | None = None
     report: str | None = None
     sections: dict[str, str] = field(default_factory=dict)
@@ -184,6 +185,7 @@ class CxrDataset(torch.utils.data.Dataset):
         cache_dir: str | Path | None = None,
     ) -> None:
         self.root = require_root(self.name, root)
+        self.root_str = str(self.root)
         self.load_images = load_images
         self.on_error = check_on_error(on_error)
         self.skipped: list[tuple[str, str]] = []
@@ -202,10 +204,8 @@ class CxrDataset(torch.utils.data.Dataset):
 
     def key(self, rec: Record) -> str:
         """The image's path relative to the root (posix), the cache key."""
-        try:
-            return rec.image_path.relative_to(self.root).as_posix()
-        except ValueError:
-            return rec.image_path.as_posix()
+        rel = os.path.relpath(rec.image_path, self.root_str)
+        return Path(rec.image_path).as_posix() if rel.startswith("..") else rel.replace(os.sep, "/")
 
     def read_pixels(self, rec: Record) -> tuple[np.ndarray | None, tuple[int, int] | None]:
         """(image, original (H, W) when read from the cache else None); image None when skipped."""
@@ -247,10 +247,9 @@ class CxrDataset(torch.utils.data.Dataset):
             rec = self.records[(idx + attempt) % n]
             try:
                 img, orig = self.read_pixels(rec)
+                return self.make_sample(rec, img, orig)
             except CxrvlpError as err:
                 self._skip(err, str(rec.image_path))
-                continue
-            return self.make_sample(rec, img, orig)
         raise CorruptImageError(self.root, f"{self.name}: no readable image in the dataset")
 
     def make_sample(self, rec: Record, img: np.ndarray | None, orig: tuple[int, int] | None) -> Sample:
@@ -262,7 +261,7 @@ class CxrDataset(torch.utils.data.Dataset):
             boxes *= np.array([sx, sy, sx, sy], np.float32)
         return Sample(
             image=img,
-            image_path=str(rec.image_path),
+            image_path=rec.image_path,
             dataset=self.name,
             classes=self.classes,
             labels=rec.labels,
@@ -299,12 +298,12 @@ class CxrDataset(torch.utils.data.Dataset):
         }
 
 
-def iter_files(root: Path, patterns: Iterable[str]) -> dict[str, Path]:
+def iter_files(root: Path, patterns: Iterable[str]) -> dict[str, str]:
     """Recursive glob once: file stem -> path (first found), for DICOM/PNG trees indexed by id."""
-    out: dict[str, Path] = {}
+    out: dict[str, str] = {}
     for pat in patterns:
         for p in sorted(root.rglob(pat)):
-            out.setdefault(p.stem, p)
+            out.setdefault(p.stem, str(p))
     return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -171,7 +172,7 @@ class MimicCxrDataset(CxrDataset):
             vp = row.get("ViewPosition")
             self.records.append(
                 Record(
-                    image_path=self.root / image_relpath(subj, study, dicom),
+                    image_path=os.path.join(self.root_str, image_relpath(subj, study, dicom)),
                     labels=lab[i],
                     patient_id=str(subj),
                     study_id=str(study),
