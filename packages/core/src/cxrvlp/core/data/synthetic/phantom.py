@@ -242,7 +242,7 @@ def _render_frontal(
             # visible visceral pleural line at the edge of the collapsed lung
             edge = cv2.morphologyEx(collapsed.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((2, 2), np.uint8))
             dens += 0.22 * (edge.astype(bool) & lungs[side])
-        dens -= 0.1 * m  # hyperlucent: no lung markings, darker than lung
+        dens -= 0.13 * m  # hyperlucent: no lung markings, darker than lung
         ptx_region |= m
         masks["pneumothorax"] = m
     dens += marking * (any_lung & ~ptx_region)

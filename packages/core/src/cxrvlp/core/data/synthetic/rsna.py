@@ -23,14 +23,22 @@ LABEL_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
 CLASS_COLUMNS = ("patientId", "class")
 
 
-def component_boxes(mask: np.ndarray, min_area: int = 12) -> list[tuple[float, float, float, float]]:
-    """(x, y, w, h) of each connected component of a mask (tiny specks dropped)."""
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    out = []
+def component_boxes(mask: np.ndarray, min_frac: float = 0.0015) -> list[tuple[float, float, float, float]]:
+    """(x, y, w, h) boxes of a mask's opacities: one per lung (components grouped by the side of their
+    centroid, as a reader would draw one box around a patchy region), specks under min_frac dropped."""
+    n, _, stats, cents = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    min_area = max(12, min_frac * mask.size)
+    sides: dict[bool, list[int]] = {}
     for i in range(1, n):
-        x, y, w, h, area = stats[i].tolist()
-        if area >= min_area:
-            out.append((float(x), float(y), float(w), float(h)))
+        if stats[i, cv2.CC_STAT_AREA] >= min_area:
+            sides.setdefault(bool(cents[i][0] >= mask.shape[1] / 2), []).append(i)
+    out = []
+    for comps in sides.values():
+        x0 = min(stats[i, 0] for i in comps)
+        y0 = min(stats[i, 1] for i in comps)
+        x1 = max(stats[i, 0] + stats[i, 2] for i in comps)
+        y1 = max(stats[i, 1] + stats[i, 3] for i in comps)
+        out.append((float(x0), float(y0), float(x1 - x0), float(y1 - y0)))
     return sorted(out)
 
 
