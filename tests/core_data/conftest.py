@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 REPORT_FULL = "\n".join(
     [
@@ -127,3 +129,28 @@ def make_mimic(root: Path) -> Path:
 @pytest.fixture
 def mimic_root(tmp_path) -> Path:
     return make_mimic(tmp_path / "mimic")
+
+
+def write_dicom(path, arr: np.ndarray, photometric="MONOCHROME2", slope=None, intercept=None, window=None):
+    """A minimal valid DICOM file with the given pixels (uint8/uint16/int16)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    bits = arr.dtype.itemsize * 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+    ds.PixelRepresentation = 1 if arr.dtype.kind == "i" else 0
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = arr.tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path

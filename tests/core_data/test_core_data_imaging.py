@@ -10,32 +10,8 @@ import pydicom
 import pytest
 from cxrvlp.core.data.imaging import read_image, sniff_format, write_png
 from cxrvlp.core.errors import CorruptImageError, CxrvlpError, DatasetNotFoundError
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-
-def write_dicom(path, arr: np.ndarray, photometric="MONOCHROME2", slope=None, intercept=None, window=None):
-    """A minimal valid DICOM file with the given pixels (uint8/uint16/int16)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = arr.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    bits = arr.dtype.itemsize * 8
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
-    ds.PixelRepresentation = 1 if arr.dtype.kind == "i" else 0
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if window is not None:
-        ds.WindowCenter, ds.WindowWidth = window
-    ds.PixelData = arr.tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
-    return path
+from .conftest import write_dicom
 
 
 def ramp(h=20, w=30, dtype=np.uint16, hi=4095):

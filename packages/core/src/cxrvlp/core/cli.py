@@ -1,0 +1,144 @@
+"""The `cxrvlp` console script.
+
+cxrvlp prepare <dataset> --root R --out O --size N [--set key=value ...] [--limit K]
+    Decode every image once, write it at long side N (PNG) plus an index CSV under O/<dataset>/,
+    then print the read throughput (images/second/core) of the cache vs the originals.
+cxrvlp prepare mimic-cxr --root R --out O --master-table [--method mgca|afloc|cxrclip|carzero]
+    Write the master table a method trains from (O is the CSV path or a folder).
+cxrvlp datasets
+    List the registered dataset readers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip().replace("-", "_")] = yaml.safe_load(v)
+    return out
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """`cxrvlp prepare`: image cache (default) or MIMIC master table."""
+    from cxrvlp.core.data import DATASETS, get_dataset
+    from cxrvlp.core.data.cache import prepare_cache, read_throughput
+
+    if args.dataset not in DATASETS:
+        print(f"unknown dataset {args.dataset!r}; known: {', '.join(sorted(DATASETS))}", file=sys.stderr)
+        return 2
+    if args.master_table:
+        if args.dataset != "mimic-cxr":
+            print("--master-table is only defined for mimic-cxr", file=sys.stderr)
+            return 2
+        from cxrvlp.core.data.mimic_cxr import prepare_master_table
+
+        out = Path(args.out)
+        if out.suffix.lower() != ".csv":
+            out = out / f"mimic_master_{args.method}.csv"
+        df = prepare_master_table(args.root, out, args.method, reports_root=args.reports_root,
+                                  sectioned_csv=args.sectioned_csv, progress=not args.quiet)  # fmt: skip
+        print(f"wrote {len(df)} rows to {out}")
+        return 0
+    if args.size is None:
+        print("--size is required to build an image cache", file=sys.stderr)
+        return 2
+    kw = _parse_sets(args.set)
+    if args.dataset == "mimic-cxr":
+        kw.setdefault("split", None)
+        kw.setdefault("views", None)
+        kw.setdefault("load_reports", False)
+    ds = get_dataset(args.dataset, args.root, on_error="skip", **kw)
+    rep = prepare_cache(ds, args.out, args.size, bits=args.bits, progress=not args.quiet, limit=args.limit)
+    print(f"{ds.name}: {rep.written} written, {rep.reused} already cached, {len(rep.skipped)} skipped "
+          f"(unreadable), {len(ds.skipped)} records skipped while reading the metadata; "
+          f"index: {rep.folder / 'index.csv'}")  # fmt: skip
+    for path, reason in rep.skipped[:20]:
+        print(f"  skipped {path}: {reason}")
+    # throughput of one process = images/second/core
+    from cxrvlp.core.data.cache import load_cache_index
+
+    index = load_cache_index(args.out, ds.name)
+    keys = [k for k in (ds.key(r) for r in ds.records) if k in index]
+    random.Random(0).shuffle(keys)
+    sample = keys[: args.bench]
+    orig = [str(ds.root / k) if not os.path.isabs(k) else k for k in sample]
+    cached = [index[k][0] for k in sample]
+    t_orig = read_throughput(orig, ds.read_kwargs())
+    t_cache = read_throughput(cached)
+    print(f"read throughput on {len(sample)} images ({_cores()} cores available, measured on 1): "
+          f"originals {t_orig:.1f} img/s/core, cache {t_cache:.1f} img/s/core "
+          f"({t_cache / t_orig if t_orig > 0 else float('nan'):.1f}x)")  # fmt: skip
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """`cxrvlp datasets`: list readers and their docstring's first line."""
+    from cxrvlp.core.data import DATASETS
+
+    for name, cls in sorted(DATASETS.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name:16s} {cls.__name__:26s} {doc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser with its subcommands."""
+    p = argparse.ArgumentParser(prog="cxrvlp", description="cxrvlp: chest X-ray vision-language tools")
+    p.add_argument("-v", "--verbose", action="store_true", help="log warnings (skipped records) to stderr")
+    sub = p.add_subparsers(dest="command", required=True)
+    pr = sub.add_parser("prepare", help="cache images at reduced size, or write the MIMIC master table")
+    pr.add_argument("dataset", help="registered dataset name (see `cxrvlp datasets`)")
+    pr.add_argument("--root", required=True, help="dataset root in its official layout")
+    pr.add_argument("--out", required=True, help="cache folder, or the master-table CSV / folder")
+    pr.add_argument("--size", type=int, help="long side of the cached images in pixels")
+    pr.add_argument("--bits", type=int, default=8, choices=(8, 16), help="PNG bit depth of the cache")
+    pr.add_argument("--limit", type=int, help="cache only the first K records")
+    pr.add_argument("--bench", type=int, default=50, help="images timed for the throughput report")
+    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader argument")
+    pr.add_argument("--master-table", action="store_true", help="mimic-cxr: write the master table")
+    pr.add_argument("--method", default="mgca", choices=("mgca", "afloc", "cxrclip", "carzero"))
+    pr.add_argument("--reports-root", help="mimic-cxr: folder holding files/pXX/.../sXXX.txt")
+    pr.add_argument("--sectioned-csv", help="mimic-cxr: MIT-LCP mimic_cxr_sectioned.csv instead of parsing")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_prepare)
+    ds = sub.add_parser("datasets", help="list the dataset readers")
+    ds.set_defaults(func=cmd_datasets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `cxrvlp` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.verbose else logging.ERROR, format="%(message)s")
+    from cxrvlp.core.errors import CxrvlpError
+
+    try:
+        return int(args.func(args) or 0)
+    except CxrvlpError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
