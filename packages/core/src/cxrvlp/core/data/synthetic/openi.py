@@ -18,6 +18,17 @@ _MESH_SEVERITY = {
     "mild": "mild",
     "severe": "severe",
 }
+_AUTOMATIC = {
+    "pleural_effusion": "Pleural Effusion",
+    "pneumothorax": "Pneumothorax",
+    "cardiomegaly": "Cardiomegaly",
+    "consolidation": "Consolidation",
+    "pneumonia": "Pneumonia",
+    "nodule": "nodule",
+    "mass": "Mass",
+    "edema": "Pulmonary Edema",
+    "atelectasis": "Atelectasis",
+}
 _MINOR = [
     "Thoracic Vertebrae/degenerative/mild",
     "Spine/degenerative",
@@ -48,7 +59,15 @@ def mesh_terms(case: Case) -> list[str]:
     return out or ["normal"]
 
 
-def _xml(uid: int, report, majors: list[str], minors: list[str], images: list[str]) -> str:
+def automatic_terms(case: Case, text: str) -> list[str]:
+    """The <automatic> MeSH terms (the real ones are extracted from the text): one per finding + 'opacity'."""
+    out = [_AUTOMATIC[f] for f in case.findings if f in _AUTOMATIC]
+    if "opacit" in text.lower():
+        out.append("opacity")
+    return out
+
+
+def _xml(uid: int, report, majors: list[str], minors: list[str], auto: list[str], images: list[str]) -> str:
     abstract = "".join(
         f'\n            <AbstractText Label="{lab}">{escape(text)}</AbstractText>\n         '
         for lab, text in (
@@ -60,6 +79,7 @@ def _xml(uid: int, report, majors: list[str], minors: list[str], images: list[st
     )
     mesh = "".join(f"\n      <major>{escape(m)}</major>\n" for m in majors)
     mesh += "".join(f"\n      <minor>{escape(m)}</minor>\n" for m in minors)
+    mesh += "".join(f"\n      <automatic>{escape(m)}</automatic>\n" for m in auto)
     parents = "".join(
         f"""   <parentImage id={quoteattr(img)}>
       <figureId>F{k}</figureId>
@@ -124,7 +144,8 @@ def write_openi(root: str | Path, n_reports: int = 150, seed: int = 0, image_siz
         majors = mesh_terms(case)
         n_normal += majors == ["normal"]
         minors = [str(rng.choice(_MINOR))] if rng.random() < 0.15 else []
-        write_text(root / "ecgen-radiology" / f"{uid}.xml", _xml(uid, report, majors, minors, ids))
+        auto = automatic_terms(case, report.text)
+        write_text(root / "ecgen-radiology" / f"{uid}.xml", _xml(uid, report, majors, minors, auto, ids))
     write_meta(
         root,
         "openi",

@@ -1,5 +1,5 @@
 """PadChest mirror: the 160K label CSV (36 columns, list-valued Labels / Localizations written as Python
-list literals, stemmed Spanish-like report text) and 16-bit PNGs under images/<ImageDir>/<ImageID>."""
+list literals, stemmed Spanish-like report text) and 16-bit PNGs under <ImageDir>/<ImageID>."""
 
 from __future__ import annotations
 
@@ -159,8 +159,8 @@ def write_padchest(root: str | Path, n_studies: int = 110, seed: int = 0, image_
     """Write a PadChest mirror under root; returns root.
 
     Each study has a PA (or AP) image and, for about 70% of studies, a lateral ("L") image, sharing one
-    report and label list. Images are 16-bit PNGs at images/<ImageDir>/<ImageID> (the official images
-    come in one zip per ImageDir).
+    report and label list. Images are 16-bit PNGs at <root>/<ImageDir>/<ImageID>, the layout of the
+    official download (one zip per ImageDir folder, 0..54).
     """
     root = Path(root)
     rng = dataset_rng(seed, "padchest")
@@ -183,7 +183,7 @@ def write_padchest(root: str | Path, n_studies: int = 110, seed: int = 0, image_
             suffix = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz0123456789"), size=6))
             image_id = f"{study_id}_{suffix}.png"
             img, _ = render_phantom(case.findings, rng, image_size, view="LATERAL" if view == "L" else "PA")
-            write_image(root / "images" / str(image_dir) / image_id, img, bits=16)
+            write_image(root / str(image_dir) / image_id, img, bits=16)
             dicom_view = {"PA": "POSTEROANTERIOR", "L": "LATERAL", "AP": "ANTEROPOSTERIOR"}.get(view, "nan")
             rows.append(
                 [

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from cxrvlp.core.data.geometry import encode_rle
 from cxrvlp.core.data.synthetic.cases import sample_case
 from cxrvlp.core.data.synthetic.files import (
     csv_text,
@@ -18,7 +19,6 @@ from cxrvlp.core.data.synthetic.files import (
     write_text,
 )
 from cxrvlp.core.data.synthetic.phantom import render_phantom
-from cxrvlp.core.data.synthetic.rle import encode_rle
 
 
 def mask_components(mask: np.ndarray, min_area: int = 8) -> list[np.ndarray]:
@@ -64,7 +64,8 @@ def write_siim(
         img, masks = render_phantom(case.findings, rng, image_size, view=view)
         sop, study, series = dicom_uid(rng, 4), dicom_uid(rng, 2), dicom_uid(rng, 3)
         comps = mask_components(masks["pneumothorax"]) if "pneumothorax" in masks else []
-        img_rows = [[sop, sp + encode_rle(c)] for c in comps] or [[sop, sp + "-1"]]
+        # the competition's relative RLE, encoded by the core reader's own function
+        img_rows = [[sop, sp + encode_rle(c, "relative")] for c in comps] or [[sop, sp + "-1"]]
         n_pos += bool(comps)
         rows += img_rows
         per_image[sop] = img_rows
