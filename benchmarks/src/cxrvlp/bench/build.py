@@ -59,7 +59,33 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         groups[(r["method"], r["dataset"], r["task"])].append(r)
     rows = []
+    # A method skipped everywhere for one reason (not installed, not implemented) gets one row, not one per cell.
+    whole: dict[str, str] = {}
+    for method in {m for m, _, _ in groups}:
+        recs = [r for (m, _, _), rs in groups.items() if m == method for r in rs]
+        reasons = {r.get("reason") for r in recs}
+        if all(r.get("status") != "ok" for r in recs) and len(reasons) == 1:
+            whole[method] = str(next(iter(reasons)))
+            rows.append(
+                {
+                    "method": method,
+                    "dataset": "(all)",
+                    "task": "(all)",
+                    "metric": "",
+                    "ours_mean": None,
+                    "ours_std": None,
+                    "n_seeds": 0,
+                    "paper": None,
+                    "paper_source": "",
+                    "paper_note": "",
+                    "synthetic": any(r.get("synthetic") for r in recs),
+                    "status": whole[method],
+                    "protocol": "",
+                }
+            )
     for (method, dataset, task), recs in sorted(groups.items()):
+        if method in whole:
+            continue
         ok = [r for r in recs if r.get("status") == "ok"]
         synthetic = any(r.get("synthetic") for r in recs)
         if not ok:
@@ -77,7 +103,7 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "paper_source": "",
                     "paper_note": "",
                     "synthetic": synthetic,
-                    "status": f"{r0.get('status')}: {r0.get('reason', '')}",
+                    "status": _status(r0),
                     "protocol": "",
                 }
             )
@@ -106,6 +132,11 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _status(r: dict[str, Any]) -> str:
+    reason = str(r.get("reason", ""))
+    return reason if reason.startswith(("skipped", "error")) else f"{r.get('status')}: {reason}"
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:

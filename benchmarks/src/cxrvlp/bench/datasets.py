@@ -196,7 +196,10 @@ class BenchDataset:
     grounding_classes: tuple[str, ...] = ()
     reader_kwargs: dict[str, Any] = field(default_factory=dict)
     extra: bool = False  # not one of the seven main datasets
-    paper_key: str | None = None  # key into paper_numbers.yaml when it differs from `name`
+    # our split name -> reader kwargs; "_part": "train"|"val"|"test" takes that share of a deterministic
+    # patient-level 70/15/15 split of what the reader returns (datasets without official split files).
+    split_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grounding_split: str | None = None  # defaults to test_split (ChestX-ray14: the bbox subset)
 
     def supports(self, task: str) -> bool:
         """Whether `task` is defined on this dataset."""
@@ -260,6 +263,7 @@ for _ds in (
         train_split="train",
         expected_files="test_labels.csv (the 500-image expert test set) and valid.csv with their images",
         description="CheXpert expert-labelled test set (500 images), 5 competition classes; thresholds on valid",
+        split_kwargs={"test": {"split": "test"}, "valid": {"split": "valid"}, "train": {"split": "train"}},
     ),
     BenchDataset(
         "chexpert-5x200",
@@ -272,6 +276,7 @@ for _ds in (
         multiclass=True,
         expected_files="chexpert_5x200.csv (GLoRIA's 1,000-image list) and its images",
         description="CheXpert 5x200: 200 images per class, 5-way argmax accuracy (no thresholds)",
+        split_kwargs={"5x200": {"split": "5x200"}},
     ),
     BenchDataset(
         "chestxray14",
@@ -284,6 +289,13 @@ for _ds in (
         grounding_classes=NIH_BBOX8,
         expected_files="Data_Entry_2017_v2020.csv, test_list.txt, train_val_list.txt, BBox_List_2017.csv, images/",
         description="ChestX-ray14 official test list (14 labels); 8-class bbox subset for grounding",
+        split_kwargs={
+            "test": {"split": "test"},
+            "bbox": {"split": "bbox"},
+            "train": {"split": "train_val", "_part": "train"},
+            "val": {"split": "train_val", "_part": "val"},
+        },
+        grounding_split="bbox",
     ),
     BenchDataset(
         "padchest",
@@ -295,6 +307,7 @@ for _ds in (
         train_split=None,
         expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
         description="PadChest, MAVL's 14 seen classes",
+        split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
     ),
     BenchDataset(
         "padchest-rare",
@@ -306,6 +319,7 @@ for _ds in (
         train_split=None,
         expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
         description="PadChest, MAVL's 39 rare findings (unseen in pretraining)",
+        split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
     ),
     BenchDataset(
         "openi",
@@ -317,6 +331,7 @@ for _ds in (
         train_split=None,
         expected_files="the NLMCXR XML reports (ecgen-radiology/*.xml) and the PNG images",
         description="Open-I / IU X-ray: image-report retrieval; CARZero's 18 classes for zero-shot",
+        split_kwargs={"test": {}},
     ),
     BenchDataset(
         "rsna-pneumonia",
@@ -329,6 +344,7 @@ for _ds in (
         grounding_classes=("Pneumonia",),
         expected_files="stage_2_train_labels.csv (boxes), split CSVs and the DICOM images",
         description="RSNA Pneumonia: binary classification and box grounding / box-mask segmentation",
+        split_kwargs={"train": {"_part": "train"}, "val": {"_part": "val"}, "test": {"_part": "test"}},
     ),
     BenchDataset(
         "siim-acr",
@@ -341,6 +357,9 @@ for _ds in (
         grounding_classes=("Pneumothorax",),
         expected_files="train-rle.csv (masks as RLE), split CSVs and the DICOM images",
         description="SIIM-ACR Pneumothorax: binary classification and mask grounding / segmentation",
+        split_kwargs={
+            s: {"split_csv": f"splits/{s}.csv", "_fallback_part": s} for s in ("train", "val", "test")
+        },
     ),
     BenchDataset(
         "covidx",
@@ -352,6 +371,7 @@ for _ds in (
         train_split="train",
         expected_files="train/val/test split .txt files (id, filename, class, source) and the images",
         description="COVIDx CXR-2: COVID-19 positive vs negative",
+        split_kwargs={s: {"split": s} for s in ("train", "val", "test")},
     ),
     # Extras: registered the same way, run only when their reader and files exist.
     BenchDataset(

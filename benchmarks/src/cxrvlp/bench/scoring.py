@@ -1,9 +1,9 @@
 """The one place the benchmark turns arrays into numbers.
 
-Tasks call these helpers so that a change in the metric API is absorbed here. Metrics are computed once
-on the full arrays (never averaged over batches). `cxrvlp.core.metrics` had not landed when this was
-written, so the helpers are minimal private versions (scikit-learn for ranking metrics); they are meant
-to become thin calls into core.
+Classification, threshold choice and segmentation Dice are thin calls into `cxrvlp.core.metrics`.
+Retrieval (both directions over de-duplicated texts with several relevant images per text) and the
+per-image grounding summary are small private helpers, written before core's versions landed.
+Metrics are computed once on the full arrays (never averaged over batches).
 """
 
 from __future__ import annotations
@@ -12,78 +12,47 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from cxrvlp.core.metrics import classification as _cls
+from cxrvlp.core.metrics import segmentation as _seg
 
 
-def _valid(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    ok = np.isfinite(y) & np.isfinite(s)
-    if len(np.unique(y[ok])) < 2:
-        return None
-    return y[ok], s[ok]
+def _opt(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def classification(y_true: np.ndarray, y_score: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
     """AUROC and AUPRC per class and macro over classes with both outcomes present (NaN labels dropped)."""
-    auroc, auprc = {}, {}
-    for c, name in enumerate(classes):
-        v = _valid(y_true[:, c], y_score[:, c])
-        auroc[name] = None if v is None else float(roc_auc_score(*v))
-        auprc[name] = None if v is None else float(average_precision_score(*v))
-    a = [x for x in auroc.values() if x is not None]
-    p = [x for x in auprc.values() if x is not None]
+    rep = _cls.classification_metrics(y_score, y_true, class_names=list(classes))
+    macro = rep.macro()
     return {
-        "auroc": auroc,
-        "auprc": auprc,
-        "auroc_macro": float(np.mean(a)) if a else None,
-        "auprc_macro": float(np.mean(p)) if p else None,
-        "n_classes_scored": len(a),
+        "auroc": {c: _opt(v) for c, v in zip(classes, rep.auroc)},
+        "auprc": {c: _opt(v) for c, v in zip(classes, rep.auprc)},
+        "auroc_macro": _opt(macro["auroc"]),
+        "auprc_macro": _opt(macro["auprc"]),
+        "n_classes_scored": int(np.isfinite(rep.auroc).sum()),
     }
 
 
-def _f1(y: np.ndarray, pred: np.ndarray) -> float:
-    tp = float(np.sum(pred & (y == 1)))
-    fp = float(np.sum(pred & (y == 0)))
-    fn = float(np.sum(~pred & (y == 1)))
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
-
-
 def choose_thresholds(y_val: np.ndarray, s_val: np.ndarray) -> np.ndarray:
-    """(C,) thresholds that maximise F1 per class on the validation split (0.5 where it has one outcome)."""
-    thr = np.full(y_val.shape[1], 0.5)
-    for c in range(y_val.shape[1]):
-        v = _valid(y_val[:, c], s_val[:, c])
-        if v is None:
-            continue
-        y, s = v
-        cands = np.unique(s)
-        f1 = [_f1(y, s >= t) for t in cands]
-        thr[c] = float(cands[int(np.argmax(f1))])
-    return thr
+    """(C,) thresholds that maximise F1 per class on the validation split."""
+    return np.asarray(_cls.choose_thresholds(s_val, y_val, criterion="f1"), dtype=np.float64)
 
 
-def thresholded(
-    y_true: np.ndarray, y_score: np.ndarray, thr: np.ndarray, classes: Sequence[str]
-) -> dict[str, Any]:
+def thresholded(y_true: np.ndarray, y_score: np.ndarray, thr: np.ndarray, classes: Sequence[str]) -> dict:
     """F1 and accuracy per class and macro at fixed thresholds (score >= threshold is positive)."""
-    f1, acc = {}, {}
-    for c, name in enumerate(classes):
-        ok = np.isfinite(y_true[:, c])
-        y, pred = y_true[ok, c], y_score[ok, c] >= thr[c]
-        f1[name] = _f1(y, pred) if len(y) else None
-        acc[name] = float(np.mean(pred == (y == 1))) if len(y) else None
-    fv = [x for x in f1.values() if x is not None]
-    av = [x for x in acc.values() if x is not None]
+    rep = _cls.classification_metrics(y_score, y_true, thresholds=thr, class_names=list(classes))
+    macro = rep.macro()
     return {
-        "f1": f1,
-        "accuracy": acc,
-        "f1_macro": float(np.mean(fv)) if fv else None,
-        "accuracy_macro": float(np.mean(av)) if av else None,
+        "f1": {c: _opt(v) for c, v in zip(classes, rep.f1)},
+        "accuracy": {c: _opt(v) for c, v in zip(classes, rep.accuracy)},
+        "f1_macro": _opt(macro["f1"]),
+        "accuracy_macro": _opt(macro["accuracy"]),
     }
 
 
 def multiclass_accuracy(y_true: np.ndarray, y_score: np.ndarray) -> float:
     """Accuracy of argmax(score) against argmax(one-hot label)."""
-    return float(np.mean(np.argmax(y_score, 1) == np.argmax(np.nan_to_num(y_true), 1)))
+    return float(_cls.multiclass_accuracy(y_score, np.argmax(np.nan_to_num(y_true), 1)))
 
 
 def _ranks(sim: np.ndarray, gt_sets: list[set[int]]) -> np.ndarray:
@@ -151,7 +120,4 @@ def grounding(heatmap: np.ndarray, mask: np.ndarray, thresholds: Sequence[float]
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Per-image hard Dice (empty ground truth scores 1 when the prediction is empty, else 0)."""
-    p = pred.reshape(len(pred), -1).astype(bool)
-    g = gt.reshape(len(gt), -1).astype(bool)
-    inter, tot = (p & g).sum(1), p.sum(1) + g.sum(1)
-    return np.where(tot == 0, 1.0, 2 * inter / np.maximum(tot, 1))
+    return np.asarray(_seg.dice_per_image(pred.astype(np.float32), gt.astype(np.float32)), dtype=np.float64)

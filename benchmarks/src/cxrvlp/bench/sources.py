@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,19 +41,46 @@ class DataSource:
         if split not in self._cache:
             self.check()
             if self.reader_fn is not None:
-                reader = self.reader_fn(split)
+                reader, idx = self.reader_fn(split), None
             else:
-                from cxrvlp.core.data import get_dataset
-
-                kw = {**self.dataset.reader_kwargs, **self.reader_kwargs}
-                reader = get_dataset(self.dataset.reader, self.root, split=split, **kw)
-            out = []
-            for s in reader:
-                out.append(s)
-                if self.limit is not None and len(out) >= self.limit:
-                    break
-            self._cache[split] = out
+                reader, idx = self._open(split)
+            idx = list(range(len(reader))) if idx is None else idx
+            if self.limit is not None:
+                idx = idx[: self.limit]
+            self._cache[split] = [reader[i] for i in idx]
         return self._cache[split]
+
+    def _open(self, split: str):
+        """The core reader for `split` and, for derived splits, the record indices of that part."""
+        from cxrvlp.core.data import get_dataset
+
+        kw = {**self.dataset.reader_kwargs, **self.reader_kwargs}
+        sk = dict(self.dataset.split_kwargs.get(split, {"split": split}))
+        part, fallback = sk.pop("_part", None), sk.pop("_fallback_part", None)
+        if "split_csv" in sk:  # relative to the root; absent -> the derived split
+            p = Path(sk["split_csv"])
+            p = p if p.is_absolute() else self.root / p
+            if p.exists():
+                sk["split_csv"] = p
+            elif fallback is not None:
+                sk.pop("split_csv")
+                part = fallback
+            else:
+                raise DatasetNotFoundError(self.dataset.name, p, f"the {split} split file")
+        reader = get_dataset(self.dataset.reader, self.root, **kw, **sk)
+        if part is None:
+            return reader, None
+        return reader, [i for i, r in enumerate(reader.records) if split_part(_group_id(r)) == part]
+
+
+def _group_id(rec: Any) -> str:
+    return str(getattr(rec, "patient_id", None) or getattr(rec, "image_path", rec))
+
+
+def split_part(group: str, fractions: tuple[float, float] = (0.7, 0.85)) -> str:
+    """Deterministic patient-level 70/15/15 assignment from a hash of the patient id (seed-free, stable)."""
+    u = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "train" if u < fractions[0] else "val" if u < fractions[1] else "test"
 
 
 def is_synthetic_root(root: Path) -> bool:

@@ -63,7 +63,8 @@ def run_grounding(ctx: TaskContext) -> dict[str, Any]:
     classes = ds.grounding_classes or ds.classes
     prompts, label = prompts_for(ctx.method, ds.name, classes)
     ctx.record["prompts"] = prompts_record(prompts, label)
-    test = ctx.load(ds.test_split)
+    split = ds.grounding_split or ds.test_split
+    test = ctx.load(split)
     per_class: dict[str, dict[str, float]] = {}
     examples = []
     for cls, cp in zip(classes, prompts):
@@ -111,7 +112,7 @@ def run_grounding(ctx: TaskContext) -> dict[str, Any]:
             "argmax inside the ground truth; CNR on the normalised map; positives only; GT mapped through the "
             "adapter's preprocess"
         ),
-        "test_split": ds.test_split,
+        "test_split": split,
     }
 
 
