@@ -1,4 +1,4 @@
-"""Runner over the synthetic mirrors with the test double: readers, splits, JSONs, resumability, build, plots."""
+"""Runner over synthetic mirrors with the test double: readers, splits, JSONs, resuming, build, plots."""
 
 from __future__ import annotations
 

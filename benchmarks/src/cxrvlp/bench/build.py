@@ -59,7 +59,7 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in results:
         groups[(r["method"], r["dataset"], r["task"])].append(r)
     rows = []
-    # A method skipped everywhere for one reason (not installed, not implemented) gets one row, not one per cell.
+    # A method skipped everywhere for one reason (not installed / implemented) gets one row, not one per cell.
     whole: dict[str, str] = {}
     for method in {m for m, _, _ in groups}:
         recs = [r for (m, _, _), rs in groups.items() if m == method for r in rs]

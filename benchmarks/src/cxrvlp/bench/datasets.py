@@ -44,7 +44,7 @@ OPENI18 = (  # CARZero's Open-I classes (carzero.md §2.3, §7)
     "Atelectasis",
     "Cardiomegaly",
     "Pleural Effusion",
-    "Infiltrate",
+    "Infiltration",
     "Mass",
     "Nodule",
     "Pneumonia",
@@ -55,7 +55,7 @@ OPENI18 = (  # CARZero's Open-I classes (carzero.md §2.3, §7)
     "Pleural Thickening",
     "Hernia",
     "Fracture",
-    "Opacity",
+    "Lung Opacity",
     "Lesion",
     "Calcified Granuloma",
     "Granuloma",
@@ -262,7 +262,7 @@ for _ds in (
         val_split="valid",
         train_split="train",
         expected_files="test_labels.csv (the 500-image expert test set) and valid.csv with their images",
-        description="CheXpert expert-labelled test set (500 images), 5 competition classes; thresholds on valid",
+        description="CheXpert expert-labelled test set (500 images), 5 classes; thresholds on valid",
         split_kwargs={"test": {"split": "test"}, "valid": {"split": "valid"}, "train": {"split": "train"}},
     ),
     BenchDataset(
@@ -287,7 +287,9 @@ for _ds in (
         val_split="val",
         train_split="train",
         grounding_classes=NIH_BBOX8,
-        expected_files="Data_Entry_2017_v2020.csv, test_list.txt, train_val_list.txt, BBox_List_2017.csv, images/",
+        expected_files=(
+            "Data_Entry_2017_v2020.csv, test_list.txt, train_val_list.txt, BBox_List_2017.csv, images/"
+        ),
         description="ChestX-ray14 official test list (14 labels); 8-class bbox subset for grounding",
         split_kwargs={
             "test": {"split": "test"},

@@ -99,10 +99,12 @@ def run_demo(o: DemoOptions) -> Path:
         + SYNTHETIC_BANNER
         + "\n\n"
         + "\n".join(f"- {s.name}: {'trained (tiny config)' if s.load else s.skip_reason}" for s in specs)
-        + f"\n\nResults: `{md_path.name}`, `{csv_path.name}`, `plots/` ({len(plots)} figures), `runs/` (one JSON each).\n"
+        + f"\n\nResults: `{md_path.name}`, `{csv_path.name}`, `plots/` ({len(plots)} figures), "
+        + "`runs/` (one JSON each).\n"
     )
     print(
-        f"done in {time.perf_counter() - t0:.0f} s: {len(summary.written)} result JSONs, {len(summary.errors)} "
+        f"done in {time.perf_counter() - t0:.0f} s: {len(summary.written)} result JSONs, "
+        f"{len(summary.errors)} "
         f"errors, {len(plots)} figures; see {md_path}"
     )
     print("SYNTHETIC DATA: these numbers are a pipeline check only.")

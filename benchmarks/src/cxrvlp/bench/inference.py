@@ -54,7 +54,7 @@ def map_images(
     desc: str = "",
     num_workers: int = 0,
 ) -> np.ndarray:
-    """Run `fn` ((B, 3, S, S) -> (B, ...)) over all samples on every process; returns (N, ...) float32 in order.
+    """Run `fn` ((B, 3, S, S) -> (B, ...)) over all samples on every process; (N, ...) float32 in order.
 
     Every process sees a shard; `gather_for_metrics` drops the padding of the last shard, and the indices
     gathered alongside put rows back in sample order.

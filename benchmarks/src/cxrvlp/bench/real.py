@@ -106,7 +106,10 @@ def default_tasks(rows: Sequence[dict[str, str]]) -> list[BinaryTask]:
         by_ds.setdefault(r["dataset"], []).append(set(filter(None, r["labels"].split("|"))))
     tasks = []
     for ds, labs in sorted(by_ds.items()):
-        has = lambda lab: sum(lab in s for s in labs)  # noqa: E731
+
+        def has(lab: str, labs: list[set[str]] = labs) -> int:
+            return sum(lab in s for s in labs)
+
         if has("Pneumonia") >= 10 and has("No Finding") >= 10 and has("COVID-19") == 0:
             tasks.append(BinaryTask(f"{ds}: pneumonia vs no finding", ds, "Pneumonia", "No Finding"))
         if has("COVID-19") >= 10 and len(labs) - has("COVID-19") >= 10:

@@ -100,7 +100,7 @@ def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
 
 
 def load_catalog(path: str | Path) -> dict[str, dict[str, Any]]:
-    """catalog.yaml: `{datasets: {name: root | {root, synthetic, limit, reader_kwargs}}}` -> per dataset dict."""
+    """catalog.yaml `{datasets: {name: root | {root, synthetic, limit, reader_kwargs}}}` -> dict."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"catalog '{p}' does not exist")
@@ -172,7 +172,7 @@ def resolve_methods(
     officials: Mapping[str, str],
     device: str | None = None,
 ) -> list[MethodSpec]:
-    """MethodSpecs for `names`: our checkpoint dir (load_adapter) or an official source (load_official_adapter)."""
+    """MethodSpecs: our checkpoint dir (load_adapter) or an official source (load_official_adapter)."""
     specs = []
     for n in names:
         mod, why = method_status(n)

@@ -14,7 +14,7 @@ from cxrvlp.core.zeroshot import ZeroShotAdapter
 
 
 class TaskSkipped(Exception):
-    """The task cannot run here (no maps from the adapter, no split with positives, ...); the reason is kept."""
+    """The task cannot run here (no maps, no split with positives, ...); the reason is recorded."""
 
 
 @dataclass

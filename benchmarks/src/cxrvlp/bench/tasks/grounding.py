@@ -108,9 +108,9 @@ def run_grounding(ctx: TaskContext) -> dict[str, Any]:
         "per_class": per_class,
         "thresholds": list(THRESHOLDS),
         "protocol": (
-            "maps min-max normalised to [0, 1] per image; IoU/Dice averaged over the thresholds; pointing game = "
-            "argmax inside the ground truth; CNR on the normalised map; positives only; GT mapped through the "
-            "adapter's preprocess"
+            "maps min-max normalised to [0, 1] per image; IoU/Dice averaged over the thresholds; "
+            "pointing game = argmax inside the ground truth; CNR on the normalised map; positives only; "
+            "GT mapped through the adapter's preprocess"
         ),
         "test_split": split,
     }

@@ -16,7 +16,7 @@ C_GRID = (0.01, 0.1, 1.0, 10.0)  # inverse L2 strength, chosen per class on the 
 
 
 def subsample(n: int, frac: float, seed: int, y: np.ndarray | None = None) -> np.ndarray:
-    """Indices of a `frac` share of n rows (at least one positive and one negative per class where possible)."""
+    """Indices of a `frac` share of n rows (one positive and one negative per class where possible)."""
     rng = np.random.default_rng(seed)
     k = max(int(round(frac * n)), 2)
     idx = np.sort(rng.permutation(n)[:k])

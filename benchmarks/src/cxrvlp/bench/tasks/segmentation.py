@@ -145,7 +145,7 @@ def run_segmentation(ctx: TaskContext) -> dict[str, Any]:
         "epochs": epochs,
         "final_train_loss": losses[-1] if losses else None,
         "protocol": (
-            "frozen adapter.image_encoder, smp UnetDecoder (zero-channel skips where the encoder has no map), "
-            "BCE + soft Dice, AdamW wd 0.05; Dice at 0.5, empty GT scores 1 iff prediction empty"
+            "frozen adapter.image_encoder, smp UnetDecoder (zero-channel skips where the encoder has no "
+            "map), BCE + soft Dice, AdamW wd 0.05; Dice at 0.5, empty GT scores 1 iff prediction empty"
         ),
     }
