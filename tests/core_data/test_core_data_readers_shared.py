@@ -111,8 +111,12 @@ def test_padchest_official_csv(data, tmp_path):
     s = ds[1]
     assert s.view == "L" and s.meta["Localizations"] == ["loc basal", "loc basal bilateral"]
     assert {ds.classes[j] for j in np.flatnonzero(s.labels)} == {
-        "pulmonary fibrosis", "chronic changes", "kyphosis", "pseudonodule", "ground glass pattern"
-    }  # fmt: skip
+        "pulmonary fibrosis",
+        "chronic changes",
+        "kyphosis",
+        "pseudonodule",
+        "ground glass pattern",
+    }
     n_manual = sum(r.meta["MethodLabel"] == "Physician" for r in ds.records)
     assert n_manual == 39_053  # the physician-labelled subset; none of its Labels cells is blank
 

@@ -56,8 +56,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if out.suffix.lower() != ".csv":
             out = out / f"mimic_master_{args.method}.csv"
-        df = prepare_master_table(args.root, out, args.method, reports_root=args.reports_root,
-                                  sectioned_csv=args.sectioned_csv, progress=not args.quiet)  # fmt: skip
+        df = prepare_master_table(
+            args.root,
+            out,
+            args.method,
+            reports_root=args.reports_root,
+            sectioned_csv=args.sectioned_csv,
+            progress=not args.quiet,
+        )
         print(f"wrote {len(df)} rows to {out}")
         return 0
     if args.size is None:
@@ -70,9 +76,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         kw.setdefault("load_reports", False)
     ds = get_dataset(args.dataset, args.root, on_error="skip", **kw)
     rep = prepare_cache(ds, args.out, args.size, bits=args.bits, progress=not args.quiet, limit=args.limit)
-    print(f"{ds.name}: {rep.written} written, {rep.reused} already cached, {len(rep.skipped)} skipped "
-          f"(unreadable), {len(ds.skipped)} records skipped while reading the metadata; "
-          f"index: {rep.folder / 'index.csv'}")  # fmt: skip
+    print(
+        f"{ds.name}: {rep.written} written, {rep.reused} already cached, {len(rep.skipped)} skipped "
+        f"(unreadable), {len(ds.skipped)} records skipped while reading the metadata; "
+        f"index: {rep.folder / 'index.csv'}"
+    )
     for path, reason in rep.skipped[:20]:
         print(f"  skipped {path}: {reason}")
     # throughput of one process = images/second/core
@@ -86,9 +94,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     cached = [index[k][0] for k in sample]
     t_orig = read_throughput(orig, ds.read_kwargs())
     t_cache = read_throughput(cached)
-    print(f"read throughput on {len(sample)} images ({_cores()} cores available, measured on 1): "
-          f"originals {t_orig:.1f} img/s/core, cache {t_cache:.1f} img/s/core "
-          f"({t_cache / t_orig if t_orig > 0 else float('nan'):.1f}x)")  # fmt: skip
+    print(
+        f"read throughput on {len(sample)} images ({_cores()} cores available, measured on 1): "
+        f"originals {t_orig:.1f} img/s/core, cache {t_cache:.1f} img/s/core "
+        f"({t_cache / t_orig if t_orig > 0 else float('nan'):.1f}x)"
+    )
     return 0
 
 

@@ -4,11 +4,13 @@ and building `Sample`s."""
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import logging
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -94,30 +96,30 @@ def read_table(
     strip_columns: bool = True,
 ) -> pd.DataFrame:
     """Read a CSV/TXT table; a malformed line -> MalformedRecordError(file, line), or skipped and counted."""
-    bad: list[list[str]] = []
-
-    def _on_bad(fields: list[str]) -> None:
-        bad.append(fields)
-        return None
-
-    kw: dict[str, Any] = dict(sep=sep, header=header, dtype=dtype, nrows=nrows, keep_default_na=True)
+    bad: list[tuple[int, list[str]]] = []
+    # index_col=False: rows with extra fields must not silently become an index
+    kw: dict[str, Any] = dict(
+        sep=sep, header=header, dtype=dtype, nrows=nrows, keep_default_na=True, index_col=False
+    )
     if names is not None:
         kw["names"] = list(names)
-    if on_error == "skip":
-        kw.update(engine="python", on_bad_lines=_on_bad)
     try:
-        with open_text(path) as f:
-            df = pd.read_csv(f, **kw)
+        with open_text(path) as f, warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            src = _drop_bad_rows(f, sep, header, path, bad) if on_error == "skip" else f
+            df = pd.read_csv(src, **kw)
+    except pd.errors.ParserWarning as exc:
+        raise MalformedRecordError(path, "?", f"rows do not match the header: {exc}") from exc
     except pd.errors.ParserError as exc:
         m = _LINE_RE.search(str(exc))
         raise MalformedRecordError(path, int(m.group(1)) if m else "?", str(exc).strip()) from exc
     except (UnicodeDecodeError, EOFError, OSError, zipfile.BadZipFile, pd.errors.EmptyDataError) as exc:
         raise MalformedRecordError(path, "?", f"cannot read the table: {type(exc).__name__}: {exc}") from exc
-    for fields in bad:
-        reason = f"malformed line with {len(fields)} fields: {sep.join(fields)[:120]!r}"
-        log.warning("%s: skipping %s", path, reason)
+    for line, fields in bad:
+        err = MalformedRecordError(path, line, f"{len(fields)} fields: {sep.join(fields)[:120]!r}")
+        log.warning("skipping: %s", err)
         if skipped is not None:
-            skipped.append((str(path), reason))
+            skipped.append((str(path), str(err)))
     if strip_columns and header is not None:
         df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in required if c not in df.columns]
@@ -126,6 +128,27 @@ def read_table(
     if usecols is not None:
         df = df[[c for c in usecols if c in df.columns]]
     return df
+
+
+def _drop_bad_rows(f, sep: str, header: int | None, path: Path, bad: list) -> io.StringIO:
+    """Copy the table, leaving out rows with more fields than the header (recorded with their line)."""
+    reader = csv.reader(f, delimiter=sep)
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=sep, lineterminator="\n")
+    width = None
+    for i, fields in enumerate(reader):
+        if i == 0 and header is not None:
+            width = len(fields)
+            writer.writerow(fields)
+            continue
+        if width is None:
+            width = len(fields)
+        if len(fields) > width:
+            bad.append((reader.line_num, fields))
+            continue
+        writer.writerow(fields)
+    out.seek(0)
+    return out
 
 
 def csv_line(row_index: int, header: bool = True) -> int:

@@ -79,8 +79,15 @@ class CacheReport:
     seconds: float
 
 
-def prepare_cache(dataset, out_dir: str | Path, size: int, bits: int = 8, progress: bool = False,
-                  limit: int | None = None, overwrite: bool = False) -> CacheReport:  # fmt: skip
+def prepare_cache(
+    dataset,
+    out_dir: str | Path,
+    size: int,
+    bits: int = 8,
+    progress: bool = False,
+    limit: int | None = None,
+    overwrite: bool = False,
+) -> CacheReport:
     """Write each image of `dataset` once at long side `size` (PNG) and the index CSV."""
     folder = Path(out_dir) / dataset.name
     folder.mkdir(parents=True, exist_ok=True)

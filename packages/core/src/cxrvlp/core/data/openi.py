@@ -79,8 +79,14 @@ def parse_report_xml(data: bytes | str, file: object) -> dict:
             raise MalformedRecordError(file, "?", "<parentImage> without an id")
         cap = el.find("caption")
         images.append((iid, (cap.text or "").strip() if cap is not None else ""))
-    return {"uid": uid, "sections": sections, "mesh_major": major, "mesh_minor": minor, "automatic": auto,
-            "images": images}  # fmt: skip
+    return {
+        "uid": uid,
+        "sections": sections,
+        "mesh_major": major,
+        "mesh_minor": minor,
+        "automatic": auto,
+        "images": images,
+    }
 
 
 def iter_report_files(root: Path) -> Iterator[tuple[str, bytes]]:

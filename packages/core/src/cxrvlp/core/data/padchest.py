@@ -76,8 +76,13 @@ class PadChestDataset(CxrDataset):
         self.png16_scaling = png16_scaling
         path = find_file(NAME, self.root, [csv or LABELS_CSV], LABELS_CSV)
         self.csv_path = path
-        df = read_table(path, ("ImageID", "ImageDir", "Labels", "Projection"), on_error=self.on_error,
-                        skipped=self.skipped, dtype={"ImageID": str})  # fmt: skip
+        df = read_table(
+            path,
+            ("ImageID", "ImageDir", "Labels", "Projection"),
+            on_error=self.on_error,
+            skipped=self.skipped,
+            dtype={"ImageID": str},
+        )
         if manual_only:
             df = df[df["MethodLabel"] == "Physician"]
         if projections is not None:

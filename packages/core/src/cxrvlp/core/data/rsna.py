@@ -44,10 +44,18 @@ class RSNAPneumoniaDataset(CxrDataset):
         if split_csv is not None:
             self._from_split_csv(Path(split_csv))
             return
-        path = find_file(NAME, self.root, ["stage_2_train_labels.csv", "stage_1_train_labels.csv"],
-                         "stage_2_train_labels.csv")  # fmt: skip
-        df = read_table(path, ("patientId", "x", "y", "width", "height", "Target"), on_error=self.on_error,
-                        skipped=self.skipped)  # fmt: skip
+        path = find_file(
+            NAME,
+            self.root,
+            ["stage_2_train_labels.csv", "stage_1_train_labels.csv"],
+            "stage_2_train_labels.csv",
+        )
+        df = read_table(
+            path,
+            ("patientId", "x", "y", "width", "height", "Target"),
+            on_error=self.on_error,
+            skipped=self.skipped,
+        )
         detail: dict[str, str] = {}
         try:
             dpath = find_file(NAME, self.root, ["stage_2_detailed_class_info.csv"], "")

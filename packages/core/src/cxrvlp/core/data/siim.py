@@ -52,8 +52,9 @@ class SIIMPneumothoraxDataset(CxrDataset):
         else:
             path = find_file(NAME, self.root, ["train-rle.csv", "stage_2_train.csv"], "train-rle.csv")
         self.csv_path = path
-        df = read_table(path, ("ImageId", "EncodedPixels"), on_error=self.on_error, skipped=self.skipped,
-                        dtype=str)  # fmt: skip
+        df = read_table(
+            path, ("ImageId", "EncodedPixels"), on_error=self.on_error, skipped=self.skipped, dtype=str
+        )
         per: dict[str, dict] = {}
         bad_ids: set[str] = set()
         for i, (iid, rle) in enumerate(zip(df["ImageId"], df["EncodedPixels"])):
