@@ -8,12 +8,15 @@ local batch, CTA is intra-sample, and the Sinkhorn codes of CPA are computed on 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from cxrvlp.core.losses.sinkhorn import sinkhorn
 from cxrvlp.mgca.config import MGCAConfig
-from cxrvlp.mgca.model import ImageSide, TextSide
+
+if TYPE_CHECKING:
+    from cxrvlp.mgca.model import ImageSide, TextSide
 from torch import nn
 
 

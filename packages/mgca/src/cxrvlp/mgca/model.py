@@ -13,6 +13,7 @@ from cxrvlp.core.encoders import create_image_encoder
 from cxrvlp.core.encoders.text import merge_word_pieces
 from cxrvlp.mgca.config import MGCAConfig
 from cxrvlp.mgca.heads import GlobalHead, LocalHead
+from cxrvlp.mgca.loss import MGCALoss, MGCALossOutput
 from cxrvlp.mgca.text_encoder import MedBertModel, load_bert_prefix_weights
 from torch import nn
 
@@ -48,8 +49,17 @@ class TextSide:
     word_index: torch.Tensor  # (B, L') word slot of each token (-1: none), slot 0 = [CLS]
 
 
+@dataclass
+class MGCAOutput:
+    """One forward: both sides and, when asked, the losses."""
+
+    image: ImageSide
+    text: TextSide
+    loss: MGCALossOutput | None = None
+
+
 class MGCA(nn.Module):
-    """MGCA dual encoder; `forward(batch)` returns the image and text sides (losses: `MGCALoss`)."""
+    """MGCA dual encoder; `forward(batch, compute_loss=True)` also runs the three losses (`MGCALoss`)."""
 
     def __init__(self, cfg: MGCAConfig | None = None) -> None:
         super().__init__()
@@ -82,6 +92,18 @@ class MGCA(nn.Module):
         # import / export is lossless. They never receive gradients.
         self.unused_patch_local_attn = nn.MultiheadAttention(e, 1, batch_first=True)
         self.unused_word_local_attn = nn.MultiheadAttention(e, 1, batch_first=True)
+        self.criterion = MGCALoss(cfg)  # no parameters
+
+    def dead_parameters(self) -> list[nn.Parameter]:
+        """Parameters no forward ever uses (official dead MHA layers and BERT cross-attention blocks).
+
+        AdamW skips a parameter whose grad is None, so freezing them (as training does, which DDP needs) is
+        exactly the official update."""
+        dead = [*self.unused_patch_local_attn.parameters(), *self.unused_word_local_attn.parameters()]
+        for layer in self.text_encoder.encoder.layer:
+            if hasattr(layer, "crossattention"):
+                dead += list(layer.crossattention.parameters())
+        return dead
 
     # ------------------------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, need_attention: bool | None = None) -> ImageSide:
@@ -160,11 +182,14 @@ class MGCA(nn.Module):
             word_index=agg.word_index,
         )
 
-    def forward(self, batch: dict) -> tuple[ImageSide, TextSide]:
-        """batch with `images`, `input_ids`, `attention_mask` (and `piece_mask`) -> (image, text)."""
+    def forward(self, batch: dict, compute_loss: bool = False) -> MGCAOutput:
+        """batch with `images`, `input_ids`, `attention_mask` (and `piece_mask`) -> both sides (+ losses).
+
+        The losses run inside forward so that DDP sees every parameter use (prototypes included)."""
         img = self.encode_image(batch["images"], need_attention=self.cfg.is_vit and self.cfg.bidirectional)
         txt = self.encode_text(batch["input_ids"], batch["attention_mask"], batch.get("piece_mask"))
-        return img, txt
+        loss = self.criterion(img, txt, self.prototypes) if compute_loss else None
+        return MGCAOutput(img, txt, loss)
 
     @torch.no_grad()
     def normalize_prototypes_(self) -> None:

@@ -3,8 +3,8 @@
 The official `state_dict` keys are the LightningModule's own (`img_encoder_q.*`, `text_encoder_q.*`,
 `patch_local_atten_layer.*`, `word_local_atten_layer.*`, `prototype_layer.weight`); they are renamed to ours
 by prefix. Loading never unpickles code: `safe_load` (weights_only). A Lightning `.ckpt` whose
-`hyper_parameters` hold an `AttributeDict` / `Namespace` is read with inert stand-ins for exactly those
-container classes (they are rebuilt as plain dicts; nothing is imported or called).
+`hyper_parameters` hold an `AttributeDict` / `Namespace` is read with inert stubs for exactly those
+container classes (core `safe_load(stub_globals=...)`: nothing is imported or called).
 """
 
 from __future__ import annotations
@@ -157,35 +157,15 @@ def infer_config(sd: Mapping[str, torch.Tensor]) -> MGCAConfig:
     return MGCAConfig(bert=bert, proj_hidden_dim=proj_hidden, emb_dim=emb_dim, num_prototypes=n_proto, **kw)
 
 
-class _InertContainer(dict):
-    """Stand-in for Lightning's `AttributeDict` / argparse `Namespace` in a checkpoint's hyper_parameters."""
-
-    def __setstate__(self, state: Any) -> None:  # pickle BUILD with a __dict__ payload
-        if isinstance(state, dict):
-            self.update(state)
-
-
-_HPARAM_CONTAINERS = [
+# Classes a PL 1.5 `.ckpt` holds in `hyper_parameters`: read as inert stubs (never imported or run).
+_HPARAM_CONTAINERS = (
     "pytorch_lightning.utilities.parsing.AttributeDict",
-    "lightning_fabric.utilities.data.AttributeDict",
-    "lightning.fabric.utilities.data.AttributeDict",
     "argparse.Namespace",
-]
+)
 
 
 def _load_file(path: Path) -> Any:
-    try:
-        return safe_load(path)
-    except CheckpointError as err:
-        if "refused" not in str(err):
-            raise
-        # A Lightning checkpoint: allow only the known hyper-parameter containers, as inert dicts.
-        stand_ins = [(_InertContainer, name) for name in _HPARAM_CONTAINERS]
-        try:
-            with torch.serialization.safe_globals(stand_ins):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err2:  # noqa: BLE001 - anything else in the pickle: refuse with the first reason
-            raise err from err2
+    return safe_load(path, stub_globals=_HPARAM_CONTAINERS)
 
 
 def _to_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from cxrvlp.core.errors import ConfigError, DatasetNotFoundError
 from cxrvlp.mgca.config import MedBertConfig, MGCAConfig
-from cxrvlp.mgca.loss import MGCALoss, topk_accuracy
+from cxrvlp.mgca.loss import topk_accuracy
 from cxrvlp.mgca.official import load_official_checkpoint, official_to_ours
 from torch import nn
 
@@ -174,15 +174,14 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
         wanted = list(f.keys())
     batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "piece_mask")}
     batch["images"] = inputs["images"].float()
-    loss_fn = MGCALoss(cfg)
     results: dict[str, torch.Tensor] = {}
 
     # 1) eval mode
     model = load_official_checkpoint(sd, config=cfg)
     model.eval()
     with torch.no_grad():
-        img, txt = model(batch)
-        lo = loss_fn(img, txt, model.prototypes)
+        out = model(batch, compute_loss=True)
+        img, txt, lo = out.image, out.text, out.loss
     results.update(_side_tensors(img, txt, cfg))
     d = lo.details
     results.update({k: v for k, v in d.items() if isinstance(v, torch.Tensor) and v.dim() <= 3})
@@ -199,8 +198,8 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     model = load_official_checkpoint(sd, config=cfg)
     model.train()
     _no_dropout(model)
-    img, txt = model(batch)
-    lo = loss_fn(img, txt, model.prototypes)
+    out = model(batch, compute_loss=True)
+    img, txt, lo = out.image, out.text, out.loss
     lo.loss.backward()
     tb = {**_side_tensors(img, txt, cfg), **lo.details}
     for k in (

@@ -1,0 +1,233 @@
+"""MGCA pretraining on MIMIC-CXR with core's Accelerate loop.
+
+    accelerate launch -m cxrvlp.mgca.train CONFIG.yaml [key=value ...]     (or: python -m cxrvlp.mgca.train)
+
+CONFIG is a path or the name of a packaged config (`mgca_vit_b16`, `mgca_r50`, `tiny`). Without `data.root`
+a synthetic MIMIC-CXR mirror is generated into a cache folder (clearly not real data). The run folder's
+`final/` holds `model.safetensors` + `config.json` (+ `tokenizer/`), loadable with `from_pretrained`.
+
+Distributed semantics = the official DDP run: every loss uses the local batch only; DDP averages gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.training import TrainConfig, TrainState, load_config, run_training
+from cxrvlp.mgca.config import MGCAConfig
+from cxrvlp.mgca.data import MGCAPretrainDataset, MGCATokenizer, mgca_collate, report_caption
+from cxrvlp.mgca.loss import topk_accuracy
+from cxrvlp.mgca.model import MGCA
+from torch import nn
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class MGCADataConfig:
+    """Where the MIMIC-CXR-JPG images and reports are (or which synthetic mirror to generate)."""
+
+    root: str | None = None  # MIMIC-CXR-JPG 2.0.0 root; None: a synthetic mirror (see below)
+    reports_root: str | None = None  # folder with files/pXX/.../sYYY.txt (default: root)
+    sectioned_csv: str | None = None  # mimic_cxr_sectioned.csv instead of parsing the .txt reports
+    image_cache_dir: str | None = None  # core's resized-image cache
+    synthetic_dir: str | None = None  # default: $XDG_CACHE_HOME/cxrvlp/synthetic/mimic-cxr-<n>-<seed>-<size>
+    synthetic_patients: int = 120
+    synthetic_seed: int = 0
+    synthetic_image_size: int = 256
+    image_size: int = 224  # crop size (resize-pad to round(S * 256 / 224) first, as the official 256/224)
+    data_pct: float = 1.0
+    # None: the model's tokenizer (hub id / folder); "build": a WordPiece vocab trained on the captions
+    tokenizer: str | None = None
+    build_vocab_size: int = 1000
+
+
+@dataclass
+class MGCATrainConfig(TrainConfig):
+    """The full MGCA run: core loop settings + model + data."""
+
+    model_name: str = "mgca-vit-b16"
+    model: MGCAConfig = field(default_factory=MGCAConfig)
+    data: MGCADataConfig = field(default_factory=MGCADataConfig)
+
+
+def resolve_config_path(config: str | os.PathLike) -> Path:
+    """A YAML path, or the name of a packaged config (`tiny`, `mgca_vit_b16`, `mgca_r50`)."""
+    p = Path(config)
+    if p.is_file():
+        return p
+    packaged = CONFIG_DIR / f"{Path(str(config)).stem}.yaml"
+    if packaged.is_file():
+        return packaged
+    known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
+    raise ConfigError(f"config '{config}' is neither a file nor a packaged config {known}")
+
+
+def synthetic_mimic_root(data: MGCADataConfig) -> Path:
+    """Generate (once) and return the synthetic MIMIC-CXR mirror of `data`."""
+    from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
+
+    if data.synthetic_dir:
+        root = Path(data.synthetic_dir).expanduser()
+    else:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        tag = f"mimic-cxr-{data.synthetic_patients}-{data.synthetic_seed}-{data.synthetic_image_size}"
+        root = cache / "cxrvlp" / "synthetic" / tag
+    if not (root / "synthetic.json").is_file():
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_mkdir(root.parent)))
+        write_mimic_cxr(tmp, data.synthetic_patients, data.synthetic_seed, data.synthetic_image_size)
+        try:
+            os.replace(tmp, root)  # atomic: a concurrent writer of the same mirror simply loses the race
+        except OSError:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+class MGCATask:
+    """`TrainingTask` of MGCA: model, MIMIC-CXR captions, the three losses, prototype freezing."""
+
+    def __init__(self, cfg: MGCATrainConfig) -> None:
+        from accelerate import PartialState
+        from cxrvlp.core.data import MimicCxrDataset
+        from cxrvlp.core.data.transforms import build_transform
+
+        self.cfg = cfg
+        self.model_name = cfg.model_name
+        d = cfg.data
+        state = PartialState()
+        with state.main_process_first():
+            root = Path(d.root) if d.root else synthetic_mimic_root(d)
+        self.data_root = root
+        self.base = MimicCxrDataset(
+            root,
+            split="train",
+            views=("PA", "AP"),
+            label_source=None,
+            reports_root=d.reports_root,
+            sectioned_csv=d.sectioned_csv,
+            cache_dir=d.image_cache_dir,
+        )
+        self.tokenizer = self._tokenizer(state)
+        # the model config follows the tokenizer actually used
+        cfg.model = dataclasses.replace(
+            cfg.model,
+            sep_token_id=self.tokenizer.sep_token_id,
+            max_words=self.tokenizer.max_words,
+            bert=dataclasses.replace(cfg.model.bert, vocab_size=self.tokenizer.vocab_size),
+        )
+        self.transform = build_transform("mgca", train=True, image_size=d.image_size, seed=cfg.seed)
+
+    def _captions(self) -> list[str]:
+        caps = []
+        for rec in self.base.records:
+            _, secs = self.base.report_for(rec.patient_id, rec.study_id)
+            cap = report_caption(secs.get("impression"), secs.get("findings"))
+            if cap:
+                caps.append(cap)
+        return caps
+
+    def _tokenizer(self, state: Any) -> MGCATokenizer:
+        d, m = self.cfg.data, self.cfg.model
+        if d.tokenizer != "build":
+            return MGCATokenizer.from_pretrained(d.tokenizer or m.tokenizer, m.max_words)
+        from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
+
+        # every rank trains the same vocab from the same captions (deterministic); checked below
+        tmp = tempfile.mkdtemp(prefix="mgca-tokenizer-")
+        tok = build_tokenizer_from_texts(self._captions(), tmp, vocab_size=d.build_vocab_size)
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            digest = hashlib.sha256("\n".join(sorted(tok.get_vocab())).encode()).hexdigest()
+            ref = broadcast_object_list([digest])[0]
+            if ref != digest:
+                raise ConfigError("the vocab built on this rank differs from rank 0's")
+        self._tokenizer_tmp = tmp
+        return MGCATokenizer(tok, m.max_words)
+
+    # ---------------------------------------------------------------- TrainingTask
+    def build_model(self) -> nn.Module:
+        """MGCA with the dead parameters frozen (they never get a grad, so AdamW never touched them)."""
+        model = MGCA(self.cfg.model)
+        for p in model.dead_parameters():
+            p.requires_grad_(False)
+        return model
+
+    def build_train_dataset(self) -> MGCAPretrainDataset:
+        """Frontal train images with a usable caption."""
+        return MGCAPretrainDataset(self.base, self.tokenizer, self.transform, self.cfg.data.data_pct, 42)
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stacked batch + sample_ids."""
+        return mgca_collate(samples)
+
+    def training_step(
+        self, model: nn.Module, batch: dict[str, Any], state: TrainState
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """lambda-weighted ITA + CTA + CPA of the local batch."""
+        out = model(batch, compute_loss=True)
+        lo = out.loss
+        logits = lo.details["ita_logits"]
+        logs = {**{k: v.detach() for k, v in lo.terms.items()}, "acc1": topk_accuracy(logits, 1)}
+        if logits.shape[0] >= 5:
+            logs["acc5"] = topk_accuracy(logits, 5)
+        return lo.loss, logs
+
+    def on_after_backward(self, model: nn.Module, state: TrainState) -> None:
+        """Prototypes get no update in the first `freeze_prototypes_epochs` epochs (grad dropped)."""
+        if state.epoch < self.cfg.model.freeze_prototypes_epochs:
+            inner = state.accelerator.unwrap_model(model) if state.accelerator is not None else model
+            inner.prototypes.weight.grad = None
+
+    def save_tokenizer(self, final_dir: Path) -> None:
+        """Put the tokenizer next to the final weights (main process)."""
+        self.tokenizer.save(final_dir / TOKENIZER_DIR)
+
+
+def train(config: str | os.PathLike | MGCATrainConfig, overrides: tuple[str, ...] | list[str] = ()) -> Path:
+    """Run one MGCA pretraining; returns the run folder (its `final/` is a `from_pretrained` folder)."""
+    if isinstance(config, MGCATrainConfig):
+        cfg = config
+        if overrides:
+            raise ConfigError("overrides apply to a YAML config; edit the MGCATrainConfig instead")
+    else:
+        cfg = load_config(MGCATrainConfig, resolve_config_path(config), list(overrides))
+    task = MGCATask(cfg)
+    result = run_training(task, cfg)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        task.save_tokenizer(Path(result.output_dir) / "final")
+    PartialState().wait_for_everyone()
+    return Path(result.output_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: CONFIG [key=value ...]."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    out = train(argv[0], argv[1:])
+    print(f"run folder: {out}")
+
+
+if __name__ == "__main__":
+    main()

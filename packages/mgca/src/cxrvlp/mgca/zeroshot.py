@@ -1,0 +1,149 @@
+"""Zero-shot adapter for MGCA. The paper and code have NO zero-shot, retrieval or grounding protocol; the
+scoring here is ours (not from the paper) and labelled so in `AdapterInfo`:
+
+* classify: cosine between the projected, L2-normalised global image embedding v and the L2-normalised mean of
+  each class's prompt embeddings t; with negative prompts, softmax over (pos, neg) cosines / tau_ita (0.07).
+* localize: cosine between projected patch embeddings P and the prompt's word embeddings W (real words only,
+  not [CLS]/[SEP]), averaged over words, on the patch grid, bilinearly upsampled to the input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from cxrvlp.core.zeroshot import AdapterInfo, ClassPrompts
+from cxrvlp.mgca.data import MGCATokenizer
+from cxrvlp.mgca.model import MGCA
+
+ZS_PROTOCOL = (
+    "ours (not from the paper): cosine of projected global embeddings, mean of the class's prompt "
+    "embeddings; softmax(pos, neg) / 0.07 when negative prompts are given"
+)
+GROUNDING = "ours (not from the paper): mean over the prompt's words of patch-word cosine, upsampled"
+
+
+@dataclass
+class ImageEmbedding:
+    """What `encode_images` returns."""
+
+    global_emb: torch.Tensor  # (B, E) unit norm
+    patch_emb: torch.Tensor  # (B, N, E) unit norm
+    grid: tuple[int, int]
+    size: tuple[int, int]
+
+
+@dataclass
+class TextEmbedding:
+    """What `encode_texts` returns."""
+
+    global_emb: torch.Tensor  # (P, E) unit norm
+    word_emb: torch.Tensor  # (P, S, E) unit norm
+    word_mask: torch.Tensor  # (P, S) True for real words (not [SEP], not padding)
+
+
+class MGCAZeroShotAdapter:
+    """`cxrvlp.core.zeroshot.ZeroShotAdapter` over an MGCA model (ours or an imported release)."""
+
+    def __init__(
+        self,
+        model: MGCA,
+        tokenizer: MGCATokenizer,
+        model_name: str = "mgca",
+        device: str | torch.device | None = None,
+        checkpoint_sha256: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        from cxrvlp.core.data.transforms import build_transform
+
+        self.device = torch.device(device or "cpu")
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        size = int(model.cfg.vit.get("img_size", 224)) if model.cfg.is_vit else 224
+        self._transform = build_transform("mgca", train=False, image_size=size)
+        self.info = AdapterInfo(
+            method="mgca",
+            model_name=model_name,
+            image_size=size,
+            normalisation="mean0.5-std0.5",
+            zero_shot_protocol=ZS_PROTOCOL,
+            grounding=GROUNDING,
+            checkpoint_sha256=checkpoint_sha256,
+            extra={
+                "image_encoder": model.cfg.image_encoder,
+                "fix_position_ids": model.cfg.fix_position_ids,
+                "preprocessing": "long side -> 256/224*S (INTER_AREA) + zero pad, CenterCrop S",
+            },
+        )
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W) float32 [0, 1] -> (3, S, S) in [-1, 1] (official eval transform)."""
+        return self._transform(image)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> ImageEmbedding:
+        """(B, 3, S, S) -> unit global and patch embeddings."""
+        img = self.model.encode_image(images.to(self.device), need_attention=False)
+        return ImageEmbedding(img.img_emb, img.patch_emb, img.grid_size, tuple(images.shape[-2:]))
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> TextEmbedding:
+        """P prompts -> unit global and word embeddings (lower-cased like the training captions)."""
+        outs = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer([t.lower() for t in texts[i : i + self.batch_size]])
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            txt = self.model.encode_text(enc["input_ids"], enc["attention_mask"], enc["piece_mask"])
+            sep = self._sep_slots(txt)
+            outs.append((txt.report_emb, txt.word_emb, ~txt.word_pad_mask & ~sep))
+        return TextEmbedding(*(torch.cat(x) for x in zip(*outs)))
+
+    @staticmethod
+    def _sep_slots(txt) -> torch.Tensor:
+        # the last real word slot is [SEP] when the prompt was not truncated
+        n_real = (~txt.word_pad_mask).sum(dim=1)  # (P,)
+        slots = torch.arange(txt.word_pad_mask.shape[1], device=n_real.device)
+        return slots[None, :] == (n_real - 1)[:, None]
+
+    def similarity(self, image_emb: ImageEmbedding, text_emb: TextEmbedding) -> torch.Tensor:
+        """(B, P) cosine of global embeddings."""
+        return image_emb.global_emb @ text_emb.global_emb.t()
+
+    def _class_vectors(self, prompts: Sequence[str]) -> torch.Tensor:
+        emb = self.encode_texts(list(prompts)).global_emb  # (P, E)
+        return F.normalize(emb.mean(dim=0), dim=-1)
+
+    def classify(self, image_emb: ImageEmbedding, classes: Sequence[ClassPrompts]) -> torch.Tensor:
+        """(B, C) scores: cosine to the mean positive prompt, or softmax(pos, neg) with negatives."""
+        v = image_emb.global_emb
+        tau = self.model.cfg.softmax_temperature
+        cols = []
+        for c in classes:
+            pos = v @ self._class_vectors(c.positive)  # (B,)
+            if c.negative:
+                neg = v @ self._class_vectors(c.negative)
+                cols.append(torch.softmax(torch.stack([pos, neg], dim=1) / tau, dim=1)[:, 0])
+            else:
+                cols.append(pos)
+        return torch.stack(cols, dim=1)
+
+    @torch.no_grad()
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D) backbone features before projection (the official linear-probe input)."""
+        return self.model.encode_image(images.to(self.device), need_attention=False).img_feat
+
+    @torch.no_grad()
+    def localize(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """(B, P, S, S) maps: mean over the prompt's words of the patch-word cosine (higher = likelier)."""
+        img = self.encode_images(images)
+        txt = self.encode_texts(texts)
+        sim = torch.einsum("bne,pwe->bpnw", img.patch_emb, txt.word_emb)  # (B, P, N, S)
+        m = txt.word_mask.to(sim.dtype)[None, :, None, :]  # (1, P, 1, S)
+        maps = (sim * m).sum(-1) / m.sum(-1).clamp_min(1.0)  # (B, P, N)
+        h, w = img.grid
+        maps = maps.view(maps.shape[0], maps.shape[1], h, w)
+        return F.interpolate(maps, size=img.size, mode="bilinear", align_corners=False)
