@@ -168,6 +168,29 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
             out[f"{name}_features"], out[f"{name}_projected"] = f, p
             out[f"{name}_embeddings"] = p / p.norm(dim=-1, keepdim=True)
 
+    # The evaluation path before any BatchNorm runs in train mode (that updates the running statistics).
+    with torch.no_grad():
+        adapter = CxrClipAdapter(model, tokenizer=tok, device="cpu")
+        img_emb = adapter.encode_images(images)
+        out["eval_image_embeddings"] = img_emb
+        if "zeroshot_binary_classes" in raw:
+            cos, prob = [], []
+            for cls in raw["zeroshot_binary_classes"]:
+                c, p = score_binary(adapter, img_emb, binary_prompts(cls))
+                cos.append(c)
+                prob.append(p)
+            out["zs_binary_cosine"], out["zs_binary_prob"] = torch.stack(cos), torch.stack(prob)
+        if "zeroshot_biovil_prompts" in raw:
+            neg, pos = raw["zeroshot_biovil_prompts"]
+            c, p = score_binary(adapter, img_emb, ClassPrompts("Pneumonia", [pos], [neg]))
+            out["zs_biovil_cosine"], out["zs_biovil_prob"] = c, p
+        if "zeroshot_5x200_prompts" in raw:
+            classes = [
+                ClassPrompts(c, raw["zeroshot_5x200_prompts"][c]) for c in raw["zeroshot_5x200_classes"]
+            ]
+            out["zs_5x200_mean_cosine"] = score_prompt_ensemble(adapter, img_emb, classes)
+    model.eval()
+
     grad_names = cfg.get(f"grad_norm_params_{variant}", [])
     swin = variant == "swint"
     for prefix in ("", "bntrain_"):
@@ -212,30 +235,41 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
         out["pooler_has_grad"] = torch.tensor(int(any(g is not None and g.abs().sum() > 0 for g in pooler)))
     model.eval()
 
-    with torch.no_grad():  # the evaluation path: adapter embeddings and the official zero-shot protocols
-        adapter = CxrClipAdapter(model, tokenizer=tok, device="cpu")
-        img_emb = adapter.encode_images(images)
-        out["eval_image_embeddings"] = img_emb
-        if "zeroshot_binary_classes" in raw:
-            cos, prob = [], []
-            for cls in raw["zeroshot_binary_classes"]:
-                c, p = score_binary(adapter, img_emb, binary_prompts(cls))
-                cos.append(c)
-                prob.append(p)
-            out["zs_binary_cosine"], out["zs_binary_prob"] = torch.stack(cos), torch.stack(prob)
-        if "zeroshot_biovil_prompts" in raw:
-            neg, pos = raw["zeroshot_biovil_prompts"]
-            c, p = score_binary(adapter, img_emb, ClassPrompts("Pneumonia", [pos], [neg]))
-            out["zs_biovil_cosine"], out["zs_biovil_prob"] = c, p
-        if "zeroshot_5x200_prompts" in raw:
-            classes = [
-                ClassPrompts(c, raw["zeroshot_5x200_prompts"][c]) for c in raw["zeroshot_5x200_classes"]
-            ]
-            out["zs_5x200_mean_cosine"] = score_prompt_ensemble(adapter, img_emb, classes)
-    model.eval()
-
     result = {k: v.detach() for k, v in out.items() if k in wanted}
     absent = sorted(wanted - set(result))
     if absent:
         raise ConfigError(f"{fixture}: outputs not produced by run_parity_fixture: {absent}")
     return result
+
+
+def distributed_loss_worker(rank: int, world: int, port: int, inputs, queue) -> None:
+    """One gloo rank of the distributed-equivalence check (a module-level function so `spawn` can import it).
+
+    `inputs` = (x (4, N, F) float64, w_img, w_txt, logit_scale); rank r takes rows [r*N/W, (r+1)*N/W).
+    Puts (rank, mean loss over ranks, DDP-style averaged gradients of (w_img, w_txt, logit_scale)).
+    """
+    import os
+
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        x, w_img, w_txt, scale = (t.clone() for t in inputs)
+        params = [w_img.requires_grad_(), w_txt.requires_grad_(), scale.requires_grad_()]
+        b = x.shape[1] // world
+        xs = x[:, rank * b : (rank + 1) * b]
+        img = [F.normalize(xs[k] @ w_img.t(), dim=-1) for k in (0, 1)]
+        txt = [F.normalize(xs[k] @ w_txt.t(), dim=-1) for k in (2, 3)]
+        loss = CxrClipLoss()(img[0], img[1], txt[0], txt[1], scale.exp())["loss"]
+        loss.backward()
+        grads = [p.grad.clone() for p in params]
+        for g in grads:  # what DDP does: average the gradients over ranks
+            dist.all_reduce(g)
+            g /= world
+        total = loss.detach().clone()
+        dist.all_reduce(total)
+        queue.put((rank, (total / world).item(), [g.numpy() for g in grads]))
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,157 @@
+"""Train CXR-CLIP: `accelerate launch -m cxrvlp.cxrclip.train CONFIG.yaml [key=value ...]` (or `python -m`).
+
+Packaged configs (`cxrvlp/cxrclip/configs/`): `cxrclip_r50.yaml`, `cxrclip_swint.yaml` (the paper's recipe:
+AdamW lr 5e-5 wd 1e-4, global batch 128, warm-up 1 epoch + cosine to 0 at 15 epochs, fp16 AMP) and
+`tiny.yaml` (CPU demo on the synthetic MIMIC mirror). A config name without a path is looked up there.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from cxrvlp.core.training import TrainConfig, load_config, run_training
+from cxrvlp.cxrclip.data import CxrClipDataConfig, build_train_dataset
+from cxrvlp.cxrclip.loss import CxrClipLoss
+from cxrvlp.cxrclip.model import CxrClip, CxrClipModelConfig, build_model, trim_padding
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class CxrClipLossConfig:
+    """Loss weights (`configs/loss/cxr_clip.yaml`); 0 / 0 gives the plain-CLIP ablation."""
+
+    i2i_weight: float = 1.0
+    t2t_weight: float = 0.5
+    loss_ratio: float = 1.0
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class CxrClipTrainConfig(TrainConfig):
+    """A CXR-CLIP run: the shared loop's settings plus model, data and loss sections."""
+
+    model_name: str = "cxrclip"
+    model: CxrClipModelConfig = field(default_factory=CxrClipModelConfig)
+    data: CxrClipDataConfig = field(default_factory=CxrClipDataConfig)
+    loss: CxrClipLossConfig = field(default_factory=CxrClipLossConfig)
+    tokenizer_vocab_size: int = 2000  # only when model.tokenizer is null: WordPiece built from the reports
+    pad_to_longest: bool = True  # EXACT speed-up: pads cut to the batch's longest (EOS pooling is masked)
+    sync_batchnorm_on_cpu: bool = False  # torch cannot sync BN across CPU processes: plain BN there
+
+
+class CxrClipTask:
+    """`cxrvlp.core.training.TrainingTask` for CXR-CLIP."""
+
+    model_name = "cxrclip"
+
+    def __init__(self, cfg: CxrClipTrainConfig) -> None:
+        self.cfg = cfg
+        self.loss_fn = CxrClipLoss(**vars(cfg.loss))
+        self._dataset = None
+        self.tokenizer = None
+
+    def dataset(self):
+        if self._dataset is None:
+            self._dataset = build_train_dataset(self.cfg.data, train=True)
+        return self._dataset
+
+    def _build_tokenizer(self):
+        from cxrvlp.core.losses.infonce import world_info
+        from cxrvlp.core.text.tokenize import build_tokenizer_from_texts, load_tokenizer
+
+        mcfg = self.cfg.model
+        if mcfg.tokenizer is not None:
+            return load_tokenizer(mcfg.tokenizer)
+        out = Path(self.cfg.output_dir) / "tokenizer"
+        rank, world = world_info()
+        if rank == 0:  # built once from the training reports, saved in the run folder
+            ds = self.dataset()
+            texts = ds.texts() if hasattr(ds, "texts") else [t for d in ds.datasets for t in d.texts()]
+            build_tokenizer_from_texts(texts, out, vocab_size=self.cfg.tokenizer_vocab_size)
+        if world > 1:
+            torch.distributed.barrier()
+        tok = load_tokenizer(out)
+        mcfg.tokenizer = str(out)
+        mcfg.text_config = {**mcfg.text_config, "vocab_size": len(tok)}
+        return tok
+
+    def build_model(self) -> CxrClip:
+        self.tokenizer = self._build_tokenizer()
+        mcfg = self.cfg.model
+        on_cpu = not torch.cuda.is_available()
+        if on_cpu and not self.cfg.sync_batchnorm_on_cpu and mcfg.image_encoder_kwargs.get("sync_batchnorm"):
+            from cxrvlp.core.losses.infonce import world_info
+
+            if world_info()[1] > 1:  # SyncBatchNorm raises on CPU tensors with a process group
+                mcfg.image_encoder_kwargs = {**mcfg.image_encoder_kwargs, "sync_batchnorm": False}
+        return build_model(mcfg)
+
+    def build_train_dataset(self):
+        return self.dataset()
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        from cxrvlp.core.text.tokenize import tokenize
+
+        max_len = self.cfg.model.text_max_length
+        t1 = tokenize(self.tokenizer, [s["text"] for s in samples], max_len, padding="max_length")
+        t2 = tokenize(self.tokenizer, [s["text2"] for s in samples], max_len, padding="max_length")
+        if self.cfg.pad_to_longest:
+            t1, t2 = trim_padding(t1), trim_padding(t2)
+        return {
+            "images": torch.stack([s["image"] for s in samples]),
+            "image_views": torch.stack([s["image_view"] for s in samples]),
+            "text_tokens": t1,
+            "text_tokens2": t2,
+            "sample_ids": [s["sample_id"] for s in samples],
+        }
+
+    def training_step(self, model, batch, state):
+        out = model(batch["images"], batch["image_views"], batch["text_tokens"], batch["text_tokens2"])
+        terms = self.loss_fn(
+            out["image_embeddings"],
+            out["image_view_embeddings"],
+            out["text_embeddings"],
+            out["text_embeddings2"],
+            out["logit_scale"],
+        )
+        logs = {k: terms[k].detach() for k in ("loss_i2t", "loss_t2i", "loss_i2i", "loss_t2t")}
+        logs["logit_scale"] = out["logit_scale"].detach()
+        return terms["loss"], logs
+
+
+def resolve_config(path: str | Path | None) -> Path | None:
+    """A config path, or the name of a packaged config ('tiny', 'cxrclip_r50.yaml')."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.exists():
+        return p
+    for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
+        if cand.exists():
+            return cand
+    return p  # load_config reports the missing file
+
+
+def main(config: str | Path | None = None, overrides: list[str] | None = None) -> Path:
+    """Run training; returns the run folder (its `final/` holds model, config and tokenizer)."""
+    if config is None and overrides is None:
+        argv = sys.argv[1:]
+        config = argv[0] if argv and "=" not in argv[0] else None
+        overrides = [a for a in argv if "=" in a]
+    cfg = load_config(CxrClipTrainConfig, resolve_config(config), list(overrides or []))
+    task = CxrClipTask(cfg)
+    result = run_training(task, cfg)
+    from cxrvlp.core.losses.infonce import world_info
+
+    if world_info()[0] == 0 and task.tokenizer is not None:
+        task.tokenizer.save_pretrained(str(result.final_dir / "tokenizer"))
+    return result.output_dir
+
+
+if __name__ == "__main__":
+    main()
