@@ -223,3 +223,14 @@ def test_local_alignment_matches_afloc_fixture(shared_dir):
             n = int(lengths[i])
             got = attn[i, :n].reshape(n, h, h)
             torch.testing.assert_close(got, out[f"attn/{level}_row{i}"], atol=1e-7, rtol=1e-3)
+
+
+def test_local_alignment_runs_in_fp32_under_autocast():
+    g = torch.Generator().manual_seed(0)
+    regions, units = torch.randn(2, 6, 4, generator=g), torch.randn(2, 3, 4, generator=g)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    ref = local_similarity(regions, units, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = local_similarity(regions, units, mask)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref)

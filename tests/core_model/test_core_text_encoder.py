@@ -247,3 +247,43 @@ def test_afloc_fixture_text_tower(shared_dir):
     ref = load_file(str(d / "outputs.safetensors"))["text/token_hidden_last4"]
     torch.testing.assert_close(torch.stack(o.hidden_states[-4:], 1), ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(o.last_hidden_state, ref.sum(1), atol=1e-4, rtol=1e-4)
+
+
+def _loop_merge(hidden, ids, cont, sep):
+    # the official per-token loop (GLoRIA/AFLoc/CARZero aggregate_tokens), written independently
+    out = torch.zeros_like(hidden)
+    for b in range(ids.shape[0]):
+        words, cur = [], None
+        for t in range(ids.shape[1]):
+            tid = int(ids[b, t])
+            if cont[tid] and cur is not None:
+                cur = cur + hidden[b, t]
+                continue
+            if cur is not None:
+                words.append(cur)
+            cur = hidden[b, t]
+            if tid == sep:
+                words.append(cur)
+                cur = None
+                break
+        if cur is not None:
+            words.append(cur)
+        for w, vec in enumerate(words):
+            out[b, w] = vec
+    return out
+
+
+def test_merge_matches_loop_on_random_sequences():
+    g = torch.Generator().manual_seed(0)
+    vocab = 30
+    cont = torch.zeros(vocab, dtype=torch.bool)
+    cont[20:] = True  # ids 20.. are "##" pieces; 2 = [CLS], 3 = [SEP], 0 = [PAD]
+    for _ in range(20):
+        n = int(torch.randint(2, 12, (1,), generator=g))
+        body = torch.randint(5, vocab, (3, n - 2), generator=g)
+        ids = torch.cat([torch.full((3, 1), 2), body, torch.full((3, 1), 3)], 1)
+        ids = torch.cat([ids, torch.zeros(3, 4, dtype=torch.long)], 1)  # trailing pads
+        ids[1, -1] = 7  # junk after the [SEP] must be ignored
+        hidden = torch.randn(3, ids.shape[1], 5, generator=g, dtype=torch.float64)
+        got = merge_word_pieces(hidden, ids, cont, sep_token_id=3).embeddings
+        torch.testing.assert_close(got, _loop_merge(hidden, ids, cont, 3), atol=1e-12, rtol=0)

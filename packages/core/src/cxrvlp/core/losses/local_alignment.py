@@ -73,6 +73,20 @@ def local_similarity(
     if attention not in (None, "all", "paired"):
         raise ValueError(f"attention must be None, 'all' or 'paired', got '{attention}'")
     unit_mask = unit_mask.bool()
+    if regions.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(regions.device.type):
+        # exp(temp * cos) and the two softmaxes want fp32 (the official losses ran fp32 under AMP too)
+        with torch.autocast(regions.device.type, enabled=False):
+            return local_similarity(
+                regions.float(),
+                units.float(),
+                unit_mask,
+                temp_attention,
+                temp_aggregate,
+                aggregate,
+                eps,
+                text_chunk,
+                attention,
+            )
     chunk = text_chunk or units.shape[0]
     sims, attns = [], []
     for start in range(0, units.shape[0], chunk):
