@@ -160,3 +160,22 @@ def test_segmentation_dice_rules():
     np.testing.assert_allclose(dice_per_image(pred, gt), [2 / 3, 0.0, 1.0])
     np.testing.assert_allclose(iou_per_image(pred, gt), [1 / 2, 0.0, 1.0])
     np.testing.assert_allclose(dice_per_image(pred, gt, threshold=0.95), [0.0, 1.0, 1.0])
+
+
+def test_threshold_sweep_matches_direct_count():
+    rng = np.random.default_rng(3)
+    h = rng.random((3, 16, 16))
+    h[0, :2] = np.nan
+    gt = (rng.random((3, 16, 16)) < 0.3).astype(float)
+    thr = np.linspace(0.0, 1.0, 37)
+    iou, dice = iou_at_thresholds(h, gt, thr), dice_at_thresholds(h, gt, thr)
+    for i in range(3):
+        valid = np.isfinite(h[i])
+        g = (gt[i] >= 1) & valid
+        for j, t in enumerate(thr):
+            p = (np.nan_to_num(h[i], nan=-1) > t) & valid
+            if p.sum() == 0:
+                assert np.isnan(iou[i, j]) and np.isnan(dice[i, j])
+                continue
+            assert iou[i, j] == pytest.approx((p & g).sum() / (p | g).sum())
+            assert dice[i, j] == pytest.approx(2 * (p & g).sum() / (p.sum() + g.sum()))

@@ -43,16 +43,24 @@ def minmax_normalize(heatmap, low: float = -1.0, high: float = 1.0) -> np.ndarra
 
 
 def _overlap(heatmaps, masks, thresholds):
+    # counts for all thresholds from sorted pixel values: |P| = #valid > t, |P & G| = #gt > t (no (N, T, H, W)
+    # boolean stack, so sweeps over thousands of thresholds (MAVL) stay cheap)
     h, m = _np(heatmaps), _np(masks)
     _check(h, m)
     if h.ndim == 2:
         h, m = h[None], m[None]
-    valid = np.isfinite(h)
-    gt = (m >= 1) & valid
     thr = np.asarray(thresholds, dtype=np.float64)
-    pred = (np.where(valid, h, -np.inf)[:, None] > thr[None, :, None, None]) & valid[:, None]  # (N, T, H, W)
-    inter = (pred & gt[:, None]).sum((2, 3)).astype(np.float64)
-    return inter, pred.sum((2, 3)).astype(np.float64), gt.sum((1, 2)).astype(np.float64)[:, None]
+    inter = np.zeros((len(h), len(thr)))
+    n_pred = np.zeros((len(h), len(thr)))
+    n_gt = np.zeros((len(h), 1))
+    for i in range(len(h)):
+        valid = np.isfinite(h[i])
+        vals = np.sort(h[i][valid])
+        gt_vals = np.sort(h[i][valid & (m[i] >= 1)])
+        n_pred[i] = len(vals) - np.searchsorted(vals, thr, side="right")
+        inter[i] = len(gt_vals) - np.searchsorted(gt_vals, thr, side="right")
+        n_gt[i] = len(gt_vals)
+    return inter, n_pred, n_gt
 
 
 def iou_at_thresholds(heatmaps, masks, thresholds=AFLOC_THRESHOLDS) -> np.ndarray:
