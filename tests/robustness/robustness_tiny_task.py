@@ -18,6 +18,9 @@ from cxrvlp.core.training import TrainConfig, load_config, run_training
 from torch import nn
 from torch.utils.data import Dataset
 
+# One intra-op thread: the model is tiny, and on a shared 2-core machine OpenMP spinning costs 100x.
+torch.set_num_threads(1)
+
 
 @dataclass
 class TinyData:

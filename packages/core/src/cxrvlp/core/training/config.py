@@ -116,6 +116,7 @@ class TrainConfig:
     nan_policy: Literal["skip", "stop"] = "stop"
     tracker: Literal["tensorboard"] | None = "tensorboard"
     deterministic: bool = False
+    cpu: bool = False  # force CPU even when a GPU is visible (CPU is used anyway when there is none)
     progress_bar: bool = True
 
 

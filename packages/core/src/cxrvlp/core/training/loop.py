@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from cxrvlp.core.errors import CheckpointError, ConfigError, NonFiniteLossError
 from cxrvlp.core.training.checkpoint import (
+    _fsync_dir,
     atomic_write_text,
     fsync_tree,
     save_pretrained,
@@ -202,7 +203,8 @@ class SeededSampleDataset(Dataset):
         s = _mix_seed(self.seed, self.epoch, int(index), 2)
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
+            # CPU generator only: torch.manual_seed would also queue lazy CUDA/XPU seeding on every item.
+            torch.default_generator.manual_seed(s)
             random.seed(s)
             np.random.seed(s % (2**32))
             try:
@@ -355,7 +357,7 @@ def _save_checkpoint(accelerator, out: Path, state: TrainState, extra: dict[str,
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        fsync_tree(root)
+        _fsync_dir(root)
         for old in list_checkpoints(root)[max(1, keep) :]:
             shutil.rmtree(old, ignore_errors=True)
         logger.info("saved checkpoint %s", final)
@@ -409,7 +411,10 @@ def _make_accelerator(cfg: TrainConfig, out: Path):
     from accelerate.utils import ProjectConfiguration
 
     project = ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tensorboard"))
+    # accelerate only sets up multi-process CPU training (gloo) when told cpu=True.
+    cpu = cfg.cpu or not torch.cuda.is_available()
     return Accelerator(
+        cpu=cpu,
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum_steps,
         log_with="tensorboard" if cfg.tracker == "tensorboard" else None,
@@ -692,5 +697,6 @@ def _handle_non_finite(
     )
     if cfg.nan_policy == "stop":
         raise NonFiniteLossError(msg)
-    logger.warning("%s; optimizer step skipped (%d skipped so far)", msg, state.skipped_steps + 1)
+    if accelerator.is_main_process:
+        logger.warning("%s; optimizer step skipped (%d skipped so far)", msg, state.skipped_steps + 1)
     state.history.append({"step": step, "epoch": state.epoch, "skipped_non_finite": local})
