@@ -8,6 +8,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from cxrvlp.core.data.synthetic.cases import CHEXPERT_CLASSES
@@ -188,6 +189,10 @@ def test_siim_masks(mirrors):
         np.testing.assert_array_equal(s.mask, m)
         assert s.labels[0] == float(m.any())
         n_pos += int(m.any())
+        if m.any():
+            # the masked pneumothorax is the most lucent part of its neighbourhood (pixels agree with mask)
+            ring = cv2.dilate(m, np.ones((5, 5), np.uint8)).astype(bool) & ~m.astype(bool)
+            assert s.image[m.astype(bool)].mean() < s.image[ring].mean()
     assert n_pos == _counts(root)["positive"] > 0
     split = SIIMPneumothoraxDataset(root, split_csv=root / "splits" / "test.csv", load_images=False)
     assert 0 < len(split) < len(ds)
@@ -203,3 +208,15 @@ def test_covidx(mirrors):
         assert len(ds) == counts[f"{split}_images"]
         assert int(ds.label_matrix().sum()) == counts[f"{split}_positive"]
     assert ds[0].image.shape == (SIZE, SIZE)
+
+
+def test_mimic_master_table(mirrors, tmp_path):
+    from cxrvlp.core.data.mimic_cxr import prepare_master_table
+
+    root = mirrors["mimic-cxr"]
+    split = _rows(root / "mimic-cxr-2.0.0-split.csv.gz")
+    df = prepare_master_table(root, tmp_path / "master.csv", method="mgca")
+    assert len(df) == len(split)  # every synthetic report has a findings or an impression section
+    assert set(df["split"]) == {"train", "validate", "test"}
+    assert all((root / p).is_file() or (root / p.split("/", 1)[1]).is_file() for p in df["Path"][:20])
+    assert (df["impression"].str.strip() != "").mean() > 0.9

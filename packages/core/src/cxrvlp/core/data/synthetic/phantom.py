@@ -98,7 +98,7 @@ def _sample_anatomy(rng: np.random.Generator, findings: dict[str, dict]) -> _Ana
     if "atelectasis" in findings:
         # volume loss: the hemidiaphragm rises and the mediastinum shifts toward the collapsed side
         for side in _sides(findings["atelectasis"].get("side", "right")):
-            anat.dia_level[side] -= 0.05
+            anat.dia_level[side] -= 0.035
             if findings["atelectasis"].get("side") != "bilateral":
                 anat.mediastinum_x += 0.015 * _side_sign(side)
                 anat.heart_cx += 0.015 * _side_sign(side)
@@ -249,7 +249,7 @@ def _render_frontal(
 
     if "pleural_effusion" in findings:
         p = findings["pleural_effusion"]
-        frac = 0.18 + 0.25 * _severity(p)
+        frac = 0.22 + 0.25 * _severity(p)
         m = np.zeros((size, size), bool)
         for side in _sides(p.get("side", "right")):
             top, base = anat.lung_top, anat.dia_level[side]
@@ -266,25 +266,38 @@ def _render_frontal(
     if "cardiomegaly" in findings:
         masks["cardiomegaly"] = heart.copy()
 
-    for name in ("consolidation", "pneumonia"):
-        if name in findings:
-            p = findings[name]
-            m = np.zeros((size, size), bool)
-            field = np.zeros((size, size), np.float32)
-            for side in _sides(p.get("side", "right")):
-                cx, cy = _zone_center(anat, side, p.get("zone", "lower"), rng)
-                r = 0.07 + 0.04 * _severity(p)
-                blob = np.exp(-_ellipse(x, y, cx, cy, r * 1.2, r))
-                for _ in range(3):  # satellite lobules make the opacity patchy
-                    ox, oy = rng.uniform(-r, r, size=2)
-                    blob = np.maximum(blob, 0.8 * np.exp(-_ellipse(x, y, cx + ox, cy + oy, r * 0.6, r * 0.6)))
-                field = np.maximum(field, blob)
-            patch = field + 0.18 * _smooth_noise(rng, size, 0.015)
-            m = (patch > 0.45) & (lungs["right"] | lungs["left"])
-            dens += 0.36 * m * np.clip(patch, 0, 1.2)
-            masks[name] = m
+    if "consolidation" in findings:
+        # lobar consolidation: dense, homogeneous, one edge sharp along a fissure, air bronchograms inside
+        p = findings["consolidation"]
+        m = np.zeros((size, size), bool)
+        for side in _sides(p.get("side", "right")):
+            cx, cy = _zone_center(anat, side, p.get("zone", "lower"), rng)
+            r = 0.08 + 0.04 * _severity(p)
+            lobe = _ellipse(x, y, cx, cy, r * 1.4, r) < 1
+            fissure = cy - r * rng.uniform(0.2, 0.5)  # the sharp, straight (fissural) upper border
+            m |= lobe & (y > fissure + 0.15 * (x - cx)) & lungs[side]
+        bronchi = np.abs(_smooth_noise(rng, size, 0.01)) < 0.12  # thin lucent branching lines
+        dens += (0.4 - 0.12 * bronchi) * m
+        masks["consolidation"] = m
 
-    for name, (rlo, rhi) in (("nodule", (0.022, 0.032)), ("mass", (0.05, 0.075))):
+    if "pneumonia" in findings:
+        # bronchopneumonia: patchy, ill-defined, multifocal airspace opacity
+        p = findings["pneumonia"]
+        field = np.zeros((size, size), np.float32)
+        for side in _sides(p.get("side", "right")):
+            cx, cy = _zone_center(anat, side, p.get("zone", "lower"), rng)
+            r = 0.07 + 0.04 * _severity(p)
+            blob = np.exp(-_ellipse(x, y, cx, cy, r * 1.2, r))
+            for _ in range(3):  # satellite lobules make the opacity patchy
+                ox, oy = rng.uniform(-r, r, size=2)
+                blob = np.maximum(blob, 0.8 * np.exp(-_ellipse(x, y, cx + ox, cy + oy, r * 0.6, r * 0.6)))
+            field = np.maximum(field, blob)
+        patch = field + 0.18 * _smooth_noise(rng, size, 0.015)
+        m = (patch > 0.45) & (field > 0.3) & (lungs["right"] | lungs["left"])  # no far-off specks
+        dens += 0.32 * m * np.clip(patch, 0, 1.2)
+        masks["pneumonia"] = m
+
+    for name, (rlo, rhi) in (("nodule", (0.03, 0.042)), ("mass", (0.06, 0.085))):
         if name in findings:
             p = findings[name]
             side = p.get("side", "right") if p.get("side") != "bilateral" else "right"

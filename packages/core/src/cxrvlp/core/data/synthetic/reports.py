@@ -373,7 +373,8 @@ def _join(sentences: list[Sentence]) -> str:
 
 
 def _wrap(text: str, width: int = 77) -> str:
-    return "\n".join(" " + line for line in textwrap.wrap(text, width=width)) if text else ""
+    lines = textwrap.wrap(text, width=width, break_on_hyphens=False, break_long_words=False)
+    return "\n".join(" " + line for line in lines) if text else ""
 
 
 _INDICATIONS = [
