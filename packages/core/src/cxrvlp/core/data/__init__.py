@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxrvlp.core.data.base import CxrDataset
+from cxrvlp.core.data.chestx_det import ChestXDet10Dataset
 from cxrvlp.core.data.chestxray14 import ChestXray14Dataset
 from cxrvlp.core.data.chexpert import CheXpertDataset
 from cxrvlp.core.data.contract import OnError, Sample
+from cxrvlp.core.data.covid_rural import COVIDRuralDataset
 from cxrvlp.core.data.covidx import COVIDxDataset
 from cxrvlp.core.data.imaging import read_image
 from cxrvlp.core.data.mimic_cxr import MimicCxrDataset, prepare_master_table
@@ -20,6 +22,7 @@ from cxrvlp.core.data.padchest import PadChestDataset
 from cxrvlp.core.data.rsna import RSNAPneumoniaDataset
 from cxrvlp.core.data.siim import SIIMPneumothoraxDataset
 from cxrvlp.core.data.transforms import PRESETS, build_transform
+from cxrvlp.core.data.vindr import VinDrCXRDataset
 from cxrvlp.core.errors import ConfigError
 
 DATASETS: dict[str, type[CxrDataset]] = {
@@ -31,6 +34,9 @@ DATASETS: dict[str, type[CxrDataset]] = {
     "rsna-pneumonia": RSNAPneumoniaDataset,
     "siim-acr": SIIMPneumothoraxDataset,
     "covidx": COVIDxDataset,
+    "vindr-cxr": VinDrCXRDataset,
+    "chestx-det10": ChestXDet10Dataset,
+    "covid-rural": COVIDRuralDataset,
 }
 
 
@@ -44,7 +50,9 @@ def get_dataset(name: str, root: str | Path, **kw) -> CxrDataset:
 __all__ = [
     "DATASETS",
     "PRESETS",
+    "COVIDRuralDataset",
     "COVIDxDataset",
+    "ChestXDet10Dataset",
     "CheXpertDataset",
     "ChestXray14Dataset",
     "CxrDataset",
@@ -54,6 +62,7 @@ __all__ = [
     "PadChestDataset",
     "RSNAPneumoniaDataset",
     "SIIMPneumothoraxDataset",
+    "VinDrCXRDataset",
     "Sample",
     "build_transform",
     "get_dataset",

@@ -12,7 +12,7 @@ import os
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +169,46 @@ class RecordSkipper:
         self.skipped.append((where or str(getattr(err, "file", "")), str(err)))
 
 
+class RowView(Mapping):
+    """A read-only view of one source row (column -> unmodified value), cheap to build for 100k+ rows.
+
+    Built from `DataFrame.itertuples`; `extra` overrides or adds keys (e.g. parsed list columns).
+    """
+
+    __slots__ = ("_pos", "_values", "_extra")
+
+    def __init__(self, pos: dict[str, int], values: Sequence[Any], extra: dict[str, Any] | None = None):
+        self._pos, self._values, self._extra = pos, values, extra
+
+    def __getitem__(self, key: str) -> Any:
+        if self._extra is not None and key in self._extra:
+            return self._extra[key]
+        return self._values[self._pos[key]]
+
+    def __iter__(self):
+        yield from self._pos
+        if self._extra:
+            yield from (k for k in self._extra if k not in self._pos)
+
+    def __len__(self) -> int:
+        return len(self._pos) + sum(1 for k in (self._extra or ()) if k not in self._pos)
+
+    def with_extra(self, **extra: Any) -> RowView:
+        """A copy with some keys overridden."""
+        return RowView(self._pos, self._values, {**(self._extra or {}), **extra})
+
+    def __repr__(self) -> str:
+        return f"RowView({dict(self)!r})"
+
+
+def iter_rows(df: pd.DataFrame):
+    """RowView per DataFrame row (much cheaper than `to_dict("records")`)."""
+    pos = {str(c): i for i, c in enumerate(df.columns)}
+    # one vectorised conversion to Python objects; iterating pandas extension arrays cell by cell is slow
+    for values in df.to_numpy(dtype=object).tolist():
+        yield RowView(pos, values)
+
+
 @dataclass
 class Record:
     """One image of a dataset, before its pixels are read."""
@@ -180,11 +220,11 @@ class Record:
     boxes: np.ndarray | None = None  # (K, 4) xyxy in the original image's pixels
     box_labels: list[str] = field(default_factory=list)
     rle: list[str] = field(default_factory=list)  # SIIM: run-length strings of the masks
-    mask_path: Path | None = None
+    mask_path: str | None = None
     patient_id: str | None = None
     study_id: str | None = None
     view: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 class CxrDataset(torch.utils.data.Dataset):

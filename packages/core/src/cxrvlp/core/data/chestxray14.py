@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from cxrvlp.core.data.base import CxrDataset, Record, find_file, iter_files, open_text, read_table
+from cxrvlp.core.data.base import CxrDataset, Record, find_file, iter_files, iter_rows, open_text, read_table
 from cxrvlp.core.data.contract import OnError
 from cxrvlp.core.data.geometry import validate_boxes, xywh_to_xyxy
 from cxrvlp.core.data.labels import CHESTXRAY14_CLASSES
@@ -115,7 +115,7 @@ class ChestXray14Dataset(CxrDataset):
             order = read_list(lst)
         elif split == "bbox":
             order = sorted(boxes)
-        rows = {str(r["Image Index"]).strip(): (i, r) for i, r in enumerate(df.to_dict("records"))}
+        rows = {str(r["Image Index"]).strip(): (i, r) for i, r in enumerate(iter_rows(df))}
         self._index = iter_files(self.root, ["*.png"])  # one recursive glob: both NIH and Kaggle layouts
         names = order if order is not None else list(rows)
         dummies = df["Finding Labels"].astype(str).str.get_dummies(sep="|")  # (N, distinct findings)

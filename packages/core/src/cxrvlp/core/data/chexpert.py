@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from cxrvlp.core.data.base import CxrDataset, Record, find_file, read_table
+from cxrvlp.core.data.base import CxrDataset, Record, find_file, iter_rows, read_table
 from cxrvlp.core.data.contract import OnError
 from cxrvlp.core.data.labels import CHEXPERT5, CHEXPERT_CLASSES, Policy, apply_uncertain_policy
 from cxrvlp.core.errors import ConfigError, MalformedRecordError
@@ -155,7 +155,7 @@ class CheXpertDataset(CxrDataset):
         else:
             labels = apply_uncertain_policy(raw, self.classes, uncertain_policy, blank_policy)
         resolve = path_resolver(self.root, [str(p) for p in df[path_col].iloc[:20]])
-        for i, row in enumerate(df.to_dict("records")):
+        for i, row in enumerate(iter_rows(df)):
             if not keep[i]:
                 continue
             p = str(row[path_col])

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from cxrvlp.core.data.base import CxrDataset, Record, find_file, read_table, require_root
+from cxrvlp.core.data.base import CxrDataset, Record, find_file, iter_rows, read_table, require_root
 from cxrvlp.core.data.contract import OnError, Sample
 from cxrvlp.core.data.labels import CHEXPERT_CLASSES, Policy, apply_uncertain_policy
 from cxrvlp.core.errors import ConfigError, DatasetNotFoundError, MalformedRecordError
@@ -167,7 +167,7 @@ class MimicCxrDataset(CxrDataset):
             labels = labels[~labels.index.duplicated()]
             raw = labels.reindex(df["study_id"].to_numpy()).to_numpy(np.float32)
         lab = apply_uncertain_policy(raw, self.classes, uncertain_policy, blank_policy)
-        for i, row in enumerate(df.to_dict("records")):
+        for i, row in enumerate(iter_rows(df)):
             subj, study, dicom = row["subject_id"], row["study_id"], row["dicom_id"]
             vp = row.get("ViewPosition")
             self.records.append(
