@@ -12,6 +12,7 @@ from cxrvlp.core.encoders.text import (
     build_bert_encoder,
     continuation_table,
     merge_word_pieces,
+    sentence_units,
     token_prefix_table,
     word_strings,
 )
@@ -287,3 +288,61 @@ def test_merge_matches_loop_on_random_sequences():
         hidden = torch.randn(3, ids.shape[1], 5, generator=g, dtype=torch.float64)
         got = merge_word_pieces(hidden, ids, cont, sep_token_id=3).embeddings
         torch.testing.assert_close(got, _loop_merge(hidden, ids, cont, 3), atol=1e-12, rtol=0)
+
+
+def test_sentence_units_spec_example_and_quirks(tok):
+    period = tok.convert_tokens_to_ids(".")
+    # afloc.md §10: [CLS] a b ##s . c d e [SEP] -> [CLS], mean(a, bs), mean(c, d, e), [SEP]; cap_len 3
+    ids = _ids(tok, ["[CLS]", "a", "b", "##s", ".", "c", "d", "e", "[SEP]"], 12)
+    hidden = torch.randn(1, 12, 3, dtype=torch.float64)
+    m = merge_word_pieces(hidden, ids, continuation_table(tok), tok.sep_token_id)
+    su = sentence_units(m, period)
+    w = m.embeddings[0]
+    assert su.num_sentences.tolist() == [2] and su.unit_mask[0].tolist() == [True] * 4 + [False] * 8
+    torch.testing.assert_close(su.embeddings[0, 0], w[0])
+    torch.testing.assert_close(su.embeddings[0, 1], (w[1] + w[2]) / 2)
+    torch.testing.assert_close(su.embeddings[0, 2], (w[4] + w[5] + w[6]) / 3)
+    torch.testing.assert_close(su.embeddings[0, 3], w[7])
+    assert (su.embeddings[0, 4:] == 0).all()
+    # a trailing "." before [SEP] is not a boundary: it is averaged into the last sentence
+    ids2 = _ids(tok, ["[CLS]", "a", ".", "c", "d", ".", "[SEP]"], 9)
+    m2 = merge_word_pieces(torch.randn(1, 9, 3, dtype=torch.float64), ids2, continuation_table(tok), 3)
+    su2 = sentence_units(m2, period)
+    w2 = m2.embeddings[0]
+    assert su2.num_sentences.tolist() == [2]
+    torch.testing.assert_close(su2.embeddings[0, 2], (w2[3] + w2[4] + w2[5]) / 3)
+    # two "." in a row give an empty sentence: NaN, as the official mean over zero words
+    ids3 = _ids(tok, ["[CLS]", "a", ".", ".", "c", "[SEP]"], 8)
+    m3 = merge_word_pieces(torch.randn(1, 8, 3), ids3, continuation_table(tok), 3)
+    assert torch.isnan(sentence_units(m3, period).embeddings[0, 2]).all()
+    # gradients: members get 1 / sentence length, "." boundaries 0, [CLS] / [SEP] 1, all finite
+    hg = hidden.clone().requires_grad_(True)
+    mg = merge_word_pieces(hg, ids, continuation_table(tok), tok.sep_token_id)
+    sentence_units(mg, period).embeddings.sum().backward()
+    assert hg.grad[0, :, 0].tolist() == [1, 0.5, 0.5, 0.5, 0, 1 / 3, 1 / 3, 1 / 3, 1, 0, 0, 0]
+    # per-layer input gives the same as the layer sum
+    hk = torch.randn(1, 2, 12, 3, dtype=torch.float64)
+    mk = merge_word_pieces(hk, ids, continuation_table(tok), tok.sep_token_id)
+    torch.testing.assert_close(
+        sentence_units(mk, period).embeddings.sum(1),
+        sentence_units(mk, period, embeddings=mk.embeddings.sum(1)).embeddings,
+    )
+
+
+def test_sentence_units_match_afloc_fixture(shared_dir):
+    from safetensors.torch import load_file
+
+    d = shared_dir / "parity" / "afloc"
+    tok = load_tokenizer(d / "vocab.txt", do_lower_case=False)
+    out = load_file(str(d / "outputs.safetensors"))
+    ids = load_file(str(d / "inputs.safetensors"))["caption_ids"]
+    m = merge_word_pieces(out["text/token_hidden_last4"], ids, continuation_table(tok), tok.sep_token_id)
+    su = sentence_units(m, tok.convert_tokens_to_ids("."))
+    torch.testing.assert_close(
+        su.embeddings.sum(1).transpose(1, 2), out["fwd/text_emb_s"], atol=1e-5, rtol=1e-4
+    )
+    assert (su.num_sentences + 1).tolist() == out["loss/cap_lens_sent"].tolist()
+    labels = json.loads((d / "outputs.json").read_text())["sent_units"]
+    assert [int(su.unit_mask[i].sum()) for i in range(4)] == [
+        sum(not w.startswith("[PAD]") for w in r) for r in labels
+    ]

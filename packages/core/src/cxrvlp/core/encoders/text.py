@@ -130,6 +130,66 @@ def merge_word_pieces(
     return MergedWords(embeddings, word_mask, num_words, word_index, first_ids, weights)
 
 
+@dataclass
+class SentenceUnits:
+    """AFLoc sentence units: [CLS], one mean vector per sentence, [SEP], zero padding."""
+
+    embeddings: torch.Tensor  # (B, W, D) or (B, K, W, D)
+    num_sentences: torch.Tensor  # (B,) k; AFLoc's unit count for the local loss is k + 1 ([CLS] + sentences)
+    unit_mask: torch.Tensor  # (B, W) bool over the k + 2 used slots
+
+
+def sentence_units(
+    merged: MergedWords, period_token_id: int, embeddings: torch.Tensor | None = None
+) -> SentenceUnits:
+    """Group merged words into AFLoc's sentence units (`aggregate_tokens_sent_as_units`), vectorised.
+
+    Boundaries are the "." words and the final [SEP]; the word just before [SEP] is never a boundary (a
+    trailing "." joins the last sentence). Unit 0 = [CLS]; unit 1 + i = mean of the words strictly between
+    boundaries i - 1 and i (words 1.. for the first); then the [SEP] vector; zeros after. An empty sentence
+    (two "." in a row) is NaN, as in the official code. Rows must end with a [SEP] word (tokenizers add it).
+    `embeddings` defaults to merged.embeddings; pass e.g. its layer sum instead (the same numbers).
+    """
+    emb = merged.embeddings if embeddings is None else embeddings
+    bsz, width = merged.word_mask.shape
+    pos = torch.arange(width, device=emb.device)[None]  # (1, W)
+    sep_pos = (merged.num_words - 1)[:, None]  # (B, 1) slot of the [SEP] word
+    # a "." word is a single "." piece: its first piece is "." and the next token starts another word
+    is_period = (merged.first_token_ids == period_token_id) & merged.word_mask
+    n_pieces = torch.zeros(bsz, width + 1, dtype=torch.long, device=emb.device)
+    dump = torch.where(merged.word_index < 0, torch.full_like(merged.word_index, width), merged.word_index)
+    n_pieces.scatter_add_(1, dump.clamp(max=width), torch.ones_like(dump))
+    is_period &= n_pieces[:, :width] == 1
+    boundary = (is_period & (pos != sep_pos - 1) & (pos < sep_pos)) | (pos == sep_pos)
+    n_sent = boundary.sum(1)  # (B,) boundaries = sentences (the last one closed by [SEP])
+    sent_of_word = torch.cumsum(boundary.long(), dim=1) - boundary.long()  # boundaries strictly before
+    member = (pos > 0) & (pos < sep_pos) & ~boundary
+    slot = torch.where(member, 1 + sent_of_word, torch.full_like(sent_of_word, width))  # dump slot W
+    counts = torch.zeros(bsz, width + 1, dtype=emb.dtype, device=emb.device)
+    counts.scatter_add_(1, slot, member.to(emb.dtype))
+    word_dim = emb.dim() - 2  # 1 for (B, W, D), 2 for (B, K, W, D)
+    if word_dim not in (1, 2):
+        raise ValueError(f"embeddings must be (B, W, D) or (B, K, W, D), got shape {tuple(emb.shape)}")
+
+    def per_slot(x: torch.Tensor) -> torch.Tensor:  # (B, W) -> broadcastable against emb
+        x = x.expand(bsz, width)
+        return x[:, :, None] if word_dim == 1 else x[:, None, :, None]
+
+    size = list(emb.shape)
+    size[word_dim] = width + 1
+    sums = emb.new_zeros(size).scatter_add(word_dim, per_slot(slot).expand_as(emb), emb)
+    sums = sums.narrow(word_dim, 0, width)
+    cnt = per_slot(counts[:, :width])
+    is_sent = (pos >= 1) & (pos <= n_sent[:, None])  # slots 1..k
+    out = torch.where(per_slot(is_sent), sums / cnt, torch.zeros_like(sums))  # 0 / 0 -> NaN, as official
+    cls_vec = emb.narrow(word_dim, 0, 1)  # keeps the word axis, length 1
+    sep_vec = emb.gather(word_dim, per_slot(sep_pos).narrow(word_dim, 0, 1).expand_as(cls_vec))
+    out = torch.where(per_slot(pos == 0), cls_vec, out)
+    out = torch.where(per_slot(pos == n_sent[:, None] + 1), sep_vec, out)
+    unit_mask = (pos <= n_sent[:, None] + 1).expand(bsz, width)
+    return SentenceUnits(out, n_sent, unit_mask)
+
+
 def word_strings(
     tokenizer, input_ids: torch.Tensor, word_index: torch.Tensor, pad: str = "[PAD]"
 ) -> list[list[str]]:
