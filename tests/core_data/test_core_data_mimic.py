@@ -131,3 +131,7 @@ def test_master_tables(mimic_root, tmp_path):
     assert ast.literal_eval(row["view"]) == ["PA", "LATERAL"]
     assert ast.literal_eval(row["text"])[1] == "No acute cardiopulmonary process."
     assert ast.literal_eval(row["PA"]) == ["files/p10/p10000032/s50414267/d1.jpg"]
+    k = prepare_master_table(mimic_root, tmp_path / "medklip.csv", "medklip")
+    assert len(k) == 4 and k["report"].str.contains("IMPRESSION").sum() == 3  # the lateral is dropped
+    with pytest.raises(Exception, match="unknown master-table format"):
+        prepare_master_table(mimic_root, tmp_path / "x.csv", "nope")

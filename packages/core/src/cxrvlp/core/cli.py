@@ -3,7 +3,7 @@
 cxrvlp prepare <dataset> --root R --out O --size N [--set key=value ...] [--limit K]
     Decode every image once, write it at long side N (PNG) plus an index CSV under O/<dataset>/,
     then print the read throughput (images/second/core) of the cache vs the originals.
-cxrvlp prepare mimic-cxr --root R --out O --master-table [--method mgca|afloc|cxrclip|carzero]
+cxrvlp prepare mimic-cxr --root R --out O --master-table [--method mgca|afloc|cxrclip|carzero|medklip]
     Write the master table a method trains from (O is the CSV path or a folder).
 cxrvlp datasets
     List the registered dataset readers.
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bench", type=int, default=50, help="images timed for the throughput report")
     pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader argument")
     pr.add_argument("--master-table", action="store_true", help="mimic-cxr: write the master table")
-    pr.add_argument("--method", default="mgca", choices=("mgca", "afloc", "cxrclip", "carzero"))
+    pr.add_argument("--method", default="mgca", choices=("mgca", "afloc", "cxrclip", "carzero", "medklip"))
     pr.add_argument("--reports-root", help="mimic-cxr: folder holding files/pXX/.../sXXX.txt")
     pr.add_argument("--sectioned-csv", help="mimic-cxr: MIT-LCP mimic_cxr_sectioned.csv instead of parsing")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -249,7 +249,8 @@ def _study_sections(
     return pd.DataFrame(rows, index=pd.Index(index, name="study_id"), columns=[*SECTIONED_COLUMNS, "report"])
 
 
-MasterFormat = Literal["mgca", "afloc", "cxrclip", "carzero"]
+MasterFormat = Literal["mgca", "afloc", "cxrclip", "carzero", "medklip"]
+MASTER_FORMATS = ("mgca", "afloc", "cxrclip", "carzero", "medklip")
 
 
 def prepare_master_table(
@@ -272,6 +273,9 @@ def prepare_master_table(
       name holding its paths, text = [findings, impression] ([impression] when findings is missing), split.
     * "carzero": Path, Frontal/Lateral, Split (train/valid/test), Report Impression (the LLM `xinhuo`
       column cannot be regenerated here and is left out).
+    * "medklip" (MedKLIP / MAVL): Path, dicom_id, subject_id, study_id, ViewPosition, split, report for the
+      frontal images: the input of the RadGraph step that builds their `rad_graph_metric_*.json` and
+      entity x landmark matrix (RadGraph itself is not run here; their JSONs come from MedKLIP's release).
     """
     root = require_root(NAME, root)
     df = read_split_metadata(root)
@@ -340,8 +344,12 @@ def prepare_master_table(
             }
         )
         out = out[out["Report Impression"].notna()]
+    elif method == "medklip":
+        out = df[["Path", "dicom_id", "subject_id", "study_id", "ViewPosition", "split"]].copy()
+        out["report"] = df["report"]
+        out = out[out["ViewPosition"].isin(["PA", "AP"])]
     else:
-        raise ConfigError(f"unknown master-table format {method!r}; known: mgca, afloc, cxrclip, carzero")
+        raise ConfigError(f"unknown master-table format {method!r}; known: {', '.join(MASTER_FORMATS)}")
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     out.to_csv(out_csv, index=False)
