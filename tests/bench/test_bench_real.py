@@ -41,3 +41,31 @@ def test_imagenet_probe_beats_random_init_on_pneumonia(shared_dir, tmp_path):
     )
     assert (tmp_path / "real_probe.png").read_bytes()[:4] == b"\x89PNG"
     assert "not implemented yet" in saved["contrastive"]
+
+
+def test_real_rows_through_the_runner(shared_dir, tmp_path):
+    """demo_eval rows -> zero-shot and linear probe through the same runner (test double as the adapter)."""
+    from bench_doubles import BlobAdapter
+    from cxrvlp.bench.real import BinaryTask, manifest_source, read_manifest
+    from cxrvlp.bench.record import result_path
+    from cxrvlp.bench.runner import RunOptions, run_suite
+    from cxrvlp.bench.sources import MethodSpec
+
+    real = shared_dir / "data" / "real"
+    rows = [r for r in read_manifest(real / "manifest.csv") if r["suggested_role"] == "demo_eval"]
+    task = BinaryTask("pneumonia vs no finding", "kermany_pediatric_pneumonia", "Pneumonia", "No Finding")
+    src = manifest_source(task, rows, real, max_rows=60)
+    spec = MethodSpec("blob", lambda: BlobAdapter(["Pneumonia"]), "test double")
+    opts = RunOptions(
+        tasks=("zeroshot", "linear_probe"),
+        seeds=(0,),
+        batch_size=16,
+        stop_on_error=True,
+        task_options={"fractions": (1.0,)},
+    )
+    run_suite([spec], {src.dataset.name: src}, tmp_path, opts)
+    for t in ("zeroshot", "linear_probe"):
+        rec = json.loads(result_path(tmp_path, "blob", src.dataset.name, t, 0).read_text())
+        assert rec["status"] == "ok" and rec["synthetic"] is False
+        vals = [v for v in rec["metrics"].values() if v is not None]
+        assert vals and all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in vals)

@@ -90,6 +90,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def cmd_real(a: argparse.Namespace) -> int:
     """Linear probe / contrastive fine-tune on a real manifest folder."""
     from cxrvlp.bench.real import RealOptions, run_real
+    from cxrvlp.bench.sources import parse_pairs
 
     run_real(
         RealOptions(
@@ -102,6 +103,7 @@ def cmd_real(a: argparse.Namespace) -> int:
             image_size=a.image_size,
             max_rows=a.max_rows,
             methods=_csv(a.methods),
+            checkpoints=parse_pairs(a.checkpoint, "--checkpoint"),
             contrastive=not a.no_contrastive,
             bootstrap=a.bootstrap,
         )
@@ -169,6 +171,13 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--methods", default="mgca,cxrclip")
     q.add_argument("--no-contrastive", action="store_true", help="only the linear probe of the bare encoder")
     q.add_argument("--bootstrap", type=int, default=1000)
+    q.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="METHOD=DIR",
+        help="also run this trained method's adapter (zero-shot + linear probe) on the eval rows",
+    )
     q.set_defaults(fn=cmd_real)
     return p
 

@@ -58,6 +58,9 @@ class RealOptions:
     bootstrap: int = 1000
     batch_size: int = 32
     tasks: Sequence[str] | None = None  # task names to run (default: all that the labels allow)
+    checkpoints: dict[str, str] = field(
+        default_factory=dict
+    )  # method -> our checkpoint dir (zero-shot + probe)
 
 
 @dataclass
@@ -261,6 +264,16 @@ def run_real(o: RealOptions) -> dict[str, Any]:
         "versions": package_versions(),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
+    if o.checkpoints:  # methods' adapters on the eval rows: zero-shot and linear probe through the runner
+        from cxrvlp.bench.runner import RunOptions, run_suite
+        from cxrvlp.bench.sources import resolve_methods
+
+        specs = resolve_methods(list(o.checkpoints), o.checkpoints, {})
+        sources = {
+            s.dataset.name: s for s in (manifest_source(t, eval_rows, eval_root, o.max_rows) for t in tasks)
+        }
+        run_suite(specs, sources, out, RunOptions(tasks=("zeroshot", "linear_probe"), seeds=tuple(o.seeds)))
+        record["method_runs"] = str(out / "runs")
     (out / "real_results.json").write_text(json.dumps(jsonable(record), indent=2, allow_nan=False))
     (out / "real_results.md").write_text(markdown(record))
     plot(results, out / "real_probe.png")
@@ -319,3 +332,64 @@ def plot(results: Sequence[ProbeResult], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def manifest_samples(rows: Sequence[dict[str, str]], root: Path, classes: Sequence[str]) -> list:
+    """Manifest rows -> core `Sample`s (labels over `classes`, 1 if listed else 0; lung boxes kept)."""
+    from cxrvlp.core.data import read_image
+    from cxrvlp.core.data.contract import Sample
+
+    out = []
+    for r in rows:
+        labs = set(filter(None, r["labels"].split("|")))
+        boxes, blabels = None, []
+        if r.get("boxes"):
+            items = json.loads(r["boxes"])
+            boxes = np.array(
+                [[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in (i["bbox_xywh"] for i in items)], np.float32
+            ).reshape(-1, 4)
+            blabels = [i["label"] for i in items]
+        out.append(
+            Sample(
+                image=read_image(root / r["image_path"]),
+                image_path=str(root / r["image_path"]),
+                dataset=r["dataset"],
+                classes=tuple(classes),
+                labels=np.array([float(c in labs) for c in classes], np.float32),
+                report=r.get("report") or None,
+                boxes=boxes,
+                box_labels=blabels,
+                patient_id=r["patient_id"],
+                view=r.get("view") or None,
+            )
+        )
+    return out
+
+
+def manifest_source(
+    task: BinaryTask, rows: Sequence[dict[str, str]], root: Path, max_rows: int | None = None
+):
+    """A benchmark DataSource over one binary task of a manifest: patient-level 60/20/20 train/val/test."""
+    from cxrvlp.bench.datasets import BenchDataset
+    from cxrvlp.bench.sources import DataSource
+
+    keep, _ = task_rows(task, rows)
+    if max_rows is not None:
+        keep = keep[:max_rows]
+    parts = {r["patient_id"]: split_part(r["patient_id"], (0.6, 0.8)) for r in keep}
+    ds = BenchDataset(
+        name=f"real-{task.dataset}",
+        reader="manifest",
+        classes=(task.positive,),
+        tasks=("zeroshot", "linear_probe"),
+        test_split="test",
+        val_split="val",
+        train_split="train",
+        expected_files="manifest.csv and its images",
+        description=f"real images ({task.name}), manifest rows",
+        extra=True,
+    )
+    by_split = {s: [r for r in keep if parts[r["patient_id"]] == s] for s in ("train", "val", "test")}
+    return DataSource(
+        ds, root, synthetic=False, reader_fn=lambda s: manifest_samples(by_split[s], root, (task.positive,))
+    )
