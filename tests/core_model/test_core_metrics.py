@@ -22,6 +22,7 @@ from cxrvlp.core.metrics import (
     minmax_normalize,
     multiclass_accuracy,
     pointing_game,
+    relevance_from_targets,
     retrieval_metrics,
     retrieval_ranks,
 )
@@ -89,6 +90,10 @@ def test_retrieval_hand_values():
     sim2 = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     m2 = retrieval_metrics(sim2, target, ks=(1,))
     assert m2["recall@1"] == 1.0 and m2["mean_rank"] == 1.0
+    # text -> image over the same pool: text "A" has two relevant images, both ranked top
+    rel = relevance_from_targets(target, 2)
+    t2i = retrieval_metrics(sim2.T, rel.T, ks=(1, 2))
+    assert t2i["recall@1"] == 1.0 and t2i["precision@2"] == pytest.approx((2 / 2 + 1 / 2) / 2)
 
 
 def test_class_match_hit_and_precision():

@@ -19,6 +19,7 @@ from cxrvlp.core.metrics.grounding import (
 from cxrvlp.core.metrics.retrieval import (
     class_match_relevance,
     dedupe_texts,
+    relevance_from_targets,
     retrieval_metrics,
     retrieval_ranks,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "minmax_normalize",
     "multiclass_accuracy",
     "pointing_game",
+    "relevance_from_targets",
     "retrieval_metrics",
     "retrieval_ranks",
     "segmentation_metrics",

@@ -61,6 +61,17 @@ def retrieval_metrics(sim, relevant, ks: tuple[int, ...] = (1, 5, 10)) -> dict[s
     return out
 
 
+def relevance_from_targets(targets, n_candidates: int) -> np.ndarray:
+    """(Q, K) bool relevance from each query's target index; its transpose serves the other direction.
+
+    Text->image with de-duplicated texts (several images per text): `retrieval_metrics(sim.T, rel.T)`.
+    """
+    t = _np(targets).astype(int)
+    rel = np.zeros((len(t), n_candidates), dtype=bool)
+    rel[np.arange(len(t)), t] = True
+    return rel
+
+
 def class_match_relevance(query_labels, candidate_labels, mode: str = "exact") -> np.ndarray:
     """(Q, K) relevance: candidates whose class equals the query's (BenchX-style class-match Hit@K).
 
