@@ -1,0 +1,1 @@
+"""Per-method training-step timings next to the official baselines (scripts, not tests)."""
