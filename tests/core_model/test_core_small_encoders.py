@@ -84,6 +84,10 @@ def test_efficientnet_remap_is_checked(effnet, tmp_path):
     short = {k: sd[k] for k in keys[:-2]}
     with pytest.raises(CheckpointMismatchError):
         remap_lukemelas_to_timm(short, effnet.model)
+    # a timm-named file loads as it is
+    torch.save(effnet.model.state_dict(), tmp_path / "timm_names.pth")
+    fresh = create_image_encoder("efficientnet-lite0", pretrained=tmp_path / "timm_names.pth")
+    assert torch.equal(fresh.model.conv_stem.weight, effnet.model.conv_stem.weight)
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         load_efficientnet_lite0_weights(effnet.model, tmp_path / "broken.pth")
