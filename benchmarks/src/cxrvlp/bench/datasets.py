@@ -309,6 +309,7 @@ for _ds in (
         train_split=None,
         expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
         description="PadChest, MAVL's 14 seen classes",
+        reader_kwargs={"classes": PADCHEST_SEEN},
         split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
     ),
     BenchDataset(
@@ -321,6 +322,7 @@ for _ds in (
         train_split=None,
         expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
         description="PadChest, MAVL's 39 rare findings (unseen in pretraining)",
+        reader_kwargs={"classes": PADCHEST_RARE},
         split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
     ),
     BenchDataset(

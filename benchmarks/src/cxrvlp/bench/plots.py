@@ -58,8 +58,8 @@ def heat_table(results: list[dict], task: str, metric: str, out: Path) -> Path |
         if v is not None:
             vals[i, j] = v if np.isnan(vals[i, j]) else (vals[i, j] + v) / 2
             text[i][j] = f"{vals[i, j]:.2f}"
-        elif not text[i][j]:
-            text[i][j] = "skip" if r.get("status") == "skipped" else r.get("status", "")
+        elif not text[i][j]:  # ok without this metric = undefined here (e.g. no positives in the split)
+            text[i][j] = {"skipped": "skip", "ok": "n/a"}.get(r.get("status"), r.get("status", ""))
     fig, ax = plt.subplots(figsize=(1.3 * len(datasets) + 2.5, 0.55 * len(methods) + 1.8))
     im = ax.imshow(np.ma.masked_invalid(vals), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(datasets)), datasets, rotation=30, ha="right")
@@ -90,7 +90,7 @@ def grounding_figure(npz: Path, title: str, out: Path, synthetic: bool) -> Path:
     d = np.load(npz, allow_pickle=False)
     images, maps, masks, classes = d["images"], d["maps"], d["masks"], [str(c) for c in d["classes"]]
     n = len(images)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(max(3.2 * n, 6.5), 4.0), squeeze=False)
     for k, ax in enumerate(axes[0]):
         img = images[k]
         ax.imshow((img - img.min()) / (np.ptp(img) + 1e-8), cmap="gray")
@@ -103,7 +103,7 @@ def grounding_figure(npz: Path, title: str, out: Path, synthetic: bool) -> Path:
         ax.set_title(classes[k], fontsize=9)
         ax.axis("off")
     fig.suptitle(
-        title + " — map (jet), ground truth (green), argmax (+)" + (f"\n{SYN_NOTE}" if synthetic else ""),
+        title + "\nmap (jet), ground truth (green), argmax (+)" + (f"\n{SYN_NOTE}" if synthetic else ""),
         fontsize=10,
     )
     fig.tight_layout()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from cxrvlp.bench import datasets as dsreg
 from cxrvlp.bench.record import sha256_dir
@@ -45,8 +46,8 @@ class DataSource:
             else:
                 reader, idx = self._open(split)
             idx = list(range(len(reader))) if idx is None else idx
-            if self.limit is not None:
-                idx = idx[: self.limit]
+            if self.limit is not None and len(idx) > self.limit:  # evenly spaced: lists are class-sorted
+                idx = [idx[int(k)] for k in np.linspace(0, len(idx) - 1, self.limit).round()]
             self._cache[split] = [reader[i] for i in idx]
         return self._cache[split]
 
