@@ -12,7 +12,7 @@ import os
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,11 +151,6 @@ def _drop_bad_rows(f, sep: str, header: int | None, path: Path, bad: list) -> io
     return out
 
 
-def csv_line(row_index: int, header: bool = True) -> int:
-    """1-based file line of the DataFrame row with positional index row_index."""
-    return row_index + (2 if header else 1)
-
-
 class RecordSkipper:
     """Raise, or log and count, a bad record."""
 
@@ -291,9 +286,7 @@ class CxrDataset(torch.utils.data.Dataset):
                 self.read_pixels(rec)
                 keep.append(rec)
             except CxrvlpError as err:
-                self._skip(
-                    err if isinstance(err, CxrvlpError) else CorruptImageError(rec.image_path, str(err))
-                )
+                self._skip(err, rec.image_path)
         dropped = len(self.records) - len(keep)
         self.records = keep
         return dropped
@@ -368,15 +361,3 @@ def iter_files(root: Path, patterns: Iterable[str]) -> dict[str, str]:
         for p in sorted(root.rglob(pat)):
             out.setdefault(p.stem, str(p))
     return out
-
-
-def parse_float(value: Any, file: Path, line: int, what: str) -> float:
-    """float(value) or MalformedRecordError naming the file, line and field."""
-    try:
-        f = float(value)
-    except (TypeError, ValueError) as exc:
-        raise MalformedRecordError(file, line, f"{what}: not a number: {value!r}") from exc
-    return f
-
-
-Finisher = Callable[[Record], None]

@@ -19,7 +19,7 @@ import numpy as np
 from cxrvlp.core.data.base import CxrDataset, Record, read_table
 from cxrvlp.core.data.contract import OnError
 from cxrvlp.core.data.imaging import read_image
-from cxrvlp.core.errors import CxrvlpError, DatasetNotFoundError, MalformedRecordError
+from cxrvlp.core.errors import CxrvlpError, DatasetNotFoundError
 
 NAME = "covid-rural"
 
@@ -54,7 +54,7 @@ class COVIDRuralDataset(CxrDataset):
             try:
                 m = read_image(mask_path)
             except CxrvlpError as err:
-                self._skip(err if isinstance(err, (DatasetNotFoundError, MalformedRecordError)) else err)
+                self._skip(err, mask_path)
                 continue
             self.records.append(
                 Record(
