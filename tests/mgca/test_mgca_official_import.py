@@ -37,9 +37,9 @@ def test_mgca_full_size_release_keys_load_strict(shared_dir, tsv, name, n_keys, 
     model = load_official_checkpoint(sd, name=None, strict=True)
     assert sum(p.numel() for p in model.parameters()) == n_params
     assert model.cfg == infer_config(sd)
-    # and the registered paper config has the same keys
-    ref = MGCA(MGCAConfig(image_encoder="vit-b16" if "vit" in name else "resnet50"))
-    assert set(ref.state_dict()) == set(model.state_dict())
+    # the inferred sizes are the paper's
+    assert model.cfg.bert.num_hidden_layers == 6 and model.cfg.proj_hidden_dim == 2048
+    assert model.cfg.is_vit == ("vit" in name)
     # the export rename is the exact inverse
     variant = "vit" if "vit" in name else "resnet50"
     assert set(ours_to_official(model.state_dict(), variant)) == set(sd)
