@@ -3,7 +3,7 @@
 As a script: `python robustness_tiny_task.py key=value ... [--kill-at-step N] [--kill-in-save K]`, where
 `--kill-at-step N` SIGKILLs the process inside the training step that follows optimizer step N and
 `--kill-in-save K` SIGKILLs it in the middle of writing its K-th checkpoint (after the files, before the
-rename). It prints `FINAL <output_dir>` on success.
+rename). It prints `FINAL <output_dir> rank=R step=N skipped=K checksum=X` on success.
 """
 
 from __future__ import annotations
@@ -142,7 +142,13 @@ def main(argv: list[str]) -> None:
         loop.fsync_tree = dying_fsync
     cfg = load_config(TinyConfig, None, rest)
     result = run_training(TinyTask(cfg, kill_at_step=kill_at), cfg)
-    print(f"FINAL {result.output_dir} step={result.global_step} skipped={result.skipped_steps}", flush=True)
+    rank = int(os.environ.get("RANK", "0"))
+    checksum = sum(float(p.double().sum()) for p in result.model.parameters())
+    print(
+        f"FINAL {result.output_dir} rank={rank} step={result.global_step} skipped={result.skipped_steps} "
+        f"checksum={checksum!r}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
