@@ -104,6 +104,8 @@ def cmd_real(a: argparse.Namespace) -> int:
             max_rows=a.max_rows,
             methods=_csv(a.methods),
             checkpoints=parse_pairs(a.checkpoint, "--checkpoint"),
+            config=a.config,
+            train_overrides=a.train_override,
             contrastive=not a.no_contrastive,
             bootstrap=a.bootstrap,
         )
@@ -170,6 +172,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--max-rows", type=int, default=None, help="cap per dataset and role (smoke runs)")
     q.add_argument("--methods", default="mgca,cxrclip")
     q.add_argument("--no-contrastive", action="store_true", help="only the linear probe of the bare encoder")
+    q.add_argument("--config", default="small", help="each method's config for the contrastive fine-tune")
+    q.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE")
     q.add_argument("--bootstrap", type=int, default=1000)
     q.add_argument(
         "--checkpoint",

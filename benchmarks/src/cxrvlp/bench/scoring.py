@@ -1,8 +1,8 @@
 """The one place the benchmark turns arrays into numbers.
 
 Classification, threshold choice and segmentation Dice are thin calls into `cxrvlp.core.metrics`.
-Retrieval (both directions over de-duplicated texts with several relevant images per text) and the
-per-image grounding summary are small private helpers, written before core's versions landed.
+Grounding uses core's AFLoc aggregation. Retrieval (both directions over de-duplicated texts with several
+relevant images per text) is a small private helper, written before core's version landed.
 Metrics are computed once on the full arrays (never averaged over batches).
 """
 
@@ -13,7 +13,12 @@ from typing import Any
 
 import numpy as np
 from cxrvlp.core.metrics import classification as _cls
+from cxrvlp.core.metrics import grounding as _gnd
 from cxrvlp.core.metrics import segmentation as _seg
+
+
+def _gnd_thresholds():
+    return _gnd.AFLOC_THRESHOLDS
 
 
 def _opt(x: float) -> float | None:
@@ -92,30 +97,14 @@ def class_match(
     return out
 
 
-def grounding(heatmap: np.ndarray, mask: np.ndarray, thresholds: Sequence[float]) -> dict[str, Any]:
-    """Pointing-game hit, IoU and Dice averaged over thresholds, and CNR, of one (S, S) map vs one mask.
+def grounding(heatmaps: np.ndarray, masks: np.ndarray) -> dict[str, float]:
+    """AFLoc's protocol via core: each (S, S) map min-max normalised to [-1, 1], IoU / Dice averaged over
+    thresholds 0.1..0.5, signed CNR, pointing game; (N, S, S) maps and masks of one class."""
+    hm = np.stack([_gnd.minmax_normalize(h) for h in np.asarray(heatmaps, np.float64)])
+    return _gnd.grounding_metrics(hm, np.asarray(masks, np.float64))
 
-    The map is min-max normalised to [0, 1]; CNR is AFLoc's signed (mu_in - mu_out) / sqrt(var_in + var_out).
-    """
-    hm = np.asarray(heatmap, np.float64)
-    gt = np.asarray(mask).astype(bool)
-    hm = (hm - hm.min()) / (hm.max() - hm.min()) if hm.max() > hm.min() else np.zeros_like(hm)
-    hit = float(gt.flat[int(np.argmax(hm))])
-    ious, dices = [], []
-    for t in thresholds:
-        p = hm > t
-        inter, union, tot = (p & gt).sum(), (p | gt).sum(), p.sum() + gt.sum()
-        ious.append(inter / union if union else np.nan)
-        dices.append(2 * inter / tot if tot else np.nan)
-    inside, outside = hm[gt], hm[~gt]
-    den = np.sqrt(inside.var() + outside.var()) if len(inside) and len(outside) else 0.0
-    cnr = float((inside.mean() - outside.mean()) / den) if den > 0 else 0.0
-    return {
-        "pointing_game": hit,
-        "iou": float(np.nanmean(ious)) if np.isfinite(ious).any() else 0.0,
-        "dice": float(np.nanmean(dices)) if np.isfinite(dices).any() else 0.0,
-        "cnr": cnr,
-    }
+
+THRESHOLDS = tuple(float(t) for t in _gnd_thresholds())
 
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:

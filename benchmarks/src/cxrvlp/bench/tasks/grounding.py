@@ -17,10 +17,6 @@ from cxrvlp.bench.record import prompts_record
 from cxrvlp.bench.tasks.base import TaskContext, TaskSkipped
 from cxrvlp.core.data.contract import Sample
 
-# Thresholds on the min-max normalised [0, 1] map (AFLoc averages IoU/Dice over these, afloc.md §6.1
-# maps [-1, 1] thresholds 0.1..0.5 to 0.55..0.75 here).
-THRESHOLDS = (0.55, 0.6, 0.65, 0.7, 0.75)
-
 
 def gt_mask(sample: Sample, cls: str, any_label: bool = False) -> np.ndarray | None:
     """(H, W) uint8 mask of class `cls` in the sample's own pixels, from its mask or boxes; None if absent.
@@ -81,12 +77,8 @@ def run_grounding(ctx: TaskContext) -> dict[str, Any]:
             batch_size=ctx.batch_size,
             desc=f"{ds.name} grounding {cls}",
         )
-        rows = [
-            scoring.grounding(hm, to_adapter_frame(ctx.adapter, m), THRESHOLDS)
-            for hm, (_, m) in zip(maps, items)
-        ]
-        per_class[cls] = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
-        per_class[cls]["n"] = len(rows)
+        masks = np.stack([to_adapter_frame(ctx.adapter, m) for _, m in items])  # (N, S, S)
+        per_class[cls] = {k: v for k, v in scoring.grounding(maps, masks).items() if "@" not in k}
         if len(examples) < 4:
             examples.append((samples[0], maps[0], items[0][1], cls))
     if not per_class:
@@ -106,11 +98,11 @@ def run_grounding(ctx: TaskContext) -> dict[str, Any]:
     return {
         "metrics": metrics,
         "per_class": per_class,
-        "thresholds": list(THRESHOLDS),
+        "thresholds": list(scoring.THRESHOLDS),
         "protocol": (
-            "maps min-max normalised to [0, 1] per image; IoU/Dice averaged over the thresholds; "
-            "pointing game = argmax inside the ground truth; CNR on the normalised map; positives only; "
-            "GT mapped through the adapter's preprocess"
+            "AFLoc's: maps min-max normalised to [-1, 1] per image, IoU/Dice averaged over thresholds "
+            "0.1..0.5, signed CNR, pointing game = argmax inside the ground truth; positives only; no border "
+            "margin; GT mapped through the adapter's preprocess; per class, then macro"
         ),
         "test_split": split,
     }
