@@ -137,3 +137,22 @@ def test_mgca_caption_rules():
     )
     assert report_caption("Ok.", "") is None  # fewer than 3 kept tokens: dropped
     assert report_sentences("Opacités basales.", "Right effusion.") == ["opacits basales", "right effusion"]
+
+
+def test_mgca_text_init_copies_embeddings_and_first_layers(tmp_path):
+    from cxrvlp.mgca.text_encoder import MedBertModel, load_bert_prefix_weights
+    from transformers import BertConfig, BertModel
+
+    hf_cfg = BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                        intermediate_size=64)  # fmt: skip
+    torch.manual_seed(0)
+    BertModel(hf_cfg).save_pretrained(tmp_path / "bert")
+    hf = BertModel.from_pretrained(tmp_path / "bert").state_dict()
+    med = MedBertModel(TINY_BERT)  # 2 layers: takes layers 0-1 of the 4, no token-type table, no pooler
+    cross_before = med.encoder.layer[0].crossattention.self.query.weight.clone()
+    load_bert_prefix_weights(med, tmp_path / "bert")
+    own = med.state_dict()
+    assert torch.equal(own["embeddings.word_embeddings.weight"], hf["embeddings.word_embeddings.weight"])
+    assert torch.equal(own["encoder.layer.1.output.dense.weight"], hf["encoder.layer.1.output.dense.weight"])
+    assert torch.equal(med.encoder.layer[0].crossattention.self.query.weight, cross_before)  # stays random
+    assert not any("token_type" in k or "pooler" in k for k in own)
