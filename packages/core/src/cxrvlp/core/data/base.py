@@ -151,6 +151,19 @@ def _drop_bad_rows(f, sep: str, header: int | None, path: Path, bad: list) -> io
     return out
 
 
+def record_lines(path: Path, sep: str = ",") -> list[int]:
+    """Physical (1-based) line where each data record of a CSV starts; quoted fields may span lines."""
+    starts = []
+    with open_text(path) as f:
+        reader = csv.reader(f, delimiter=sep)
+        prev_end = 0
+        for i, _ in enumerate(reader):
+            if i > 0:
+                starts.append(prev_end + 1)
+            prev_end = reader.line_num
+    return starts
+
+
 class RecordSkipper:
     """Raise, or log and count, a bad record."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cxrvlp.core.data.base import CxrDataset, Record, find_file, iter_rows, read_table
+from cxrvlp.core.data.base import CxrDataset, Record, find_file, iter_rows, read_table, record_lines
 from cxrvlp.core.data.contract import OnError
 from cxrvlp.core.data.imaging import Png16Scaling
 from cxrvlp.core.errors import MalformedRecordError
@@ -96,17 +96,20 @@ class PadChestDataset(CxrDataset):
         if projections is not None:
             df = df[df["Projection"].isin(list(projections))]
         parsed: list[tuple[dict, list[str], list[str]]] = []
-        # line numbers: the CSV has multi-line quoted reports, so the data-row number is reported instead
+        lines: list[int] | None = None  # reports span several lines: map data rows to file lines lazily
         for pos, row in zip(df.index, iter_rows(df)):
-            where = f"data row {int(pos) + 1}"
             try:
-                labels = parse_list_cell(row["Labels"], path, where, "Labels")
-                locs = parse_list_cell(row.get("Localizations"), path, where, "Localizations") or []
+                labels = parse_list_cell(row["Labels"], path, "?", "Labels")
+                locs = parse_list_cell(row.get("Localizations"), path, "?", "Localizations") or []
             except MalformedRecordError as err:
-                self._skip(err)
+                lines = lines or record_lines(path)
+                line = lines[int(pos)] if int(pos) < len(lines) else "?"
+                self._skip(MalformedRecordError(path, line, err.reason))
                 continue
             if labels is None:
-                self.skipped.append((f"{path}:{where}", f"{row['ImageID']}: blank Labels cell"))
+                lines = lines or record_lines(path)
+                line = lines[int(pos)] if int(pos) < len(lines) else "?"
+                self.skipped.append((f"{path}:{line}", f"{row['ImageID']}: blank Labels cell"))
                 continue
             parsed.append((row, labels, locs))
         if classes is None:
