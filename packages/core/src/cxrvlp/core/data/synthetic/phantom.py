@@ -294,7 +294,7 @@ def _render_frontal(
             field = np.maximum(field, blob)
         patch = field + 0.18 * _smooth_noise(rng, size, 0.015)
         m = (patch > 0.45) & (field > 0.3) & (lungs["right"] | lungs["left"])  # no far-off specks
-        dens += 0.32 * m * np.clip(patch, 0, 1.2)
+        dens += 0.36 * m * np.clip(patch, 0, 1.2)
         masks["pneumonia"] = m
 
     for name, (rlo, rhi) in (("nodule", (0.03, 0.042)), ("mass", (0.06, 0.085))):
@@ -305,7 +305,7 @@ def _render_frontal(
             r = rng.uniform(rlo, rhi)
             d = _ellipse(x, y, cx, cy, r, r * rng.uniform(0.85, 1.15))
             m = d < 1
-            dens += 0.38 * np.clip(1.3 - d, 0, 1) * body
+            dens += 0.45 * np.clip(1.3 - d, 0, 1) * body
             masks[name] = m
 
     if "edema" in findings:
@@ -330,10 +330,10 @@ def _render_frontal(
             cy = anat.dia_level[side] - rng.uniform(0.07, 0.12)
             ang = rng.uniform(-0.3, 0.3)
             dist = np.abs((y - cy) * np.cos(ang) - (x - cx) * np.sin(ang))
-            half = 0.014 + 0.014 * _severity(p)
+            half = 0.018 + 0.014 * _severity(p)
             band = (dist < half) & (np.abs(x - cx) < anat.lung_a * 0.9) & lungs[side]
             m |= band
-        dens += 0.33 * m
+        dens += 0.4 * m
         masks["atelectasis"] = m
 
     if "support_devices" in findings:
@@ -397,17 +397,14 @@ def _render_lateral(
 def _finish(
     dens: np.ndarray, masks: dict[str, np.ndarray], rng: np.random.Generator, size: int
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Resize to size, blur like a detector, add exposure variation and noise, clip; masks as uint8."""
-    work = dens.shape[0]
-    img = cv2.GaussianBlur(dens, (0, 0), 0.6)
-    if work != size:
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
-        masks = {
-            k: cv2.resize(v.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST)
-            for k, v in masks.items()
-        }
+    """Blur like a detector, vary the exposure, resize to size, add quantum noise, clip; masks as uint8."""
     gain, offset = rng.uniform(0.9, 1.1), rng.uniform(-0.03, 0.03)
-    img = img * gain + offset + 0.08  # +0.08: faint background so air is not pure black
-    img = img + 0.018 * rng.standard_normal(img.shape, dtype=np.float32)
-    img = np.clip(img, 0.0, 1.0).astype(np.float32)
-    return img, {k: np.ascontiguousarray(v, dtype=np.uint8) for k, v in masks.items()}
+    img = cv2.GaussianBlur(dens, (0, 0), 0.6)
+    img = img * np.float32(gain) + np.float32(offset + 0.08)  # +0.08: faint background, air is not black
+    out = {k: v.astype(np.uint8) for k, v in masks.items()}
+    if img.shape[0] != size:
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
+        out = {k: cv2.resize(v, (size, size), interpolation=cv2.INTER_NEAREST) for k, v in out.items()}
+    img += np.float32(0.018) * rng.standard_normal(img.shape, dtype=np.float32)
+    np.clip(img, 0.0, 1.0, out=img)
+    return img.astype(np.float32, copy=False), out
