@@ -27,7 +27,7 @@ BANNER = (
 
 # size -> (mirror scale, image size, images per split, train overrides, segmentation epochs)
 SIZES = {
-    "smoke": dict(scale=0.15, image_size=64, limit=12, seg_epochs=1, train=[]),
+    "smoke": dict(scale=0.15, image_size=64, limit=12, seg_epochs=1, train=["epochs=1", "max_steps=3"]),
     "full": dict(scale=0.4, image_size=128, limit=60, seg_epochs=10, train=[]),
 }
 

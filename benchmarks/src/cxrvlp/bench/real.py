@@ -60,9 +60,10 @@ class RealOptions:
     bootstrap: int = 1000
     batch_size: int = 32
     tasks: Sequence[str] | None = None  # task names to run (default: all that the labels allow)
-    checkpoints: dict[str, str] = field(
-        default_factory=dict
-    )  # method -> our checkpoint dir (zero-shot + probe)
+    config: str = "small"  # each method's config for the contrastive fine-tune
+    train_overrides: Sequence[str] = ()
+    # method -> our checkpoint dir: its adapter is also scored (zero-shot + probe) on the eval rows
+    checkpoints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

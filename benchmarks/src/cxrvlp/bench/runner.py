@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from cxrvlp.bench.inference import accelerator
 from cxrvlp.bench.record import (
     adapter_record,
     is_finished,
@@ -56,6 +57,7 @@ def run_suite(
     """Run every (method, dataset, task, seed); write one JSON each under out_dir/runs/."""
     out_dir = Path(out_dir)
     summary = RunSummary()
+    main_process = accelerator().is_main_process  # every process computes, only the main one writes
     versions = package_versions()
     for src in sources.values():
         src.check()  # fail before any model loads when a root is missing
@@ -85,14 +87,16 @@ def run_suite(
                         "versions": versions,
                     }
                     if spec.load is None:
-                        write_result(path, {**base, "status": "skipped", "reason": spec.skip_reason})
+                        if main_process:
+                            write_result(path, {**base, "status": "skipped", "reason": spec.skip_reason})
                         summary.written.append(path)
                         continue
                     if adapter is None:
                         adapter = spec.load()
                     rec = _run_one(spec, adapter, src, task, seed, out_dir, path, opts)
                     rec = {**base, **rec}
-                    write_result(path, rec)
+                    if main_process:
+                        write_result(path, rec)
                     summary.written.append(path)
                     if rec["status"] == "error":
                         summary.errors.append((path, rec["reason"]))
@@ -118,7 +122,7 @@ def _run_one(
         load=src.load,
         seed=seed,
         batch_size=opts.batch_size,
-        out_dir=path.parent,
+        out_dir=path.parent if accelerator().is_main_process else None,
         sidecar_stem=path.stem,
         options=dict(opts.task_options),
     )
