@@ -273,3 +273,14 @@ def test_unknown_dataset_and_corrupt_image(tmp_path):
     ds = get_dataset("covidx", root, on_error="skip")
     assert ds[0].meta["filename"] == "c.png" and len(ds.skipped) == 1
     assert issubclass(MalformedRecordError, CxrvlpError)
+
+
+@pytest.mark.parametrize(
+    "name,blob", [("valid.csv", b""), ("valid.csv.gz", b"\x1f\x8b\x08garbage"), ("valid.csv.zip", b"PK")]
+)
+def test_unreadable_tables(tmp_path, name, blob):
+    root = tmp_path / "chexpert"
+    (root / "CheXpert-v1.0-small").mkdir(parents=True)
+    (root / "CheXpert-v1.0-small" / name).write_bytes(blob)
+    with pytest.raises(MalformedRecordError, match=name.replace(".", r"\.")):
+        get_dataset("chexpert", root, split="valid")
