@@ -154,3 +154,33 @@ def test_eval_presets_match_torchvision(preset):
         assert diff < 1e-6  # identical geometry and arithmetic: exact
     else:
         assert diff < 2 / 255  # PIL antialiased bilinear vs cv2 INTER_AREA: measured 1 grey level
+
+
+class _Same(torch.utils.data.Dataset):
+    """The same image every time, augmented by a seeded train transform."""
+
+    def __init__(self, tf):
+        self.tf, self.img = tf, img(64, 64)
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.tf(self.img)
+
+
+def test_workers_get_distinct_streams():
+    import pickle
+
+    tf = build_transform("mgca", True, image_size=32, seed=7)
+    assert torch.equal(
+        pickle.loads(pickle.dumps(tf))(img(64, 64)), build_transform("mgca", True, 32, 7)(img(64, 64))
+    )
+    loader = torch.utils.data.DataLoader(_Same(tf), batch_size=1, num_workers=2)
+    out = [b[0] for b in loader]  # items 0, 2 from worker 0 and 1, 3 from worker 1 (round robin)
+    assert not torch.equal(out[0], out[1])  # forked workers do not repeat each other's crops
+    again = [
+        b[0]
+        for b in torch.utils.data.DataLoader(_Same(build_transform("mgca", True, 32, 7)), 1, num_workers=2)
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(out, again))  # and stay reproducible under the seed
