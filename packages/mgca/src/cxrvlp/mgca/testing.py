@@ -143,20 +143,6 @@ def _side_tensors(img, txt, cfg: MGCAConfig) -> dict[str, torch.Tensor]:
     return out
 
 
-def _pad_text(t: torch.Tensor, length: int) -> torch.Tensor:
-    """Right-pad dim 1 (tokens) with zeros to the fixture's length (we run the batch's longest + 1)."""
-    if t.shape[1] >= length:
-        return t
-    pad = t.new_zeros((t.shape[0], length - t.shape[1], *t.shape[2:]))
-    return torch.cat([t, pad], dim=1)
-
-
-def _pad_last(t: torch.Tensor, length: int) -> torch.Tensor:
-    if t.shape[-1] >= length:
-        return t
-    return torch.cat([t, t.new_zeros((*t.shape[:-1], length - t.shape[-1]))], dim=-1)
-
-
 def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     """Build the fixture's model, load its official weights, run its inputs; every tensor named in
     outputs.safetensors under the same name (eval pass, `trainbn.*` pass, `grad_norm.*`)."""
@@ -169,7 +155,6 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     cfg = config_from_fixture(cfg_doc, vocab)
     sd = _official_weights(fixture, cfg_doc)
     inputs = _inputs(fixture, cfg_doc, vocab, cfg.max_words)
-    L = inputs["input_ids"].shape[1]
     with safe_open(str(fixture / "outputs.safetensors"), "pt") as f:
         wanted = list(f.keys())
     batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "piece_mask")}
@@ -185,9 +170,13 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     results.update(_side_tensors(img, txt, cfg))
     d = lo.details
     results.update({k: v for k, v in d.items() if isinstance(v, torch.Tensor) and v.dim() <= 3})
-    results["text_last_hidden_state"] = _pad_text(txt.last_hidden_state, L)
-    results["text_lastlayer_attn_cls_row"] = _pad_last(txt.cls_attn, L)
-    results["text_cls_attn_mean"] = _pad_last(txt.cls_attn.mean(dim=1), L)[:, 1:]
+    # The model runs the text only up to the batch's longest + 1 (exact for every real token); the fixture
+    # stores all L positions, whose pad rows are real (if unused) outputs: run the full length for them.
+    with torch.no_grad():
+        hidden_full, probs_full = model.text_encoder(batch["input_ids"], batch["attention_mask"])
+    results["text_last_hidden_state"] = hidden_full
+    results["text_lastlayer_attn_cls_row"] = probs_full
+    results["text_cls_attn_mean"] = probs_full.mean(dim=1)[:, 1:]
     results["acc1"] = topk_accuracy(d["ita_logits"], 1)
     results["acc5"] = topk_accuracy(d["ita_logits"], 5)
     if "patch_attended" in d:
