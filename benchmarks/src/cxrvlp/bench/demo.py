@@ -25,10 +25,12 @@ BANNER = (
     "The numbers check that the pipeline runs end to end; they say nothing about the methods.\n" + "=" * 78
 )
 
-# size -> (mirror scale, image size, images per split, train overrides, segmentation epochs)
+# size -> mirror scale, image size, images per split, segmentation epochs, train overrides, probe seeds
 SIZES = {
-    "smoke": dict(scale=0.15, image_size=64, limit=12, seg_epochs=1, train=["epochs=1", "max_steps=3"]),
-    "full": dict(scale=0.4, image_size=128, limit=60, seg_epochs=10, train=[]),
+    "smoke": dict(
+        scale=0.15, image_size=64, limit=8, seg_epochs=1, train=["epochs=1", "max_steps=3"], seeds=1
+    ),
+    "full": dict(scale=0.4, image_size=128, limit=60, seg_epochs=10, train=[], seeds=2),
 }
 
 
@@ -85,7 +87,7 @@ def run_demo(o: DemoOptions) -> Path:
             sources[name] = DataSource(ds, roots[ds.reader], synthetic=True, limit=size["limit"])
     print(f"[3/4] running the suite on {len(sources)} synthetic datasets", flush=True)
     opts = RunOptions(
-        seeds=(o.seed, o.seed + 1),
+        seeds=tuple(range(o.seed, o.seed + size["seeds"])),
         batch_size=16,
         skip_existing=True,
         task_options={"seg_epochs": size["seg_epochs"], "fractions": (0.1, 1.0)},
