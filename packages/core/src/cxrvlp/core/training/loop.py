@@ -408,7 +408,13 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
 
 def _make_accelerator(cfg: TrainConfig, out: Path):
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import ProjectConfiguration
+
+    # accelerate keeps process-wide singletons; a second run in the same process (a notebook, a sweep, the
+    # tests) may use another precision or accumulation. The process group (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
 
     project = ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "tensorboard"))
     # accelerate only sets up multi-process CPU training (gloo) when told cpu=True.
