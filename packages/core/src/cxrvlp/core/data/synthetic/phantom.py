@@ -297,7 +297,7 @@ def _render_frontal(
         dens += 0.36 * m * np.clip(patch, 0, 1.2)
         masks["pneumonia"] = m
 
-    for name, (rlo, rhi) in (("nodule", (0.03, 0.042)), ("mass", (0.06, 0.085))):
+    for name, (rlo, rhi) in (("nodule", (0.034, 0.045)), ("mass", (0.065, 0.09))):
         if name in findings:
             p = findings[name]
             side = p.get("side", "right") if p.get("side") != "bilateral" else "right"
