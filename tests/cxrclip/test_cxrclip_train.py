@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import torch
 from cxrvlp.core.data.mimic_cxr import MimicCxrDataset
 from cxrvlp.core.data.synthetic import write_mimic_cxr
 from cxrvlp.core.registry import get_method
+from cxrvlp.core.zeroshot import ClassPrompts, ZeroShotAdapter
 from cxrvlp.cxrclip.zeroshot import binary_prompts, retrieval_image_text, unique_texts
 from sklearn.metrics import roc_auc_score
 
@@ -46,19 +49,56 @@ def _zero_shot_auroc(adapter, root) -> dict[str, float]:
     return out
 
 
+def test_tiny_train_few_steps_and_adapter(synthetic_dir, tmp_path):
+    method = get_method("cxrclip")
+    extra = ["max_steps=3", "batch_size=8", "log_every_steps=1", "data.synthetic_patients=20"]
+    run = method.train(
+        "tiny", [f"output_dir={tmp_path / 'run'}", f"data.synthetic_dir={synthetic_dir}", *extra]
+    )
+    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    losses = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3]
+    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "loss_i2t", "loss_i2i", "loss_t2t"))
+    final = run / "final"
+    assert (final / "model.safetensors").is_file() and (final / "tokenizer" / "vocab.txt").is_file()
+    adapter = method.load_adapter(final, device="cpu")
+    assert isinstance(adapter, ZeroShotAdapter)
+    img = adapter.preprocess(np.random.default_rng(0).random((80, 70), dtype=np.float32))
+    assert img.shape == (3, 64, 64)
+    images = torch.stack([img, img.flip(-1)])
+    emb = adapter.encode_images(images)
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(2), atol=1e-5)
+    probs = adapter.classify(emb, [binary_prompts("Pleural Effusion"), binary_prompts("Cardiomegaly")])
+    assert probs.shape == (2, 2) and torch.all((probs > 0) & (probs < 1))
+    sim = adapter.similarity(emb, adapter.encode_texts(["pleural effusion", "normal heart size"]))
+    assert sim.shape == (2, 2) and torch.all(sim.abs() <= 1 + 1e-5)
+    ensemble = adapter.classify(emb, [ClassPrompts("a", ["x", "y"]), ClassPrompts("b", ["z"])])
+    assert torch.allclose(
+        ensemble[:, 1], sim.new_tensor(adapter.similarity(emb, adapter.encode_texts(["z"])))[:, 0]
+    )
+    maps = adapter.localize(images, ["right pleural effusion"])
+    assert maps.shape == (2, 1, 64, 64) and torch.isfinite(maps).all()
+    assert adapter.image_features(images).shape[0] == 2
+    from cxrvlp.cxrclip.model import load_pretrained
+
+    again, _ = load_pretrained(final)
+    for k, v in adapter.model.state_dict().items():
+        assert torch.equal(v.cpu(), again.state_dict()[k]), k
+
+
+@pytest.mark.slow
 def test_tiny_config_learns_zero_shot(synthetic_dir, tmp_path):
     method = get_method("cxrclip")
-    run = method.train(
-        "tiny", [f"output_dir={tmp_path / 'run'}", f"data.synthetic_dir={synthetic_dir}", "epochs=EPOCHS"]
-    )
-    assert (run / "final" / "model.safetensors").exists() and (run / "final" / "tokenizer").is_dir()
+    run = method.train("tiny", [f"output_dir={tmp_path / 'run'}", f"data.synthetic_dir={synthetic_dir}"])
     adapter = method.load_adapter(run / "final", device="cpu")
-    eval_root = write_mimic_cxr(tmp_path / "eval_mirror", n_patients=60, seed=1, image_size=256)
+    eval_root = write_mimic_cxr(tmp_path / "eval_mirror", n_patients=60, seed=7, image_size=256)  # unseen
     aurocs = _zero_shot_auroc(adapter, eval_root)
     mean = float(np.mean(list(aurocs.values())))
-    print(f"\ncxrclip tiny zero-shot AUROC on a held-out synthetic mirror: mean {mean:.3f} {aurocs}")
+    print(
+        f"\ncxrclip tiny zero-shot AUROC (official binary prompts), held-out synthetic mirror: {mean:.3f} {aurocs}"
+    )
     assert len(aurocs) >= 3
-    assert mean > THRESHOLD
+    assert mean > 0.6
 
 
 def test_retrieval_protocol_on_duplicates():
@@ -79,7 +119,7 @@ def test_two_process_training_runs(synthetic_dir, tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "cxrvlp.cxrclip.train", "tiny", f"output_dir={out}", f"data.synthetic_dir={synthetic_dir}",
-        "max_steps=3", "batch_size=4", "epochs=1",
+        "max_steps=3", "batch_size=4", "epochs=1", "log_every_steps=1",
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)

@@ -42,6 +42,7 @@ class CxrClipTrainConfig(TrainConfig):
     tokenizer_vocab_size: int = 2000  # only when model.tokenizer is null: WordPiece built from the reports
     pad_to_longest: bool = True  # EXACT speed-up: pads cut to the batch's longest (EOS pooling is masked)
     sync_batchnorm_on_cpu: bool = False  # torch cannot sync BN across CPU processes: plain BN there
+    num_threads: int | None = None  # torch CPU threads (1 avoids OpenMP oversubscription on a busy CPU)
 
 
 class CxrClipTask:
@@ -89,7 +90,13 @@ class CxrClipTask:
 
             if world_info()[1] > 1:  # SyncBatchNorm raises on CPU tensors with a process group
                 mcfg.image_encoder_kwargs = {**mcfg.image_encoder_kwargs, "sync_batchnorm": False}
-        return build_model(mcfg)
+        model = build_model(mcfg)
+        # The BERT pooler is unused (P11): the official DDP needs find_unused_parameters=True. It never gets a
+        # gradient, so AdamW never touches it either: freezing it is EXACT and lets plain DDP run.
+        for name, p in model.named_parameters():
+            if ".pooler." in name:
+                p.requires_grad_(False)
+        return model
 
     def build_train_dataset(self):
         return self.dataset()
@@ -144,6 +151,8 @@ def main(config: str | Path | None = None, overrides: list[str] | None = None) -
         config = argv[0] if argv and "=" not in argv[0] else None
         overrides = [a for a in argv if "=" in a]
     cfg = load_config(CxrClipTrainConfig, resolve_config(config), list(overrides or []))
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     task = CxrClipTask(cfg)
     result = run_training(task, cfg)
     from cxrvlp.core.losses.infonce import world_info
