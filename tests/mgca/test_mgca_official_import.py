@@ -92,3 +92,37 @@ def test_mgca_import_lightning_ckpt_file_and_refusals(tmp_path):
     bad.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(CheckpointError):
         load_official_checkpoint(bad, config=cfg)
+
+
+def test_mgca_import_lightning_hparams_container_is_read_inert(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    # a PL 1.5 checkpoint pickles hyper_parameters as pytorch_lightning's AttributeDict: fake that class at
+    # save time only; loading must not import (nor need) pytorch_lightning
+    mod = types.ModuleType("pytorch_lightning.utilities.parsing")
+
+    class AttributeDict(dict):
+        pass
+
+    AttributeDict.__module__ = mod.__name__
+    AttributeDict.__qualname__ = "AttributeDict"
+    mod.AttributeDict = AttributeDict
+    for name in ("pytorch_lightning", "pytorch_lightning.utilities", "pytorch_lightning.utilities.parsing"):
+        monkeypatch.setitem(sys.modules, name, mod if name.endswith("parsing") else types.ModuleType(name))
+    cfg = MGCAConfig(
+        image_encoder="resnet50",
+        bert=dict(vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
+                  intermediate_size=32, encoder_width=16),
+        proj_hidden_dim=8,
+        num_prototypes=4,
+    )  # fmt: skip
+    cfg = MGCAConfig.from_dict(cfg.to_dict())
+    model = MGCA(cfg)
+    ckpt = tmp_path / "resnet_50.ckpt"
+    hp = AttributeDict(img_encoder="resnet_50", emb_dim=128, lambda_2=1.0)
+    torch.save({"state_dict": ours_to_official(model.state_dict(), "resnet50"), "hyper_parameters": hp}, ckpt)
+    for name in ("pytorch_lightning", "pytorch_lightning.utilities", "pytorch_lightning.utilities.parsing"):
+        monkeypatch.delitem(sys.modules, name)
+    loaded = load_official_checkpoint(ckpt, config=cfg)
+    assert torch.equal(loaded.prototypes.weight, model.prototypes.weight)
