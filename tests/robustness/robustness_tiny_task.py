@@ -13,6 +13,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from cxrvlp.core.training import TrainConfig, load_config, run_training
 from torch import nn
@@ -28,11 +29,25 @@ class TinyData:
     nan_ids: list[str] = field(default_factory=list)  # a batch holding one of these gives a NaN loss
     inf_ids: list[str] = field(default_factory=list)
     augment: bool = True  # random noise per draw: exercises per-sample seeding
+    private_rng: bool = False  # noise from the transform's own numpy Generator (like core's Compose)
 
 
 @dataclass
 class TinyConfig(TrainConfig):
     data: TinyData = field(default_factory=TinyData)
+
+
+class PrivateNoise:
+    """A transform with its own random stream and a `reseed(seed)` method."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.from_numpy(0.05 * self.rng.standard_normal(x.shape).astype(np.float32))
 
 
 class TinyDataset(Dataset):
@@ -41,13 +56,16 @@ class TinyDataset(Dataset):
         self.x = torch.rand(cfg.n, 1, 8, 8, generator=g)
         self.y = torch.randint(0, 3, (cfg.n,), generator=g)
         self.augment = cfg.augment
+        self.transform = PrivateNoise() if cfg.private_rng else None
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, i: int):
         x = self.x[i]
-        if self.augment:
+        if self.transform is not None:
+            x = self.transform(x)  # private RNG: the loop must call transform.reseed per sample
+        elif self.augment:
             x = x + 0.05 * torch.randn_like(x)  # global RNG: must be seeded per sample by the loop
         return {"image": x, "label": self.y[i], "sample_id": f"s{i:03d}"}
 

@@ -183,3 +183,15 @@ def test_resume_auto_on_a_fresh_folder_starts_from_scratch(tmp_path):
     res = _run(out, "resume=auto", "epochs=1")
     assert res.global_step == 6 and (out / "final" / "model.safetensors").is_file()
     shutil.rmtree(out)
+
+
+def test_private_transform_generators_are_reseeded_per_sample(tmp_path):
+    # The transform draws from its own numpy Generator (like core's transforms.Compose); without the
+    # loop's per-item `transform.reseed`, the resumed run would restart that stream and diverge.
+    ref = tmp_path / "ref"
+    _run(ref, "data.private_rng=true")
+    out = tmp_path / "run"
+    with pytest.raises(_Crash):
+        _run(out, "data.private_rng=true", task_cls=CrashingTask)
+    _run(out, "data.private_rng=true", "resume=auto")
+    _assert_identical(ref, out)

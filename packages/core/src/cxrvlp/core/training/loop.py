@@ -188,10 +188,14 @@ class SeededSampleDataset(Dataset):
     torch, numpy and `random` are reseeded for the call and restored afterwards, so random augmentations are
     reproducible whatever the worker count, and loading never moves the training RNG (dropout) — which is
     what makes a mid-epoch resume exact despite the loader prefetching a batch ahead.
+
+    Private generators are reseeded too, by duck typing: the dataset's own `reseed(seed)` if it has one,
+    else `dataset.transform.reseed(seed)` (core's `transforms.Compose` draws from its own numpy Generator).
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
         self.dataset, self.seed, self.epoch = dataset, seed, 0
+        self._reseed = _find_reseed(dataset)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -207,11 +211,22 @@ class SeededSampleDataset(Dataset):
             torch.default_generator.manual_seed(s)
             random.seed(s)
             np.random.seed(s % (2**32))
+            if self._reseed is not None:
+                self._reseed(s)
             try:
                 return self.dataset[index]
             finally:
                 random.setstate(py_state)
                 np.random.set_state(np_state)
+
+
+def _find_reseed(dataset: Any) -> Callable[[int], None] | None:
+    """The per-item reseed hook of a dataset: `dataset.reseed`, else `dataset.transform.reseed`."""
+    for owner in (dataset, getattr(dataset, "transform", None)):
+        fn = getattr(owner, "reseed", None) if owner is not None else None
+        if callable(fn):
+            return fn
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -530,8 +545,13 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
     state = TrainState(steps_per_epoch=steps_per_epoch, total_steps=total_steps, accelerator=accelerator)
     logs_acc = _LogAccumulator()
     if resume_dir is not None:
-        accelerator.load_state(str(resume_dir))
         st = resume_state or {}
+        if st.get("steps_per_epoch") not in (None, steps_per_epoch):
+            raise CheckpointError(
+                f"{resume_dir}: saved with {st['steps_per_epoch']} steps per epoch, this run has "
+                f"{steps_per_epoch} (batch_size, grad_accum_steps, process count or dataset changed)"
+            )
+        accelerator.load_state(str(resume_dir))
         state.global_step = int(st["global_step"])
         state.epoch = int(st["epoch"])
         state.step_in_epoch = int(st["step_in_epoch"])
@@ -539,11 +559,6 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
         state.history = list(st.get("history", []))
         schedule.load_state_dict(st.get("schedule_state", {}))
         logs_acc.load(st.get("log_accumulator"))
-        if st.get("steps_per_epoch") not in (None, steps_per_epoch):
-            raise CheckpointError(
-                f"{resume_dir}: saved with {st['steps_per_epoch']} steps per epoch, this run has "
-                f"{steps_per_epoch} (batch_size, grad_accum_steps, process count or dataset changed)"
-            )
         accelerator.print(f"resumed from {resume_dir} at step {state.global_step} (epoch {state.epoch})")
 
     if cfg.tracker == "tensorboard":
