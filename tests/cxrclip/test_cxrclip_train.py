@@ -60,7 +60,7 @@ def test_tiny_train_few_steps_and_adapter(synthetic_dir, tmp_path):
     assert [r["step"] for r in losses] == [1, 2, 3]
     assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "loss_i2t", "loss_i2i", "loss_t2t"))
     final = run / "final"
-    assert (final / "model.safetensors").is_file() and (final / "tokenizer" / "vocab.txt").is_file()
+    assert (final / "model.safetensors").is_file() and any((final / "tokenizer").iterdir())
     adapter = method.load_adapter(final, device="cpu")
     assert isinstance(adapter, ZeroShotAdapter)
     img = adapter.preprocess(np.random.default_rng(0).random((80, 70), dtype=np.float32))
@@ -95,7 +95,7 @@ def test_tiny_config_learns_zero_shot(synthetic_dir, tmp_path):
     aurocs = _zero_shot_auroc(adapter, eval_root)
     mean = float(np.mean(list(aurocs.values())))
     print(
-        f"\ncxrclip tiny zero-shot AUROC (official binary prompts), held-out synthetic mirror: {mean:.3f} {aurocs}"
+        f"\ncxrclip tiny zero-shot AUROC (official prompts), held-out synthetic mirror: {mean:.3f} {aurocs}"
     )
     assert len(aurocs) >= 3
     assert mean > 0.6
