@@ -72,7 +72,7 @@ CHEXPERT_5X200_ATTRIBUTES: dict[str, list[list[str]]] = {
         [""],
     ],
     "Consolidation": [
-        ["", "increased", "improved", "apperance of"],
+        ["", "increased", "improved", "appearance of"],
         [
             "bilateral consolidation",
             "reticular consolidation",
@@ -93,7 +93,7 @@ CHEXPERT_5X200_ATTRIBUTES: dict[str, list[list[str]]] = {
         ],
     ],
     "Edema": [
-        ["", "mild", "improvement in", "presistent", "moderate", "decreased"],
+        ["", "mild", "improvement in", "persistent", "moderate", "decreased"],
         ["pulmonary edema", "trace interstitial edema", "pulmonary interstitial edema"],
         [""],
     ],
