@@ -1,4 +1,8 @@
-"""Resume a real method: `python -m cxrvlp.mgca.train tiny` SIGKILLed mid-epoch, then resumed (slow)."""
+"""Resume a real method: `python -m cxrvlp.mgca.train tiny` SIGKILLed mid-epoch, then resumed (slow).
+
+The tiny config builds its WordPiece vocab at start-up, and two builds can number the tokens differently,
+so every run here uses one tokenizer saved beforehand (`data.tokenizer=<folder>`).
+"""
 
 from __future__ import annotations
 
@@ -31,10 +35,16 @@ def _env() -> dict[str, str]:
 
 
 def test_mgca_tiny_sigkill_and_resume_matches_uninterrupted(tmp_path):
+    from cxrvlp.core.training import load_config
+    from cxrvlp.mgca.train import MGCATask, MGCATrainConfig, resolve_config_path
+
+    cfg = load_config(MGCATrainConfig, resolve_config_path("tiny"), [f"output_dir={tmp_path / 'tok'}"])
+    MGCATask(cfg).save_tokenizer(tmp_path / "tok")
+    tok = f"data.tokenizer={tmp_path / 'tok' / 'tokenizer'}"
     ref = tmp_path / "ref"
-    subprocess.run(_cmd(ref), check=True, capture_output=True, timeout=900, env=_env())
+    subprocess.run(_cmd(ref, tok), check=True, capture_output=True, timeout=900, env=_env())
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    proc = subprocess.Popen(_cmd(out, tok), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     target = out / "checkpoints" / "step_00000006"
     deadline = time.time() + 900
     while not target.exists() and proc.poll() is None and time.time() < deadline:
@@ -43,7 +53,7 @@ def test_mgca_tiny_sigkill_and_resume_matches_uninterrupted(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)  # mid-epoch, wherever it is after step 6
     proc.wait()
     assert not (out / "final").exists()
-    subprocess.run(_cmd(out, "resume=auto"), check=True, capture_output=True, timeout=900, env=_env())
+    subprocess.run(_cmd(out, tok, "resume=auto"), check=True, capture_output=True, timeout=900, env=_env())
     a = load_file(str(ref / "final" / "model.safetensors"))
     b = load_file(str(out / "final" / "model.safetensors"))
     assert a.keys() == b.keys()
