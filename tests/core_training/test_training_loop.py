@@ -200,3 +200,16 @@ def test_seeded_items_are_reproducible_and_leave_global_rng_alone():
     assert torch.equal(ds[5]["image"], x1)  # same (seed, epoch, index) -> same augmentation
     ds.set_epoch(1)
     assert not torch.equal(ds[5]["image"], x1)
+
+
+def test_reseed_hooks_are_found_inside_concat_and_subset():
+    from torch.utils.data import ConcatDataset, Subset
+
+    a = tiny.TinyDataset(tiny.TinyData(private_rng=True))
+    b = tiny.TinyDataset(tiny.TinyData(private_rng=True))
+    ds = SeededSampleDataset(Subset(ConcatDataset([a, b]), list(range(48))), seed=4)
+    first = [ds[i]["image"] for i in (3, 30)]
+    a.transform.rng.standard_normal(10)  # move both private streams
+    b.transform.rng.standard_normal(10)
+    again = [ds[i]["image"] for i in (3, 30)]
+    assert all(torch.equal(x, y) for x, y in zip(first, again))

@@ -190,7 +190,8 @@ class SeededSampleDataset(Dataset):
     what makes a mid-epoch resume exact despite the loader prefetching a batch ahead.
 
     Private generators are reseeded too, by duck typing: the dataset's own `reseed(seed)` if it has one,
-    else `dataset.transform.reseed(seed)` (core's `transforms.Compose` draws from its own numpy Generator).
+    else `dataset.transform.reseed(seed)` (core's `transforms.Compose` draws from its own numpy Generator),
+    looking inside ConcatDataset / Subset wrappers.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
@@ -220,13 +221,34 @@ class SeededSampleDataset(Dataset):
                 np.random.set_state(np_state)
 
 
-def _find_reseed(dataset: Any) -> Callable[[int], None] | None:
-    """The per-item reseed hook of a dataset: `dataset.reseed`, else `dataset.transform.reseed`."""
-    for owner in (dataset, getattr(dataset, "transform", None)):
-        fn = getattr(owner, "reseed", None) if owner is not None else None
-        if callable(fn):
-            return fn
-    return None
+def _find_reseed(dataset: Any, depth: int = 0) -> Callable[[int], None] | None:
+    """The per-item reseed hook of a dataset: `dataset.reseed`, else `dataset.transform.reseed`, also
+    inside ConcatDataset (`.datasets`) and Subset-style wrappers (`.dataset`)."""
+    hooks: list[Callable[[int], None]] = []
+
+    def collect(ds: Any, d: int) -> None:
+        if ds is None or d > 4:
+            return
+        for owner in (ds, getattr(ds, "transform", None)):
+            fn = getattr(owner, "reseed", None) if owner is not None else None
+            if callable(fn):
+                hooks.append(fn)
+                return
+        for child in getattr(ds, "datasets", None) or []:
+            collect(child, d + 1)
+        collect(getattr(ds, "dataset", None), d + 1)
+
+    collect(dataset, depth)
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+
+    def reseed_all(seed: int) -> None:
+        for fn in hooks:
+            fn(seed)
+
+    return reseed_all
 
 
 # ----------------------------------------------------------------------------------------------------------
