@@ -378,8 +378,8 @@ def manifest_source(
     from cxrvlp.bench.sources import DataSource
 
     keep, _ = task_rows(task, rows)
-    if max_rows is not None:
-        keep = keep[:max_rows]
+    if max_rows is not None and len(keep) > max_rows:  # evenly spaced: manifests are class-sorted
+        keep = [keep[int(k)] for k in np.linspace(0, len(keep) - 1, max_rows).round()]
     parts = {r["patient_id"]: split_part(r["patient_id"], (0.6, 0.8)) for r in keep}
     ds = BenchDataset(
         name=f"real-{task.dataset}",
