@@ -52,3 +52,19 @@ def test_swin_token0_is_faithful_default_and_mean_is_a_flag():
     assert out.local_feat.shape == (2, 49, 192) and out.grid_size == (7, 7)
     assert torch.equal(out.global_feat, out.local_feat[:, 0])
     assert torch.allclose(fixed.global_feat, out.local_feat.mean(1), atol=1e-6)
+
+
+def test_cxrclip_small_real_backbones_embed():
+    from cxrvlp.core.errors import ConfigError
+    from cxrvlp.cxrclip.registry import cxrclip_small
+
+    try:
+        model = cxrclip_small().eval()
+    except (ConfigError, ImportError, OSError) as err:  # the optional small-weights extra is not installed
+        pytest.skip(f"cxrclip-small unavailable: {err}")
+    with torch.no_grad():
+        img = model.encode_image(torch.randn(2, 3, 224, 224))
+        ids = torch.tensor([[101, 2053, 102, 0], [101, 2053, 2054, 102]])
+        txt = model.encode_text(ids, (ids != 0).long())
+    assert img.shape == txt.shape == (2, 512)
+    assert torch.allclose(txt.norm(dim=-1), torch.ones(2), atol=1e-5)

@@ -51,7 +51,7 @@ class CxrClipModelConfig:
     image_pretrained: str | bool | None = None  # e.g. "IMAGENET1K_V1", a hub name or a local file/folder
     text_encoder: str = "bert"  # "bert" (HF BertModel, as the paper) or a core text-encoder name
     text_config: dict[str, Any] = field(default_factory=lambda: dict(BIO_CLINICAL_BERT))
-    text_pretrained: str | None = None  # e.g. "emilyalsentzer/Bio_ClinicalBERT" or a local folder
+    text_pretrained: str | bool | None = None  # e.g. "emilyalsentzer/Bio_ClinicalBERT" or a local folder
     tokenizer: str | None = "emilyalsentzer/Bio_ClinicalBERT"  # hub name / folder; None = built at train time
     text_max_length: int = 256
     proj_dim: int = 512
@@ -122,9 +122,11 @@ class CxrClip(nn.Module):
         else:
             from cxrvlp.core.encoders import create_text_encoder
 
-            self.text_encoder = create_text_encoder(config.text_encoder, pretrained=config.text_pretrained)
+            # a core text encoder (e.g. minilm-l6), pooled at the last real token as CXR-CLIP does
+            pretrained = config.text_pretrained if config.text_pretrained is not None else False
+            self.text_encoder = create_text_encoder(config.text_encoder, pretrained=pretrained, pooling="eos")
         img_dim = getattr(self.image_encoder, "out_dim", None) or self._probe_image_dim()
-        txt_dim = getattr(self.text_encoder, "out_dim", None) or self.text_encoder.config.hidden_size
+        txt_dim = getattr(self.text_encoder, "out_dim", None) or self.text_encoder.hidden_size
         self.image_projection = nn.Linear(img_dim, config.proj_dim)
         self.text_projection = nn.Linear(txt_dim, config.proj_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature_init)))

@@ -87,11 +87,15 @@ def cxrclip_small(**overrides) -> CxrClip:
         raise ConfigError(
             "cxrclip-small needs core's 'efficientnet-lite0' and 'minilm-l6' encoders (not installed)"
         )
+    from cxrvlp.core.encoders.minilm import minilm_model_dir
+
     base = dict(
         image_encoder="efficientnet-lite0",
         image_encoder_kwargs={},
+        image_pretrained=True,  # the packaged ImageNet weights
         text_encoder="minilm-l6",
-        tokenizer=None,
+        text_pretrained=True,  # the packaged all-MiniLM-L6-v2 weights
+        tokenizer=str(minilm_model_dir()),
         normalisation="imagenet",
     )
     return build_model(_config(base, overrides))
