@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pathlib
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -27,13 +25,14 @@ def _evil_ckpt(path: pathlib.Path, marker: pathlib.Path) -> None:
     torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": Evil(marker)}, path)
 
 
-def test_the_crafted_file_really_runs_code_with_an_unsafe_load(tmp_path):
-    # Proof that the fixture is dangerous: a plain torch.load(weights_only=False) creates the marker.
+def test_the_crafted_payload_really_runs_code_with_a_plain_unpickle(tmp_path):
+    # Proof that the payload is dangerous: an ordinary unpickle creates the marker file.
     marker = tmp_path / "proof-marker"
-    p = tmp_path / "evil.ckpt"
-    _evil_ckpt(p, marker)
-    code = f"import torch; torch.load({str(p)!r}, weights_only=False)"
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    p = tmp_path / "evil.pkl"
+    with open(p, "wb") as f:
+        pickle.dump({"x": Evil(marker)}, f, protocol=2)
+    with open(p, "rb") as f:
+        pickle.load(f)  # noqa: S301 - deliberately unsafe, on our own file
     assert marker.exists()
 
 
