@@ -120,7 +120,11 @@ def load_official_adapter(source: str | Path, name: str | None = None, device=No
     from cxrvlp.cxrclip.official import load_official_checkpoint
     from cxrvlp.cxrclip.zeroshot import CxrClipAdapter
 
+    from cxrvlp.core.training.checkpoint import sha256_file
+
     model = load_official_checkpoint(source, name=name)
+    sha = sha256_file(source) if isinstance(source, (str, Path)) and Path(source).is_file() else None
+    name = name or "official"
     return CxrClipAdapter(
-        model, tokenizer=tokenizer, device=device, model_name=name or "official", source=source
+        model, tokenizer=tokenizer, device=device, model_name=name, source=source, checkpoint_sha256=sha
     )
