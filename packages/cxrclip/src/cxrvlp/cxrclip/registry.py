@@ -117,10 +117,9 @@ def load_adapter(pretrained_dir: str | Path, device=None):
 
 def load_official_adapter(source: str | Path, name: str | None = None, device=None, tokenizer=None):
     """Zero-shot adapter around a released checkpoint (Bio_ClinicalBERT tokenizer: hub or folder)."""
+    from cxrvlp.core.training.checkpoint import sha256_file
     from cxrvlp.cxrclip.official import load_official_checkpoint
     from cxrvlp.cxrclip.zeroshot import CxrClipAdapter
-
-    from cxrvlp.core.training.checkpoint import sha256_file
 
     model = load_official_checkpoint(source, name=name)
     sha = sha256_file(source) if isinstance(source, (str, Path)) and Path(source).is_file() else None
