@@ -161,7 +161,7 @@ def main(argv: list[str]) -> None:
     cfg = load_config(TinyConfig, None, rest)
     result = run_training(TinyTask(cfg, kill_at_step=kill_at), cfg)
     rank = int(os.environ.get("RANK", "0"))
-    checksum = sum(float(p.double().sum()) for p in result.model.parameters())
+    checksum = sum(float(p.detach().double().sum()) for p in result.model.parameters())
     print(
         f"FINAL {result.output_dir} rank={rank} step={result.global_step} skipped={result.skipped_steps} "
         f"checksum={checksum!r}",

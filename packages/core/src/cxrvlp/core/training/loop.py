@@ -31,10 +31,12 @@
     if __name__ == "__main__":
         main()
 
-Run it with `python -m cxrvlp.mgca.train cfg.yaml epochs=2`, `accelerate launch --num_processes 2 -m ...` or
-torchrun. The run folder holds config.yaml, checkpoints/step_XXXXXXXX/ (accelerate state + trainer_state.json,
-the last `keep_last_checkpoints`), tensorboard/ and, at the end, final/ (model.safetensors + config.json,
-read back with `checkpoint.load_pretrained_weights`).
+Run it with `python -m cxrvlp.mgca.train cfg.yaml epochs=2`, `accelerate launch --num_processes 2 -m ...` on
+GPUs, or `torchrun --nproc_per_node 2 -m ...` (also on CPU, gloo: tested; accelerate 1.15's
+`accelerate launch --cpu --num_processes 2` starts a single process). The run folder holds config.yaml,
+checkpoints/step_XXXXXXXX/ (accelerate state + trainer_state.json, the last `keep_last_checkpoints`),
+tensorboard/ and, at the end, final/ (model.safetensors + config.json, read back with
+`checkpoint.load_pretrained_weights`).
 
 Guarantees: data order and per-sample augmentation randomness depend only on (seed, epoch, sample index);
 a run killed at any point and restarted with `resume=auto` continues from the last complete checkpoint and,
