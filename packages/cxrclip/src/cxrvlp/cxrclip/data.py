@@ -185,9 +185,11 @@ def load_back_translation(path: str | Path | None) -> dict[str, str] | None:
 
 def ensure_synthetic_mimic(cfg: CxrClipDataConfig) -> Path:
     """The synthetic MIMIC-CXR mirror (written once into `synthetic_dir`)."""
-    from cxrvlp.core.data.synthetic import write_mimic_cxr
+    from cxrvlp.core.data.synthetic import GENERATOR_VERSION, write_mimic_cxr
 
-    root = Path(cfg.synthetic_dir).expanduser() / f"n{cfg.synthetic_patients}_s{cfg.synthetic_image_size}"
+    # the generator version is in the folder name: a mirror written by an older generator is never reused
+    tag = f"n{cfg.synthetic_patients}_s{cfg.synthetic_image_size}_g{GENERATOR_VERSION}"
+    root = Path(cfg.synthetic_dir).expanduser() / tag
     done = root / ".complete"
     if not done.exists():
         root.mkdir(parents=True, exist_ok=True)

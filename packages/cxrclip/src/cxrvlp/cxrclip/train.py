@@ -7,7 +7,10 @@ AdamW lr 5e-5 wd 1e-4, global batch 128, warm-up 1 epoch + cosine to 0 at 15 epo
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,10 +73,18 @@ class CxrClipTask:
             return load_tokenizer(mcfg.tokenizer)
         out = Path(self.cfg.output_dir) / "tokenizer"
         rank, world = world_info()
-        if rank == 0:  # built once from the training reports, saved in the run folder
+        # Built once from the training reports into the run folder and reused from there (resume): a rebuilt
+        # vocabulary could renumber the tokens the checkpoint was trained with.
+        # A fresh run (or overwrite=true) builds it again.
+        if rank == 0 and not (self.cfg.resume and out.is_dir()):
             ds = self.dataset()
             texts = ds.texts() if hasattr(ds, "texts") else [t for d in ds.datasets for t in d.texts()]
-            build_tokenizer_from_texts(texts, out, vocab_size=self.cfg.tokenizer_vocab_size)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out.parent))
+            build_tokenizer_from_texts(texts, tmp, vocab_size=self.cfg.tokenizer_vocab_size)
+            if out.is_dir():
+                shutil.rmtree(out)
+            os.replace(tmp, out)  # atomic: a crash never leaves a half-written folder that looks reusable
         if world > 1:
             torch.distributed.barrier()
         tok = load_tokenizer(out)

@@ -120,8 +120,8 @@ def binary_prompts(class_name: str) -> ClassPrompts:
 
 def score_binary(adapter: CxrClipAdapter, image_emb: torch.Tensor, cp: ClassPrompts):
     """(B, D) -> cosines (B, 2) to [negative, positive] and their softmax (no temperature)."""
-    neg = adapter.encode_texts(list(cp.negative)).mean(0)  # one prompt each officially
-    pos = adapter.encode_texts(list(cp.positive)).mean(0)
+    neg = adapter.encode_prompts(cp.negative).mean(0)  # one prompt each officially
+    pos = adapter.encode_prompts(cp.positive).mean(0)
     cos = image_emb @ torch.stack([neg, pos]).t()  # (B, 2)
     return cos, cos.softmax(dim=-1)
 
@@ -129,7 +129,7 @@ def score_binary(adapter: CxrClipAdapter, image_emb: torch.Tensor, cp: ClassProm
 def score_prompt_ensemble(adapter: CxrClipAdapter, image_emb: torch.Tensor, classes: Sequence[ClassPrompts]):
     """(B, D) -> (B, C) mean cosine over each class's prompts (one text batch for all classes)."""
     texts = [p for c in classes for p in c.positive]
-    sims = adapter.similarity(image_emb, adapter.encode_texts(texts))  # (B, P)
+    sims = adapter.similarity(image_emb, adapter.encode_prompts(texts))  # (B, P)
     sizes = [len(c.positive) for c in classes]
     return torch.stack([s.mean(-1) for s in sims.split(sizes, dim=-1)], dim=-1)
 
@@ -181,6 +181,10 @@ class CxrClipAdapter:
             tokenizer = load_tokenizer(tokenizer or cfg.tokenizer)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        # frozen-encoder tasks (segmentation): forward(images) -> ImageEncoderOutput
+        self.image_encoder = self.model.image_encoder
+        # classify() runs once per image batch with the same prompts: encode them once.
+        self._prompt_cache: dict[tuple[str, ...], torch.Tensor] = {}
         self.size = cfg.image_size
         self.mean, self.std = NORMALISATION[cfg.normalisation]
         self.info = AdapterInfo(
@@ -251,6 +255,24 @@ class CxrClipAdapter:
             for i in range(0, len(texts), self.batch_size)
         ]
         return torch.cat(parts).float()
+
+    PROMPT_CACHE_SIZE = 256  # prompt lists kept (a benchmark uses a few dozen)
+
+    def encode_prompts(self, texts: Sequence[str]) -> torch.Tensor:
+        """`encode_texts`, memoised per tuple of texts (exact: the same batches are encoded the same way).
+
+        The cache assumes frozen weights (evaluation): call `clear_prompt_cache()` after changing them."""
+        key = tuple(texts)
+        emb = self._prompt_cache.get(key)
+        if emb is None:
+            if len(self._prompt_cache) >= self.PROMPT_CACHE_SIZE:
+                self._prompt_cache.clear()
+            emb = self._prompt_cache[key] = self.encode_texts(key)
+        return emb
+
+    def clear_prompt_cache(self) -> None:
+        """Forget the memoised prompt embeddings."""
+        self._prompt_cache.clear()
 
     def similarity(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
         """Plain cosine (B, P) (embeddings are unit-norm; no logit scale at test time)."""

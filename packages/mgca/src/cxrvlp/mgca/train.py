@@ -41,7 +41,8 @@ class MGCADataConfig:
     reports_root: str | None = None  # folder with files/pXX/.../sYYY.txt (default: root)
     sectioned_csv: str | None = None  # mimic_cxr_sectioned.csv instead of parsing the .txt reports
     image_cache_dir: str | None = None  # core's resized-image cache
-    synthetic_dir: str | None = None  # default: $XDG_CACHE_HOME/cxrvlp/synthetic/mimic-cxr-<n>-<seed>-<size>
+    # default: $XDG_CACHE_HOME/cxrvlp/synthetic/mimic-cxr-<n>-<seed>-<size>-g<generator version>
+    synthetic_dir: str | None = None
     synthetic_patients: int = 120
     synthetic_seed: int = 0
     synthetic_image_size: int = 256
@@ -81,7 +82,11 @@ def synthetic_mimic_root(data: MGCADataConfig) -> Path:
         root = Path(data.synthetic_dir).expanduser()
     else:
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        tag = f"mimic-cxr-{data.synthetic_patients}-{data.synthetic_seed}-{data.synthetic_image_size}"
+        from cxrvlp.core.data.synthetic import GENERATOR_VERSION
+
+        # the generator version is in the tag: a mirror written by an older generator is never reused
+        n, seed, size = data.synthetic_patients, data.synthetic_seed, data.synthetic_image_size
+        tag = f"mimic-cxr-{n}-{seed}-{size}-g{GENERATOR_VERSION}"
         root = cache / "cxrvlp" / "synthetic" / tag
     if not (root / "synthetic.json").is_file():
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_mkdir(root.parent)))
@@ -145,26 +150,52 @@ class MGCATask:
 
     def _tokenizer(self, state: Any) -> MGCATokenizer:
         d, m = self.cfg.data, self.cfg.model
+        self._tokenizer_to_save = False
         if d.tokenizer != "build":
             return MGCATokenizer.from_pretrained(d.tokenizer or m.tokenizer, m.max_words)
-        from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
+        # A resumed run reuses the vocabulary saved in its run folder: a rebuilt one could renumber the
+        # tokens its checkpoint was trained with (the captions or the WordPiece trainer may have changed).
+        saved = Path(self.cfg.output_dir) / TOKENIZER_DIR
+        if self.cfg.resume and saved.is_dir():
+            tok = MGCATokenizer.from_pretrained(saved, m.max_words)
+        else:
+            from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
 
-        # every rank trains the same vocab from the same captions (deterministic); checked below
-        tmp = tempfile.mkdtemp(prefix="mgca-tokenizer-")
-        tok = build_tokenizer_from_texts(self._captions(), tmp, vocab_size=d.build_vocab_size)
+            # Built before run_training checks the run folder, so into a temp folder; `build_model`
+            # (called after that check) saves it there. Every rank trains the same vocab (deterministic).
+            tmp = tempfile.mkdtemp(prefix="mgca-tokenizer-")
+            tok = MGCATokenizer(
+                build_tokenizer_from_texts(self._captions(), tmp, vocab_size=d.build_vocab_size), m.max_words
+            )
+            self._tokenizer_to_save = True
         if state.num_processes > 1:
             from accelerate.utils import broadcast_object_list
 
-            digest = hashlib.sha256("\n".join(sorted(tok.get_vocab())).encode()).hexdigest()
-            ref = broadcast_object_list([digest])[0]
-            if ref != digest:
-                raise ConfigError("the vocab built on this rank differs from rank 0's")
-        self._tokenizer_tmp = tmp
-        return MGCATokenizer(tok, m.max_words)
+            digest = hashlib.sha256("\n".join(sorted(tok.tokenizer.get_vocab())).encode()).hexdigest()
+            if broadcast_object_list([digest])[0] != digest:
+                raise ConfigError("the vocab built or read on this rank differs from rank 0's")
+        return tok
+
+    def _save_run_tokenizer(self) -> None:
+        """Write a freshly built tokenizer to `<output_dir>/tokenizer` (main process; atomic replace)."""
+        from accelerate import PartialState
+
+        if not self._tokenizer_to_save or not PartialState().is_main_process:
+            return
+        out = Path(self.cfg.output_dir) / TOKENIZER_DIR
+        tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=_mkdir(out.parent)))
+        self.tokenizer.save(tmp)
+        if out.is_dir():  # overwrite=true of an older run: its vocabulary is not this run's
+            import shutil
+
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        self._tokenizer_to_save = False
 
     # ---------------------------------------------------------------- TrainingTask
     def build_model(self) -> nn.Module:
         """MGCA with the dead parameters frozen (they never get a grad, so AdamW never touched them)."""
+        self._save_run_tokenizer()  # the run folder has passed run_training's checks by now
         model = MGCA(self.cfg.model)
         for p in model.dead_parameters():
             p.requires_grad_(False)

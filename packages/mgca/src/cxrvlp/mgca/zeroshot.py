@@ -63,6 +63,10 @@ class MGCAZeroShotAdapter:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        # frozen-encoder tasks (segmentation): the img_encoder_q backbone, forward(x) -> ImageEncoderOutput
+        self.image_encoder = self.model.image_encoder
+        # classify() is called once per image batch with the same prompts: class vectors are computed once.
+        self._prompt_cache: dict[tuple[str, ...], torch.Tensor] = {}
         size = int(model.cfg.vit.get("img_size", 224)) if model.cfg.is_vit else 224
         self._transform = build_transform("mgca", train=False, image_size=size)
         self.info = AdapterInfo(
@@ -113,9 +117,22 @@ class MGCAZeroShotAdapter:
         """(B, P) cosine of global embeddings."""
         return image_emb.global_emb @ text_emb.global_emb.t()
 
+    PROMPT_CACHE_SIZE = 256  # prompt lists kept (a benchmark uses a few dozen)
+
     def _class_vectors(self, prompts: Sequence[str]) -> torch.Tensor:
-        emb = self.encode_texts(list(prompts)).global_emb  # (P, E)
-        return F.normalize(emb.mean(dim=0), dim=-1)
+        """(E,) unit mean of the prompts' global embeddings, memoised per tuple of prompts (exact)."""
+        key = tuple(prompts)
+        vec = self._prompt_cache.get(key)
+        if vec is None:
+            if len(self._prompt_cache) >= self.PROMPT_CACHE_SIZE:
+                self._prompt_cache.clear()
+            emb = self.encode_texts(list(key)).global_emb  # (P, E)
+            vec = self._prompt_cache[key] = F.normalize(emb.mean(dim=0), dim=-1)
+        return vec
+
+    def clear_prompt_cache(self) -> None:
+        """Forget the memoised class vectors (the cache assumes frozen weights, as in evaluation)."""
+        self._prompt_cache.clear()
 
     def classify(self, image_emb: ImageEmbedding, classes: Sequence[ClassPrompts]) -> torch.Tensor:
         """(B, C) scores: cosine to the mean positive prompt, or softmax(pos, neg) with negatives."""

@@ -1,0 +1,122 @@
+"""CXR-CLIP follow-ups: frozen image encoder for segmentation, tokenizer reuse on resume, versioned synthetic
+cache, memoised prompt embeddings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cxrvlp.core.encoders import ImageEncoderOutput
+from cxrvlp.core.zeroshot import ClassPrompts
+from cxrvlp.cxrclip.zeroshot import binary_prompts
+
+TEXTS = [
+    "no acute cardiopulmonary process",
+    "small left pleural effusion with atelectasis",
+    "mild cardiomegaly and pulmonary edema",
+    "right upper lobe consolidation concerning for pneumonia",
+    "no pneumothorax",
+]
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
+    from cxrvlp.cxrclip.registry import cxrclip_tiny
+    from cxrvlp.cxrclip.zeroshot import CxrClipAdapter
+
+    torch.manual_seed(0)
+    tok = build_tokenizer_from_texts(TEXTS * 4, tmp_path_factory.mktemp("tok"), vocab_size=120)
+    model = cxrclip_tiny(text_vocab_size=len(tok))
+    return CxrClipAdapter(model, tokenizer=tok, device="cpu", batch_size=2)
+
+
+def test_image_encoder_feeds_the_segmentation_decoder(adapter):
+    from cxrvlp.bench.tasks.segmentation import FrozenEncoderUnet, encoder_pyramid
+
+    x = torch.randn(2, 3, 64, 64)
+    assert isinstance(adapter.image_encoder, torch.nn.Module)
+    with torch.no_grad():
+        out = adapter.image_encoder(x)
+    assert isinstance(out, ImageEncoderOutput)
+    # the encoder is the one the embeddings come from: its pooled feature is the linear-probe feature
+    torch.testing.assert_close(out.global_feat, adapter.image_features(x))
+    pyr = encoder_pyramid(out, 64)
+    assert pyr and all(p.shape[0] == 2 and p.ndim == 4 for p in pyr)
+    with torch.no_grad():
+        logits = FrozenEncoderUnet(pyr, 64).eval()(pyr)
+    assert logits.shape == (2, 1, 64, 64) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize(
+    "classes",
+    [
+        [binary_prompts("Pleural Effusion"), binary_prompts("Cardiomegaly")],  # binary softmax path
+        [ClassPrompts("Edema", ["pulmonary edema", "mild edema"]), ClassPrompts("Cardio", ["cardiomegaly"])],
+    ],
+    ids=["binary", "ensemble"],
+)
+def test_classify_memoises_prompts_exactly(adapter, monkeypatch, classes):
+    batches = [adapter.encode_images(torch.randn(3, 3, 64, 64)) for _ in range(3)]
+    uncached = []
+    for b in batches:
+        adapter.clear_prompt_cache()
+        uncached.append(adapter.classify(b, classes))
+    adapter.clear_prompt_cache()
+    calls = []
+    real = adapter.encode_texts
+    monkeypatch.setattr(adapter, "encode_texts", lambda texts: calls.append(tuple(texts)) or real(texts))
+    cached = [adapter.classify(b, classes) for b in batches]
+    for a, b in zip(uncached, cached):
+        assert torch.equal(a, b)
+    # each prompt list is encoded once for the three image batches
+    assert len(calls) == len(set(calls)) and calls
+
+
+def _config(tmp_path, extra=()):
+    from cxrvlp.core.training import load_config
+    from cxrvlp.cxrclip.train import CxrClipTrainConfig, resolve_config
+
+    overrides = [
+        f"output_dir={tmp_path / 'run'}",
+        f"data.synthetic_dir={tmp_path / 'synth'}",
+        "data.synthetic_patients=12",
+        *extra,
+    ]
+    return load_config(CxrClipTrainConfig, resolve_config("tiny"), overrides)
+
+
+def test_built_tokenizer_is_reused_on_resume(tmp_path, monkeypatch):
+    import cxrvlp.core.text.tokenize as tokenize
+    from cxrvlp.cxrclip.train import CxrClipTask
+
+    first = CxrClipTask(_config(tmp_path, ["tokenizer_vocab_size=300"]))
+    tok1 = first._build_tokenizer()
+    saved_file = tmp_path / "run" / "tokenizer" / "tokenizer.json"
+    saved = saved_file.read_bytes()
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the tokenizer was rebuilt instead of loaded from the run folder")
+
+    monkeypatch.setattr(tokenize, "build_tokenizer_from_texts", no_rebuild)
+    # a different vocab size would give a different vocabulary if it were rebuilt
+    second = CxrClipTask(_config(tmp_path, ["tokenizer_vocab_size=200", "resume=auto"]))
+    tok2 = second._build_tokenizer()
+    assert saved_file.read_bytes() == saved
+    assert tok2.get_vocab() == tok1.get_vocab()
+    assert tok2(TEXTS)["input_ids"] == tok1(TEXTS)["input_ids"]
+    assert second.cfg.model.text_config["vocab_size"] == len(tok1)
+
+
+def test_synthetic_cache_folder_is_tagged_with_the_generator_version(tmp_path, monkeypatch):
+    import cxrvlp.core.data.synthetic as synthetic
+    from cxrvlp.cxrclip.data import CxrClipDataConfig, ensure_synthetic_mimic
+
+    written = []
+    monkeypatch.setattr(synthetic, "write_mimic_cxr", lambda root, **kw: written.append(root))
+    cfg = CxrClipDataConfig(synthetic_dir=str(tmp_path))
+    a = ensure_synthetic_mimic(cfg)
+    assert synthetic.GENERATOR_VERSION in a.name
+    assert ensure_synthetic_mimic(cfg) == a and len(written) == 1  # same generator: the mirror is reused
+    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", "999.0.0")
+    b = ensure_synthetic_mimic(cfg)
+    assert b != a and "999.0.0" in b.name and len(written) == 2  # new generator: a fresh mirror

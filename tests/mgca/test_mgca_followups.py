@@ -1,0 +1,129 @@
+"""MGCA follow-ups: frozen image encoder for segmentation, tokenizer reuse on resume, versioned synthetic
+cache, memoised prompt embeddings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from cxrvlp.core.encoders import ImageEncoderOutput
+from cxrvlp.core.zeroshot import ClassPrompts
+
+TEXTS = [
+    "no acute cardiopulmonary process",
+    "small left pleural effusion with atelectasis",
+    "mild cardiomegaly and pulmonary edema",
+    "right upper lobe consolidation concerning for pneumonia",
+    "no pneumothorax",
+]
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
+    from cxrvlp.mgca.data import MGCATokenizer
+    from cxrvlp.mgca.registry import mgca_tiny
+    from cxrvlp.mgca.zeroshot import MGCAZeroShotAdapter
+
+    torch.manual_seed(0)
+    tok = build_tokenizer_from_texts(TEXTS * 4, tmp_path_factory.mktemp("tok"), vocab_size=120)
+    mtok = MGCATokenizer(tok, max_words=32)
+    model = mgca_tiny(bert={"vocab_size": len(tok)}, sep_token_id=tok.sep_token_id, max_words=32)
+    return MGCAZeroShotAdapter(model, mtok, batch_size=2)
+
+
+def test_image_encoder_feeds_the_segmentation_decoder(adapter):
+    from cxrvlp.bench.tasks.segmentation import FrozenEncoderUnet, encoder_pyramid
+
+    x = torch.randn(2, 3, 64, 64)
+    out = adapter.image_encoder(x)
+    assert isinstance(adapter.image_encoder, torch.nn.Module)
+    assert isinstance(out, ImageEncoderOutput)
+    assert out.grid_size == (8, 8) and out.local_feat.shape == (2, 64, 64)
+    # the encoder is the one the embeddings come from: its [CLS] feature is the linear-probe feature
+    torch.testing.assert_close(out.global_feat, adapter.image_features(x))
+    pyr = encoder_pyramid(out, 64)
+    assert [tuple(p.shape) for p in pyr] == [(2, 64, 8, 8)]
+    logits = FrozenEncoderUnet(pyr, 64).eval()(pyr)
+    assert logits.shape == (2, 1, 64, 64) and torch.isfinite(logits).all()
+
+
+def test_classify_memoises_prompts_exactly(adapter, monkeypatch):
+    classes = [
+        ClassPrompts("Effusion", ["pleural effusion", "small left effusion"], ["no pleural effusion"]),
+        ClassPrompts("Cardiomegaly", ["cardiomegaly"], []),
+    ]
+    batches = [adapter.encode_images(torch.randn(3, 3, 64, 64)) for _ in range(3)]
+    adapter.clear_prompt_cache()
+    uncached = []
+    for b in batches:
+        adapter.clear_prompt_cache()
+        uncached.append(adapter.classify(b, classes))
+    adapter.clear_prompt_cache()
+    calls = []
+    real = adapter.encode_texts
+    monkeypatch.setattr(adapter, "encode_texts", lambda texts: calls.append(tuple(texts)) or real(texts))
+    cached = [adapter.classify(b, classes) for b in batches]
+    for a, b in zip(uncached, cached):
+        assert torch.equal(a, b)
+    # three prompt lists, each encoded once for the three image batches
+    assert sorted(calls) == sorted({tuple(c.positive) for c in classes} | {("no pleural effusion",)})
+
+
+def _task_config(tmp_path, extra=()):
+    from cxrvlp.core.training import load_config
+    from cxrvlp.mgca.train import MGCATrainConfig, resolve_config_path
+
+    overrides = [
+        f"output_dir={tmp_path / 'run'}",
+        f"data.synthetic_dir={tmp_path / 'synth'}",
+        "data.synthetic_patients=12",
+        *extra,
+    ]
+    return load_config(MGCATrainConfig, resolve_config_path("tiny"), overrides)
+
+
+def test_built_tokenizer_is_saved_in_the_run_folder_and_reused(tmp_path, monkeypatch):
+    import cxrvlp.core.text.tokenize as tokenize
+    from cxrvlp.mgca.train import MGCATask
+
+    first = MGCATask(_task_config(tmp_path, ["data.build_vocab_size=300"]))
+    vocab = tmp_path / "run" / "tokenizer" / "tokenizer.json"  # vocab + merges, as saved
+    assert not vocab.parent.exists()  # nothing in the run folder before run_training has checked it
+    first.build_model()  # called by run_training after its output_dir checks: saves the tokenizer
+    saved = vocab.read_bytes()
+    ids = first.tokenizer(TEXTS)["input_ids"]
+
+    def no_rebuild(*args, **kwargs):
+        raise AssertionError("the tokenizer was rebuilt instead of loaded from the run folder")
+
+    monkeypatch.setattr(tokenize, "build_tokenizer_from_texts", no_rebuild)
+    # a different vocab size would give a different vocabulary if it were rebuilt
+    second = MGCATask(_task_config(tmp_path, ["data.build_vocab_size=200", "resume=auto"]))
+    assert vocab.read_bytes() == saved
+    assert second.tokenizer.tokenizer.get_vocab() == first.tokenizer.tokenizer.get_vocab()
+    assert torch.equal(second.tokenizer(TEXTS)["input_ids"], ids)
+    assert second.cfg.model.bert.vocab_size == first.cfg.model.bert.vocab_size
+    second.build_model()
+    assert vocab.read_bytes() == saved  # a resumed run does not rewrite it
+
+
+def test_synthetic_cache_folder_is_tagged_with_the_generator_version(tmp_path, monkeypatch):
+    import cxrvlp.core.data.synthetic as synthetic
+    import cxrvlp.core.data.synthetic.mimic_cxr as mimic
+    from cxrvlp.mgca.train import MGCADataConfig, synthetic_mimic_root
+
+    written = []
+
+    def fake_write(root, *args, **kwargs):
+        written.append(root)
+        (root / "synthetic.json").write_text("{}")
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(mimic, "write_mimic_cxr", fake_write)
+    data = MGCADataConfig()
+    a = synthetic_mimic_root(data)
+    assert synthetic.GENERATOR_VERSION in a.name
+    assert synthetic_mimic_root(data) == a and len(written) == 1  # same generator: the mirror is reused
+    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", "999.0.0")
+    b = synthetic_mimic_root(data)
+    assert b != a and "999.0.0" in b.name and len(written) == 2  # new generator: a fresh mirror
