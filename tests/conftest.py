@@ -36,3 +36,22 @@ def pytest_configure(config):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_global_state():
+    """Tests must not leak process-wide torch settings (thread count, deterministic mode) into later tests.
+
+    Parity tolerances (1e-5 on ResNet-50 outputs) are tighter than the rounding difference between 1 and 2
+    intra-op threads, so a leaked `set_num_threads(1)` turns a passing parity test into a failing one.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    default_dtype = torch.get_default_dtype()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.set_default_dtype(default_dtype)

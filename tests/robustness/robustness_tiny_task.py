@@ -19,9 +19,6 @@ from cxrvlp.core.training import TrainConfig, load_config, run_training
 from torch import nn
 from torch.utils.data import Dataset
 
-# One intra-op thread: the model is tiny, and on a shared 2-core machine OpenMP spinning costs 100x.
-torch.set_num_threads(1)
-
 
 @dataclass
 class TinyData:
@@ -170,4 +167,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    # One intra-op thread in the subprocess: the model is tiny; OpenMP spinning on 2 cores costs more.
+    torch.set_num_threads(1)
     main(sys.argv[1:])

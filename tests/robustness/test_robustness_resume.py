@@ -34,6 +34,9 @@ ARGS = [
 
 
 def _run(out: Path, *extra: str, task_cls=tiny.TinyTask):
+    # Same intra-op thread count as the subprocess runs (bit-identical weights need the same reduction
+    # order); the autouse fixture in tests/conftest.py restores the thread count after the test.
+    torch.set_num_threads(1)
     cfg = load_config(tiny.TinyConfig, None, [*ARGS, f"output_dir={out}", *extra])
     return run_training(task_cls(cfg), cfg)
 

@@ -415,8 +415,11 @@ class Compose:
             self._worker = key
 
     def reseed(self, seed: int | None) -> None:
-        """Restart the random stream."""
+        """Restart the random stream (inside a DataLoader worker too: the per-worker stream is replaced)."""
         self.seed, self.rng = seed, np.random.default_rng(seed)
+        info = torch.utils.data.get_worker_info()
+        # Record the worker so `_maybe_reseed` does not override this explicit per-item reseed.
+        self._worker = (os.getpid(), info.id) if info is not None else None
 
     def apply_numpy(self, image: np.ndarray) -> np.ndarray:
         """Run the ops only: (H, W) -> (S, S) array (uint8 or float)."""
