@@ -159,6 +159,9 @@ def main(config: str | Path | None = None, overrides: list[str] | None = None) -
     """Run training; returns the run folder (its `final/` holds model, config and tokenizer)."""
     if config is None and overrides is None:
         argv = sys.argv[1:]
+        if argv and argv[0] in ("-h", "--help"):
+            print(__doc__)
+            raise SystemExit(0)
         config = argv[0] if argv and "=" not in argv[0] else None
         overrides = [a for a in argv if "=" in a]
     cfg = load_config(CxrClipTrainConfig, resolve_config(config), list(overrides or []))
