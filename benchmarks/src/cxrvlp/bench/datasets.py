@@ -12,24 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from cxrvlp.core.data.labels import CHESTXRAY14_CLASSES, CHEXPERT5
 
-CHEXPERT5 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
-NIH14 = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-)
+NIH14 = CHESTXRAY14_CLASSES
 NIH_BBOX8 = (
     "Atelectasis",
     "Cardiomegaly",

@@ -155,6 +155,14 @@ def method_status(name: str) -> tuple[Any | None, str | None]:
     from cxrvlp.core.registry import get_method, installed_methods
 
     if name not in installed_methods():
+        import importlib.util
+
+        try:
+            present = importlib.util.find_spec(f"cxrvlp.{name}") is not None
+        except ModuleNotFoundError:
+            present = False
+        if present:  # the distribution is installed but registers no method yet (an empty package)
+            return None, "skipped: not implemented yet"
         return None, "skipped: not installed"
     try:
         mod = get_method(name)

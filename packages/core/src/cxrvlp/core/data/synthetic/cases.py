@@ -9,45 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from cxrvlp.core.data.labels import CHESTXRAY14_CLASSES, CHEXPERT_CLASSES
 from cxrvlp.core.data.synthetic.phantom import SIDES, ZONES
-
-CHEXPERT_CLASSES: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-"""The 14 CheXpert labels in the order of CheXpert's train.csv / valid.csv."""
 
 MIMIC_CHEXPERT_COLUMNS: tuple[str, ...] = tuple(sorted(CHEXPERT_CLASSES))
 """The 14 labels in the (alphabetical) order of mimic-cxr-2.0.0-chexpert.csv / -negbio.csv."""
 
-CXR14_CLASSES: tuple[str, ...] = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
-)
+CXR14_CLASSES: tuple[str, ...] = CHESTXRAY14_CLASSES
 
 # finding -> CheXpert classes that a positive mention sets (the first is the finding's own class)
 FINDING_TO_CHEXPERT: dict[str, tuple[str, ...]] = {
