@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 from cxrvlp.core.errors import MalformedRecordError
+from cxrvlp.core.text.prompts import chexpert_5x200_prompts
 from cxrvlp.cxrclip.data import draw_image_pair, draw_text_pair, text_sections
 from cxrvlp.cxrclip.prompts import (
     chestxray14_text_labels,
@@ -15,7 +16,6 @@ from cxrvlp.cxrclip.prompts import (
     generate_report_from_labels,
     load_prompt_bank,
 )
-from cxrvlp.cxrclip.zeroshot import chexpert_5x200_prompts
 
 
 def test_chexpert_5x200_prompts_match_the_official_generator(shared_dir):

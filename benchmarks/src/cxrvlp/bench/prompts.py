@@ -6,94 +6,11 @@ that starts with "ours" means the prompts are not from the method's paper or cod
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cxrvlp.core.text.prompts import chexpert_5x200_prompts
 from cxrvlp.core.zeroshot import ClassPrompts
-
-# GLoRIA's CheXpert attribute lists (as CXR-CLIP's `constants.CHEXPERT_CLASS_PROMPTS` keeps them, in dict
-# order, typos included; spec cxrclip.md §6.3). Expanded counts: 210 / 15 / 192 / 18 / 54.
-GLORIA_CHEXPERT_ATTRIBUTES: dict[str, tuple[tuple[str, ...], ...]] = {
-    "Atelectasis": (
-        ("", "mild", "minimal"),
-        (
-            "subsegmental atelectasis",
-            "linear atelectasis",
-            "trace atelectasis",
-            "bibasilar atelectasis",
-            "retrocardiac atelectasis",
-            "bandlike atelectasis",
-            "residual atelectasis",
-        ),
-        (
-            "at the mid lung zone",
-            "at the upper lung zone",
-            "at the right lung zone",
-            "at the left lung zone",
-            "at the lung bases",
-            "at the right lung base",
-            "at the left lung base",
-            "at the bilateral lung bases",
-            "at the left lower lobe",
-            "at the right lower lobe",
-        ),
-    ),
-    "Cardiomegaly": (
-        ("",),
-        (
-            "cardiac silhouette size is upper limits of normal",
-            "cardiomegaly which is unchanged",
-            "mildly prominent cardiac silhouette",
-            "portable view of the chest demonstrates stable cardiomegaly",
-            "portable view of the chest demonstrates mild cardiomegaly",
-            "persistent severe cardiomegaly",
-            "heart size is borderline enlarged",
-            "cardiomegaly unchanged",
-            "heart size is at the upper limits of normal",
-            "redemonstration of cardiomegaly",
-            "ap erect chest radiograph demonstrates the heart size is the upper limits of normal",
-            "cardiac silhouette size is mildly enlarged",
-            "mildly enlarged cardiac silhouette, likely left ventricular enlargement. other chambers are less"
-            " prominent",
-            "heart size remains at mildly enlarged",
-            "persistent cardiomegaly with prominent upper lobe vessels",
-        ),
-        ("",),
-    ),
-    "Consolidation": (
-        ("", "increased", "improved", "apperance of"),
-        (
-            "bilateral consolidation",
-            "reticular consolidation",
-            "retrocardiac consolidation",
-            "patchy consolidation",
-            "airspace consolidation",
-            "partial consolidation",
-        ),
-        (
-            "at the lower lung zone",
-            "at the upper lung zone",
-            "at the left lower lobe",
-            "at the right lower lobe",
-            "at the left upper lobe",
-            "at the right uppper lobe",
-            "at the right lung base",
-            "at the left lung base",
-        ),
-    ),
-    "Edema": (
-        ("", "mild", "improvement in", "presistent", "moderate", "decreased"),
-        ("pulmonary edema", "trace interstitial pulmonary edema", "pulmonary interstitial edema"),
-        ("",),
-    ),
-    # Its dict lists location before subtype, so the phrase is severity + location + subtype.
-    "Pleural Effusion": (
-        ("", "small", "stable", "large", "decreased", "increased"),
-        ("left", "right", "tiny"),
-        ("bilateral pleural effusion", "subpulmonic pleural effusion", "bilateral pleural effusion"),
-    ),
-}
 
 # CARZero's "There is X" wording per class where the spec lists it (carzero.md §2.3), keyed by our class name.
 CARZERO_WORDING: dict[str, str] = {
@@ -137,9 +54,8 @@ MAVL_ENTITIES: dict[str, str] = {
 
 
 def gloria_ensemble(cls: str) -> list[str]:
-    """All GLoRIA attribute combinations of one CheXpert class, duplicates kept (they weigh double)."""
-    lists = GLORIA_CHEXPERT_ATTRIBUTES[cls]
-    return [" ".join(parts).strip() for parts in itertools.product(*lists)]
+    """All GLoRIA attribute combinations of one CheXpert class, duplicates kept (core.text.prompts)."""
+    return chexpert_5x200_prompts()[cls]
 
 
 def _readable(cls: str) -> str:
