@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from cxrvlp.core.data.chestx_det import DET10_CLASSES
 from cxrvlp.core.data.labels import CHESTXRAY14_CLASSES, CHEXPERT5
 
 NIH14 = CHESTXRAY14_CLASSES
@@ -122,18 +123,7 @@ VINDR18 = (
     "Pneumonia",
     "Tuberculosis",
 )
-CHESTXDET10 = (
-    "Atelectasis",
-    "Calcification",
-    "Consolidation",
-    "Effusion",
-    "Emphysema",
-    "Fibrosis",
-    "Fracture",
-    "Mass",
-    "Nodule",
-    "Pneumothorax",
-)
+CHESTXDET10 = DET10_CLASSES
 MSCXR8 = (
     "Atelectasis",
     "Cardiomegaly",

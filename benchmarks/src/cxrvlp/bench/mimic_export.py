@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cxrvlp.bench.sources import split_part
+from cxrvlp.core.data.synthetic.mimic_cxr import METADATA_COLUMNS
 
 CHEXPERT14 = (
     "Atelectasis",
@@ -36,20 +37,7 @@ CHEXPERT14 = (
 )
 
 
-META_COLUMNS = (
-    "dicom_id",
-    "subject_id",
-    "study_id",
-    "PerformedProcedureStepDescription",
-    "ViewPosition",
-    "Rows",
-    "Columns",
-    "StudyDate",
-    "StudyTime",
-    "ProcedureCodeSequence_CodeMeaning",
-    "ViewCodeSequence_CodeMeaning",
-    "PatientOrientationCodeSequence_CodeMeaning",
-)
+META_COLUMNS = METADATA_COLUMNS  # the official mimic-cxr-2.0.0-metadata.csv header
 
 
 def _num(text: str, digits: int) -> int:
