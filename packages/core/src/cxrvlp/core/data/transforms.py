@@ -557,12 +557,22 @@ def _preset_ops(preset: str, train: bool, s: int) -> list[Op]:
 
 
 def build_transform(
-    preset: str, train: bool, image_size: int | None = None, seed: int | None = None
+    preset: str,
+    train: bool,
+    image_size: int | None = None,
+    seed: int | None = None,
+    normalisation: str | None = None,
 ) -> Callable[[np.ndarray], torch.Tensor]:
-    """The preset's train or eval pipeline: (H, W) float32 [0, 1] -> (3, S, S) float32 tensor."""
+    """The preset's train or eval pipeline: (H, W) float32 [0, 1] -> (3, S, S) float32 tensor.
+
+    `normalisation` (a key of NORMALISATIONS) replaces the preset's own, for a method run on a backbone whose
+    pretrained weights expect other statistics (e.g. a "small" config on ImageNet weights)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown transform preset '{preset}'; known: {sorted(PRESETS)}")
     s = int(image_size or PRESETS[preset].image_size)
     if s <= 0:
         raise ConfigError(f"image_size must be positive, got {image_size}")
-    return Compose(_preset_ops(preset, train, s), PRESETS[preset].normalisation, seed=seed)
+    norm = PRESETS[preset].normalisation if normalisation is None else normalisation
+    if norm not in NORMALISATIONS:
+        raise ConfigError(f"unknown normalisation '{norm}'; known: {sorted(NORMALISATIONS)}")
+    return Compose(_preset_ops(preset, train, s), norm, seed=seed)
