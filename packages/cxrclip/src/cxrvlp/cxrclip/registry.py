@@ -89,13 +89,14 @@ def cxrclip_small(**overrides) -> CxrClip:
         )
     from cxrvlp.core.encoders.minilm import minilm_model_dir
 
+    minilm_model_dir()  # ImportError naming the package to install, before any weights are built
     base = dict(
         image_encoder="efficientnet-lite0",
         image_encoder_kwargs={},
         image_pretrained=True,  # the packaged ImageNet weights
         text_encoder="minilm-l6",
         text_pretrained=True,  # the packaged all-MiniLM-L6-v2 weights
-        tokenizer=str(minilm_model_dir()),
+        tokenizer="minilm-l6",  # resolved by core.text.load_tokenizer (portable saved config)
         normalisation="imagenet",
     )
     return build_model(_config(base, overrides))

@@ -63,8 +63,11 @@ def _bert_tokenizer_from_vocab(vocab_file: str | Path, **kwargs) -> BertTokenize
 
 
 def load_tokenizer(name_or_path: str | Path, **kwargs) -> PreTrainedTokenizerBase:
-    """Load a tokenizer from a hub name or a local folder (a folder with only vocab.txt works too)."""
-    path = Path(name_or_path)
+    """Load a tokenizer from a hub name, a local folder (a folder with only vocab.txt works too) or the
+    name of packaged weights (`minilm-l6`, see `cxrvlp.core.encoders.packaged`)."""
+    from cxrvlp.core.encoders.packaged import resolve_model_source
+
+    path = Path(resolve_model_source(name_or_path))
     if path.is_dir():
         if (path / "tokenizer_config.json").exists() or (path / "tokenizer.json").exists():
             return AutoTokenizer.from_pretrained(str(path), **kwargs)

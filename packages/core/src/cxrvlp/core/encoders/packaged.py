@@ -1,0 +1,33 @@
+"""Names of the real weights that install from the package registry, usable wherever a path is expected.
+
+A config can say `tokenizer: minilm-l6` or `text_pretrained: minilm-l6` instead of a machine-specific
+site-packages path; the name is resolved here at load time, so saved configs stay portable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _minilm() -> Path:
+    from cxrvlp.core.encoders.minilm import minilm_model_dir
+
+    return minilm_model_dir()
+
+
+def _efficientnet() -> Path:
+    from cxrvlp.core.encoders.efficientnet import efficientnet_lite0_weights_path
+
+    return efficientnet_lite0_weights_path()
+
+
+# name -> where its packaged files are (ImportError naming the package to install when it is absent)
+PACKAGED: dict[str, Callable[[], Path]] = {"minilm-l6": _minilm, "efficientnet-lite0": _efficientnet}
+
+
+def resolve_model_source(name_or_path: str | Path) -> str | Path:
+    """A packaged-weights name -> its local folder/file; anything else is returned unchanged."""
+    if isinstance(name_or_path, str) and name_or_path in PACKAGED:
+        return PACKAGED[name_or_path]()
+    return name_or_path
