@@ -39,8 +39,8 @@ def test_imagenet_probe_beats_random_init_on_pneumonia(shared_dir, tmp_path):
     assert (
         len(saved["manifest"]["sha256"]) == 64 and len(saved["weights"]["efficientnet-lite0"]["sha256"]) == 64
     )
-    assert (tmp_path / "real_probe.png").read_bytes()[:4] == b"\x89PNG"
-    assert saved["contrastive"].startswith("not run")  # no --methods given
+    assert (tmp_path / "real_auroc.png").read_bytes()[:4] == b"\x89PNG"
+    assert saved["contrastive"]["summary"].startswith("not run")  # no methods given
 
 
 def test_real_rows_through_the_runner(shared_dir, tmp_path):

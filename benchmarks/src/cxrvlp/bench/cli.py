@@ -102,11 +102,13 @@ def cmd_real(a: argparse.Namespace) -> int:
             seeds=[int(s) for s in _csv(a.seeds)],
             image_size=a.image_size,
             max_rows=a.max_rows,
-            methods=_csv(a.methods),
+            tasks=_csv(a.tasks) or None,
+            methods=[] if a.no_contrastive else _csv(a.methods),
             checkpoints=parse_pairs(a.checkpoint, "--checkpoint"),
             config=a.config,
+            finetune_image_size=a.finetune_image_size or None,
+            finetune_epochs=a.finetune_epochs,
             train_overrides=a.train_override,
-            contrastive=not a.no_contrastive,
             bootstrap=a.bootstrap,
         )
     )
@@ -169,10 +171,13 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--out", default="outputs/real")
     q.add_argument("--seeds", default="0")
     q.add_argument("--image-size", type=int, default=224)
-    q.add_argument("--max-rows", type=int, default=None, help="cap per dataset and role (smoke runs)")
-    q.add_argument("--methods", default="mgca,cxrclip")
+    q.add_argument("--max-rows", type=int, default=None, help="cap per task and fit dataset (smoke runs)")
+    q.add_argument("--tasks", default="", help="comma list of task names or datasets (default: all)")
+    q.add_argument("--methods", default="mgca,cxrclip", help="methods whose small config is fine-tuned")
     q.add_argument("--no-contrastive", action="store_true", help="only the linear probe of the bare encoder")
     q.add_argument("--config", default="small", help="each method's config for the contrastive fine-tune")
+    q.add_argument("--finetune-image-size", type=int, default=128, help="0: the config's own size")
+    q.add_argument("--finetune-epochs", type=int, default=None, help="default: the config's own")
     q.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE")
     q.add_argument("--bootstrap", type=int, default=1000)
     q.add_argument(

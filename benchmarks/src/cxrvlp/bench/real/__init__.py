@@ -1,0 +1,278 @@
+"""`cxrvlp-bench real`: what real pretrained weights give on real radiographs described by a manifest.
+
+Rows: `--manifest` (fit rows) and `--eval-manifest` (eval rows, optional; else `suggested_role`
+demo_eval, else a patient split). Tasks come from the eval rows' labels (pneumonia vs no finding, COVID-19
+vs other findings, the three most frequent NIH findings). Each task's rows are split by patient per seed
+into probe-train (60 %) and probe-test (40 %); every figure is an AUROC on the probe-test rows with a 95 %
+percentile bootstrap interval, and every pretrained figure has its random-init twin and a paired bootstrap
+difference beside it.
+
+1. Bare encoder: frozen EfficientNet-Lite0 (ImageNet weights vs the same architecture at random init),
+   logistic-regression probe on its pooled features.
+2. Contrastive part (`methods`): each method's `small` config (EfficientNet-Lite0 + MiniLM-L6 backbones
+   with the method's own heads and losses; not the paper's backbones) fine-tuned on the fit rows with text,
+   once from the pretrained backbones and once from random init, then zero-shot (the method's prompt
+   protocol) and linear probe on the eval rows. The fit rows' texts are clinical notes, not radiology
+   reports (see `cxrvlp.bench.mimic_export`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cxrvlp.bench.real.finetune import TrainedModel, finetune_all, score_model
+from cxrvlp.bench.real.frozen import (
+    ENCODER,
+    NORMALISATION,
+    RESIZE,
+    ImageCache,
+    build_encoder,
+    dataset_size,
+    encode,
+)
+from cxrvlp.bench.real.manifest import (
+    COLUMNS,
+    BinaryTask,
+    default_tasks,
+    manifest_samples,
+    manifest_source,
+    probe_split,
+    read_manifest,
+    select_tasks,
+    split_roles,
+    task_rows,
+)
+from cxrvlp.bench.real.report import markdown, plot
+from cxrvlp.bench.real.stats import Figure, auroc, bootstrap_auroc, paired_difference, probe_scores
+from cxrvlp.bench.record import jsonable, package_versions, sha256_file
+
+__all__ = [
+    "COLUMNS",
+    "BinaryTask",
+    "Figure",
+    "RealOptions",
+    "auroc",
+    "bootstrap_auroc",
+    "default_tasks",
+    "manifest_samples",
+    "manifest_source",
+    "paired_difference",
+    "read_manifest",
+    "run_real",
+    "task_rows",
+]
+
+PROBE = (
+    "scikit-learn LogisticRegression(C=0.1, L2) on standardised features; patient-level 60/40 split by seed"
+)
+
+
+@dataclass
+class RealOptions:
+    """What `cxrvlp-bench real` reads, runs and writes."""
+
+    manifest: Path
+    images: Path | None = None
+    eval_manifest: Path | None = None
+    eval_images: Path | None = None
+    out: Path = Path("outputs/real")
+    seeds: Sequence[int] = (0,)
+    image_size: int = 224  # bare-encoder probe (a dataset of smaller images keeps its own size)
+    max_rows: int | None = None  # per task (eval) and per dataset (fit), evenly spaced: smoke runs
+    tasks: Sequence[str] | None = None  # task names or datasets (default: every task the labels allow)
+    bootstrap: int = 1000
+    batch_size: int = 32
+    methods: Sequence[str] = ()  # contrastive part: methods whose `config` is fine-tuned
+    config: str = "small"
+    finetune_image_size: int | None = 128  # None: the config's own (224)
+    finetune_epochs: int | None = None  # None: the config's own
+    finetune_inits: Sequence[str] = ("pretrained", "random")
+    train_overrides: Sequence[str] = ()
+    checkpoints: dict[str, str] = field(default_factory=dict)  # method -> our final/ dir, scored as given
+
+
+def _cap_per_dataset(rows: list[dict[str, str]], n: int | None) -> list[dict[str, str]]:
+    if n is None:
+        return rows
+    out = []
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        sub = [r for r in rows if r["dataset"] == ds]
+        pick = np.linspace(0, len(sub) - 1, min(n, len(sub))).round().astype(int)
+        out += [sub[i] for i in dict.fromkeys(pick)]
+    return out
+
+
+def _figure(task, model, init, evaluation, seed, y_te, s, n_train, n_boot, extra=None) -> Figure:
+    a, lo, hi = bootstrap_auroc(y_te, s, n_boot, seed)
+    if not all(np.isfinite([a, lo, hi])):
+        raise FloatingPointError(f"{task.name} / {model} / {init} / {evaluation}: non-finite AUROC")
+    return Figure(
+        task.name, model, init, evaluation, seed, a, lo, hi, n_train, len(y_te), int(y_te.sum()), extra or {}
+    )
+
+
+def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run both parts; write real_results.json, real_results.md and real_auroc.png into o.out."""
+    t0 = time.perf_counter()
+    out = Path(o.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = read_manifest(o.manifest)
+    fit_root = Path(o.images or Path(o.manifest).parent)
+    given_eval = read_manifest(o.eval_manifest) if o.eval_manifest is not None else None
+    eval_root = (
+        Path(o.eval_images or Path(o.eval_manifest).parent) if o.eval_manifest is not None else fit_root
+    )
+    fit_rows, eval_rows = split_roles(rows, given_eval, seed=o.seeds[0])
+    fit_rows = _cap_per_dataset(fit_rows, o.max_rows)
+    tasks = select_tasks(default_tasks(eval_rows), o.tasks)
+    if not tasks:
+        raise ValueError(f"{o.eval_manifest or o.manifest}: no task with enough labelled eval rows")
+    data = {t: task_rows(t, eval_rows, o.max_rows) for t in tasks}
+    sizes = {t.dataset: dataset_size(data[t][0], o.image_size) for t in tasks}
+    masks = {(t, s): probe_split(data[t][0], s) for t in tasks for s in o.seeds}
+    for (t, s), m in masks.items():
+        y = data[t][1]
+        if len(np.unique(y[m])) < 2 or len(np.unique(y[~m])) < 2:
+            raise ValueError(f"{t.name}, seed {s}: probe-train or probe-test rows hold one class only")
+
+    figures: list[Figure] = []
+    scores: dict[tuple, np.ndarray] = {}  # (task, model, init, evaluation, seed) -> probe-test scores
+    cache = ImageCache()
+    for init, pretrained in (("imagenet", True), ("random", False)):
+        feats: dict[str, np.ndarray] = {}
+        for seed in o.seeds:
+            if not pretrained or not feats:  # ImageNet features do not depend on the seed; random ones do
+                enc = build_encoder(pretrained, seed)
+                feats = {
+                    t.dataset: encode(
+                        enc,
+                        [eval_root / r["image_path"] for r in data[t][0]],
+                        sizes[t.dataset],
+                        cache,
+                        o.batch_size,
+                        desc=f"{ENCODER} {init} {t.dataset}",
+                    )
+                    for t in tasks
+                }
+            for t in tasks:
+                _, y = data[t]
+                m, f = masks[(t, seed)], feats[t.dataset]
+                s = probe_scores(f[m], y[m], f[~m], seed)
+                scores[(t.name, ENCODER, init, "linear probe", seed)] = s
+                figures.append(
+                    _figure(t, ENCODER, init, "linear probe", seed, y[~m], s, int(m.sum()), o.bootstrap)
+                )
+        log(f"[real] {ENCODER} {init}: probes done ({time.perf_counter() - t0:.0f} s)")
+
+    contrastive: dict[str, Any] = {"summary": "not run (no methods given)"}
+    trained: list[TrainedModel] = []
+    if o.methods:
+        from cxrvlp.bench.mimic_export import export_mimic
+
+        mimic = export_mimic(fit_rows, fit_root, out / "fit_as_mimic")
+        n_text = sum(bool((r.get("report") or "").strip()) for r in fit_rows)
+        trained, status = finetune_all(
+            o.methods,
+            mimic,
+            out,
+            o.config,
+            o.finetune_image_size,
+            o.finetune_epochs,
+            o.train_overrides,
+            o.finetune_inits,
+            log,
+        )
+        contrastive = {
+            "summary": f"config '{o.config}' of {list(o.methods)} fine-tuned on {n_text} fit rows with text, "
+            f"image size {o.finetune_image_size or 'the config default'}, inits {list(o.finetune_inits)}",
+            "fit_rows_with_text": n_text,
+            "status": status,
+        }
+    trained += [TrainedModel(m, "checkpoint", Path(d), None, f"given: {d}") for m, d in o.checkpoints.items()]
+    if trained:
+        from cxrvlp.core.registry import get_method
+
+        samples = {t: manifest_samples(data[t][0], eval_root, (t.positive,)) for t in tasks}
+        for tm in trained:
+            adapter = get_method(tm.method).load_adapter(tm.final_dir)
+            for t in tasks:
+                _, y = data[t]
+                for seed in o.seeds:
+                    m = masks[(t, seed)]
+                    got = score_model(adapter, tm.method, t, samples[t], y, m, o.batch_size, seed)
+                    extra = {"protocol": got["protocol"], "trained": tm.note, "final_dir": str(tm.final_dir)}
+                    for ev in ("zero-shot", "linear probe"):
+                        scores[(t.name, tm.method, tm.init, ev, seed)] = got[ev]
+                        figures.append(
+                            _figure(
+                                t,
+                                tm.method,
+                                tm.init,
+                                ev,
+                                seed,
+                                y[~m],
+                                got[ev],
+                                int(m.sum()),
+                                o.bootstrap,
+                                extra,
+                            )
+                        )
+            log(f"[real] {tm.method} ({tm.init}) scored ({time.perf_counter() - t0:.0f} s)")
+
+    differences = []
+    for (task, model, init, ev, seed), s in scores.items():
+        if init not in ("imagenet", "pretrained") or (task, model, "random", ev, seed) not in scores:
+            continue
+        t = next(x for x in tasks if x.name == task)
+        y = data[t][1][~masks[(t, seed)]]
+        d, lo, hi = paired_difference(y, s, scores[(task, model, "random", ev, seed)], o.bootstrap, seed)
+        differences.append(
+            {"task": task, "model": model, "evaluation": ev, "seed": seed, "a": init, "b": "random",
+             "diff": d, "ci_low": lo, "ci_high": hi}
+        )  # fmt: skip
+
+    weights = {ENCODER: _weights_entry("efficientnet-lite0")}
+    if trained:
+        weights["minilm-l6"] = _weights_entry("minilm-l6")
+    record = {
+        "kind": "real-image evaluation",
+        "synthetic": False,
+        "manifest": {"path": str(o.manifest), "sha256": sha256_file(o.manifest)},
+        "eval_manifest": None
+        if o.eval_manifest is None
+        else {"path": str(o.eval_manifest), "sha256": sha256_file(o.eval_manifest)},
+        "rows": {"fit": len(fit_rows), "eval": len(eval_rows)},
+        "tasks": [asdict(t) for t in tasks],
+        "frozen_encoder": {"name": ENCODER, "resize": RESIZE, "normalisation": NORMALISATION},
+        "image_sizes": sizes,
+        "weights": weights,
+        "probe": PROBE,
+        "interval": f"95 % percentile bootstrap over probe-test rows ({o.bootstrap} resamples, paired for "
+        "differences)",
+        "seeds": list(o.seeds),
+        "results": [asdict(f) for f in figures],
+        "differences": differences,
+        "contrastive": contrastive,
+        "versions": package_versions(),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    (out / "real_results.json").write_text(json.dumps(jsonable(record), indent=2, allow_nan=False))
+    (out / "real_results.md").write_text(markdown(record))
+    plot(record["results"], out / "real_auroc.png")
+    log(f"[real] wrote {out / 'real_results.md'} ({record['wall_s']} s)")
+    return record
+
+
+def _weights_entry(name: str) -> dict[str, str]:
+    """Path and sha256 of packaged weights (the MiniLM folder's model.safetensors)."""
+    from cxrvlp.core.encoders.packaged import resolve_model_source
+
+    p = Path(resolve_model_source(name))
+    f = p / "model.safetensors" if p.is_dir() else p
+    return {"path": str(f), "sha256": sha256_file(f)}

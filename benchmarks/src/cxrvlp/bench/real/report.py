@@ -1,0 +1,91 @@
+"""Markdown table and bar plot of a `real` record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+COLOURS = {"imagenet": "tab:blue", "pretrained": "tab:blue", "random": "tab:gray", "checkpoint": "tab:green"}
+
+
+def markdown(rec: dict[str, Any]) -> str:
+    """Markdown: the setup, every AUROC [95 % CI], and the paired pretrained-minus-random differences."""
+    enc = rec["frozen_encoder"]
+    lines = [
+        "# Real images: frozen-encoder probe and short contrastive fine-tunes",
+        "",
+        "Real, small, domain-shifted images: these figures check that the pretrained weights and the whole "
+        "path from real radiographs to a metric work. They are not paper-level results, and the small "
+        "configs are not the papers' backbones.",
+        "",
+        f"- Bare encoder: {enc['name']}, frozen; {enc['resize']}; {enc['normalisation']}; sizes per dataset "
+        f"{rec['image_sizes']}.",
+        f"- Probe: {rec['probe']}.",
+        f"- Intervals: {rec['interval']}.",
+        f"- Contrastive part: {rec['contrastive'].get('summary', rec['contrastive'])}.",
+        f"- Wall time: {rec['wall_s']} s.",
+        "",
+        "| task | model | init | evaluation | seed | AUROC [95 % CI] | n train / test (pos) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rec["results"]:
+        lines.append(
+            f"| {r['task']} | {r['model']} | {r['init']} | {r['evaluation']} | {r['seed']} | "
+            f"{r['auroc']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
+            f"{r['n_train']} / {r['n_test']} ({r['n_pos_test']}) |"
+        )
+    if rec["differences"]:
+        lines += [
+            "",
+            "Paired differences on the same probe-test rows (pretrained minus random init):",
+            "",
+            "| task | model | evaluation | seed | AUROC difference [95 % CI] |",
+            "|---|---|---|---|---|",
+        ]
+        for d in rec["differences"]:
+            lines.append(
+                f"| {d['task']} | {d['model']} | {d['evaluation']} | {d['seed']} | "
+                f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> Path:
+    """One panel per task: bars per (model, evaluation), pretrained vs random side by side, 95 % intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    fig, axes = plt.subplots(
+        len(tasks), 1, figsize=(8.0, 2.8 * max(1, len(tasks))), squeeze=False, constrained_layout=True
+    )
+    for ax, task in zip(axes[:, 0], tasks):
+        rs = [r for r in results if r["task"] == task]
+        groups = list(dict.fromkeys((r["model"], r["evaluation"]) for r in rs))
+        inits = list(dict.fromkeys(r["init"] for r in rs))
+        width = 0.8 / max(1, len(inits))
+        for k, init in enumerate(inits):
+            m, lo, hi = [], [], []
+            for g in groups:
+                sel = [r for r in rs if (r["model"], r["evaluation"]) == g and r["init"] == init]
+                m.append(np.mean([r["auroc"] for r in sel]) if sel else np.nan)  # mean over seeds
+                lo.append(np.mean([r["ci_low"] for r in sel]) if sel else np.nan)
+                hi.append(np.mean([r["ci_high"] for r in sel]) if sel else np.nan)
+            xs = np.arange(len(groups)) + (k - (len(inits) - 1) / 2) * width
+            ax.bar(xs, m, width=width * 0.95, color=COLOURS.get(init, "tab:orange"), label=f"{init} init")
+            yerr = [np.subtract(m, lo), np.subtract(hi, m)]
+            ax.errorbar(xs, m, yerr=yerr, fmt="none", ecolor="black", capsize=3)
+        ax.axhline(0.5, color="red", lw=0.8, ls="--")
+        ax.set_xticks(range(len(groups)), [f"{mo}\n{ev}" for mo, ev in groups], fontsize=7)
+        ax.set_ylim(0.2, 1.0)
+        ax.set_ylabel("AUROC", fontsize=8)
+        ax.set_title(task, fontsize=9)
+        ax.legend(fontsize=7, loc="lower right", ncol=len(inits))
+    fig.suptitle("Real images: AUROC on probe-test rows (95 % bootstrap CI); dashed = chance", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
