@@ -30,16 +30,26 @@ class MedBertConfig:
 class MGCAConfig:
     """Everything that defines an MGCA model; defaults are the paper's ViT-B/16 run (CLI values)."""
 
-    image_encoder: Literal["vit-b16", "resnet50"] = "vit-b16"
+    # "efficientnet-lite0": the small config's real ImageNet backbone (NOT the paper's; configs/small.yaml)
+    image_encoder: Literal["vit-b16", "resnet50", "efficientnet-lite0"] = "vit-b16"
     # ViT sizes (embed_dim, depth, num_heads, mlp_ratio, img_size, patch_size, ...) for "vit-b16"
     vit: dict[str, Any] = field(default_factory=dict)
-    # None: random init; True: the paper's init (DeiT-B/16 IN-1k / torchvision IMAGENET1K_V2); a name or file
+    # None: random init; True: the paper's init (DeiT-B/16 IN-1k / torchvision IMAGENET1K_V2; for
+    # efficientnet-lite0 the packaged ImageNet weights); a name or file
     image_pretrained: bool | str | None = None
+    # Image normalisation of the training AND zero-shot transforms (a key of core's NORMALISATIONS). The
+    # paper: mean 0.5 / std 0.5; the small config's EfficientNet ImageNet weights need "imagenet".
+    normalisation: Literal["mean0.5-std0.5", "imagenet"] = "mean0.5-std0.5"
     bert: MedBertConfig = field(default_factory=MedBertConfig)
     # Hub id or local folder of a BERT whose embeddings + first `num_hidden_layers` layers initialise the
-    # text encoder (the paper: Bio_ClinicalBERT); None: random init.
+    # text encoder (the paper: Bio_ClinicalBERT), or "minilm-l6" (the packaged all-MiniLM-L6-v2 folder);
+    # None: random init.
     text_pretrained: str | None = None
-    tokenizer: str = "emilyalsentzer/Bio_ClinicalBERT"
+    # True: add the BERT's token-type row 0 to every position embedding at init. The med BERT has no
+    # token-type table, and a HF BERT added that row to every token in pretraining, so folding it in starts
+    # the text tower as exactly the pretrained encoder (official init: dropped; the small config folds it).
+    text_fold_token_type: bool = False
+    tokenizer: str = "emilyalsentzer/Bio_ClinicalBERT"  # hub id, folder, or "minilm-l6"
     sep_token_id: int = 102  # [SEP] of the tokenizer (Bio_ClinicalBERT: 102)
     max_words: int = 112
     emb_dim: int = 128
@@ -82,4 +92,18 @@ class MGCAConfig:
         bad = sorted(set(bert) - bnames)
         if bad:
             raise ConfigError(f"MGCAConfig.bert: unknown keys {bad}")
-        return cls(bert=MedBertConfig(**bert), **d)
+        cfg = cls(bert=MedBertConfig(**bert), **d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """`ConfigError` for a value no code path accepts (image encoder, normalisation)."""
+        from cxrvlp.core.errors import ConfigError
+
+        encoders = ("vit-b16", "resnet50", "efficientnet-lite0")
+        if self.image_encoder not in encoders:
+            raise ConfigError(f"MGCAConfig.image_encoder: '{self.image_encoder}' is not one of {encoders}")
+        if self.normalisation not in ("mean0.5-std0.5", "imagenet"):
+            raise ConfigError(
+                f"MGCAConfig.normalisation: '{self.normalisation}' is not 'mean0.5-std0.5' or 'imagenet'"
+            )

@@ -1,5 +1,8 @@
 """The MGCA model: image encoder (ViT-B/16 or ResNet-50) + med BERT, BN projection heads, 500 prototypes.
 
+The small config (NOT the paper) swaps in EfficientNet-Lite0 and a MiniLM-L6-sized med BERT; heads, losses
+(the ResNet-50 branch of CTA: uniform patch weights) and wiring stay MGCA's.
+
 State-dict names are ours; `official.py` maps the released keys (`img_encoder_q.*`, `text_encoder_q.*`, ...).
 """
 
@@ -11,19 +14,32 @@ import torch
 import torch.nn.functional as F
 from cxrvlp.core.encoders import create_image_encoder
 from cxrvlp.core.encoders.text import merge_word_pieces
+from cxrvlp.core.errors import ConfigError
 from cxrvlp.mgca.config import MGCAConfig
 from cxrvlp.mgca.heads import GlobalHead, LocalHead
 from cxrvlp.mgca.loss import MGCALoss, MGCALossOutput
+from cxrvlp.mgca.packaged import INSTALL_HINT, resolve_pretrained_source
 from cxrvlp.mgca.text_encoder import MedBertModel, load_bert_prefix_weights
 from torch import nn
+
+
+def _efficientnet_lite0(pretrained: bool | str | None) -> nn.Module:
+    """core's EfficientNet-Lite0 (True: the packaged ImageNet weights); ConfigError when they are absent."""
+    try:
+        return create_image_encoder("efficientnet-lite0", pretrained=pretrained or False)
+    except ImportError as err:
+        raise ConfigError(
+            f"image_encoder 'efficientnet-lite0' with image_pretrained=true needs its weights: "
+            f"{INSTALL_HINT} ({err})"
+        ) from err
 
 
 @dataclass
 class ImageSide:
     """Image-tower outputs of one forward."""
 
-    img_feat: torch.Tensor  # (B, D_g) ViT [CLS] / ResNet pooled layer4
-    patch_feat: torch.Tensor  # (B, N_p, D_l) ViT patch tokens / ResNet layer3 flattened row-major
+    img_feat: torch.Tensor  # (B, D_g) ViT [CLS] / ResNet pooled layer4 / EfficientNet pooled final map
+    patch_feat: torch.Tensor  # (B, N_p, D_l) ViT patches / ResNet layer3 / EfficientNet final 7x7, row-major
     img_emb_prenorm: torch.Tensor  # (B, E)
     patch_emb_prenorm: torch.Tensor  # (B, N_p, E)
     img_emb: torch.Tensor  # (B, E) unit norm (v)
@@ -75,15 +91,27 @@ class MGCA(nn.Module):
                 "resnet50", pretrained=pretrained, upsample_to=299, local_from="layer3"
             )
             g_dim, l_dim = 2048, 1024
+        elif cfg.image_encoder == "efficientnet-lite0":
+            # Small config only (NOT the paper's backbone). Global = the 1280-d average-pooled final map;
+            # local = that final 7x7 map as 49 tokens of 1280 (ViT: its patch tokens; ResNet-50: layer3). The
+            # finer 14x14 stage is only 112 wide; the final map keeps both sides on the same features.
+            self.image_encoder = _efficientnet_lite0(cfg.image_pretrained)
+            g_dim = l_dim = self.image_encoder.feature_dim  # 1280
         else:
-            raise ValueError(f"unknown image_encoder '{cfg.image_encoder}' (vit-b16 | resnet50)")
+            raise ValueError(
+                f"unknown image_encoder '{cfg.image_encoder}' (vit-b16 | resnet50 | efficientnet-lite0)"
+            )
         self.feature_dim = g_dim  # linear-probe input size
         h, e = cfg.proj_hidden_dim, cfg.emb_dim
         self.image_global_head = GlobalHead(g_dim, h, e)
         self.image_local_head = LocalHead(l_dim, h, e)
         self.text_encoder = MedBertModel(cfg.bert, fix_position_ids=cfg.fix_position_ids)
         if cfg.text_pretrained:
-            load_bert_prefix_weights(self.text_encoder, cfg.text_pretrained)
+            load_bert_prefix_weights(
+                self.text_encoder,
+                resolve_pretrained_source(cfg.text_pretrained),
+                fold_token_type=cfg.text_fold_token_type,
+            )
         t_dim = cfg.bert.hidden_size
         self.text_global_head = GlobalHead(t_dim, h, e)
         self.text_local_head = LocalHead(t_dim, h, e)
@@ -107,7 +135,8 @@ class MGCA(nn.Module):
 
     # ------------------------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor, need_attention: bool | None = None) -> ImageSide:
-        """(B, 3, 224, 224) in [-1, 1] -> features, projected (pre/post L2) global and patch embeddings."""
+        """(B, 3, 224, 224) normalised (`cfg.normalisation`) -> features, projected (pre/post L2) global and
+        patch embeddings."""
         if need_attention is None:
             need_attention = self.cfg.is_vit
         if self.cfg.is_vit:

@@ -12,6 +12,7 @@ import torch
 from cxrvlp.core.registry import register_model
 from cxrvlp.mgca.config import MedBertConfig, MGCAConfig
 from cxrvlp.mgca.model import MGCA
+from cxrvlp.mgca.packaged import MINILM_L6
 
 METHOD = "mgca"
 
@@ -44,6 +45,37 @@ TINY = MGCAConfig(
 )
 
 
+# all-MiniLM-L6-v2 as a med BERT: 6 layers, 384 wide, 12 heads, uncased vocab of 30522 ([SEP] = 102). No
+# cross-attention blocks (the paper's are dead weights of the released state dict; nothing here imports one).
+MINILM_BERT = MedBertConfig(
+    vocab_size=30522,
+    hidden_size=384,
+    num_hidden_layers=6,
+    num_attention_heads=12,
+    intermediate_size=1536,
+    max_position_embeddings=512,
+    layer_norm_eps=1e-12,
+    encoder_width=384,
+    add_cross_attention=False,
+)
+
+# Small real-weight variant (NOT the paper's backbones): MGCA's heads, prototypes, losses and protocol on
+# EfficientNet-Lite0 (ImageNet) + MiniLM-L6. Deviations from the paper, all for the backbones' sake:
+# ImageNet normalisation, positions 0..L-1 (`fix_position_ids`: with the official all-zero positions MiniLM's
+# pretrained encoder maps every sentence to nearly the same vector), token-type row folded into positions.
+SMALL = MGCAConfig(
+    image_encoder="efficientnet-lite0",
+    image_pretrained=True,  # the packaged ImageNet-1k weights
+    normalisation="imagenet",
+    bert=MINILM_BERT,
+    text_pretrained=MINILM_L6,
+    text_fold_token_type=True,
+    tokenizer=MINILM_L6,
+    sep_token_id=102,
+    fix_position_ids=True,
+)
+
+
 @register_model("mgca-vit-b16", method=METHOD, description="MGCA ViT-B/16 + 6-layer med BERT (paper)")
 def mgca_vit_b16(**overrides: Any) -> MGCA:
     """The paper's ViT-B/16 model (random init unless image_pretrained / text_pretrained are given)."""
@@ -67,6 +99,23 @@ def mgca_tiny(**overrides: Any) -> MGCA:
     return MGCA(_with_overrides(TINY, overrides))
 
 
+@register_model(
+    "mgca-small",
+    method=METHOD,
+    description="MGCA heads/losses on EfficientNet-Lite0 (ImageNet) + MiniLM-L6 (real small pretrained "
+    "backbones; NOT the paper's backbones)",
+    paper_config=False,
+)
+def mgca_small(**overrides: Any) -> MGCA:
+    """EfficientNet-Lite0 + MiniLM-L6-sized med BERT with their packaged weights; MGCA's heads and losses."""
+    from cxrvlp.core.errors import ConfigError
+
+    try:
+        return MGCA(_with_overrides(SMALL, overrides))
+    except ConfigError as err:
+        raise ConfigError(f"mgca-small: {err}") from err
+
+
 def train(config: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:
     """Same run as `python -m cxrvlp.mgca.train CONFIG key=value ...`; returns the run folder."""
     from cxrvlp.mgca.train import train as _train
@@ -81,7 +130,9 @@ def load_pretrained(pretrained_dir: str | os.PathLike) -> tuple[MGCA, dict[str, 
     doc = read_pretrained_config(pretrained_dir)
     cfg = doc["config"]
     model_cfg = MGCAConfig.from_dict(cfg["model"] if "model" in cfg else cfg)
-    model = MGCA(model_cfg)
+    # every weight comes from the folder: skip the pretrained initialisation (no hub, no weight packages)
+    model = MGCA(dataclasses.replace(model_cfg, image_pretrained=None, text_pretrained=None))
+    model.cfg = model_cfg  # the trained model's config, as recorded
     load_pretrained_weights(model, pretrained_dir)
     return model, doc
 

@@ -175,10 +175,16 @@ class MedBertModel(nn.Module):
         return x, probs
 
 
-def load_bert_prefix_weights(model: MedBertModel, name_or_path: str | Path) -> None:
+def load_bert_prefix_weights(
+    model: MedBertModel, name_or_path: str | Path, fold_token_type: bool = False
+) -> list[str]:
     """Initialise from a HF BERT (the paper: Bio_ClinicalBERT): embeddings (word, position, LayerNorm) and the
     first `num_hidden_layers` layers; token-type table, pooler and later layers are discarded, cross-attention
-    keeps its random init (as `from_pretrained` with the med config does)."""
+    keeps its random init (as `from_pretrained` with the med config does). Every other key of `model` must
+    load (else `CheckpointMismatchError`). Returns the discarded checkpoint keys.
+
+    fold_token_type: add the token-type row 0 to every position embedding row. A HF BERT adds that row to
+    every token, so the result computes exactly the pretrained BERT's hidden states (positions 0..L-1)."""
     from transformers import AutoModel
 
     hf = AutoModel.from_pretrained(str(name_or_path))
@@ -199,4 +205,15 @@ def load_bert_prefix_weights(model: MedBertModel, name_or_path: str | Path) -> N
         from cxrvlp.core.errors import CheckpointMismatchError
 
         raise CheckpointMismatchError(missing, [], [], source=f"BERT init '{name_or_path}'")
+    if fold_token_type:
+        tt = sd.get("embeddings.token_type_embeddings.weight")
+        if tt is None:
+            from cxrvlp.core.errors import CheckpointMismatchError
+
+            raise CheckpointMismatchError(
+                ["embeddings.token_type_embeddings.weight"], [], [], source=f"BERT init '{name_or_path}'"
+            )
+        key = "embeddings.position_embeddings.weight"
+        take[key] = take[key] + tt[0]  # (P, D) + (D,)
     model.load_state_dict(take, strict=False)
+    return sorted(k for k in sd if k not in take)

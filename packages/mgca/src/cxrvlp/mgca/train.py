@@ -2,9 +2,9 @@
 
     accelerate launch -m cxrvlp.mgca.train CONFIG.yaml [key=value ...]     (or: python -m cxrvlp.mgca.train)
 
-CONFIG is a path or the name of a packaged config (`mgca_vit_b16`, `mgca_r50`, `tiny`). Without `data.root`
-a synthetic MIMIC-CXR mirror is generated into a cache folder (clearly not real data). The run folder's
-`final/` holds `model.safetensors` + `config.json` (+ `tokenizer/`), loadable with `from_pretrained`.
+CONFIG is a path or the name of a packaged config (`mgca_vit_b16`, `mgca_r50`, `tiny`, `small`). Without
+`data.root` a synthetic MIMIC-CXR mirror is generated into a cache folder (clearly not real data). The run
+folder's `final/` holds `model.safetensors` + `config.json` (+ `tokenizer/`), loadable with `from_pretrained`.
 
 Distributed semantics = the official DDP run: every loss uses the local batch only; DDP averages gradients.
 """
@@ -48,7 +48,8 @@ class MGCADataConfig:
     synthetic_image_size: int = 256
     image_size: int = 224  # crop size (resize-pad to round(S * 256 / 224) first, as the official 256/224)
     data_pct: float = 1.0
-    # None: the model's tokenizer (hub id / folder); "build": a WordPiece vocab trained on the captions
+    # None: the model's tokenizer (hub id / folder / "minilm-l6"); "build": a WordPiece vocab trained on the
+    # captions
     tokenizer: str | None = None
     build_vocab_size: int = 1000
 
@@ -63,7 +64,7 @@ class MGCATrainConfig(TrainConfig):
 
 
 def resolve_config_path(config: str | os.PathLike) -> Path:
-    """A YAML path, or the name of a packaged config (`tiny`, `mgca_vit_b16`, `mgca_r50`)."""
+    """A YAML path, or the name of a packaged config (`tiny`, `small`, `mgca_vit_b16`, `mgca_r50`)."""
     p = Path(config)
     if p.is_file():
         return p
@@ -137,7 +138,10 @@ class MGCATask:
             max_words=self.tokenizer.max_words,
             bert=dataclasses.replace(cfg.model.bert, vocab_size=self.tokenizer.vocab_size),
         )
-        self.transform = build_transform("mgca", train=True, image_size=d.image_size, seed=cfg.seed)
+        # the paper's mgca preset; its normalisation follows the model (the small config: ImageNet statistics)
+        self.transform = build_transform(
+            "mgca", train=True, image_size=d.image_size, seed=cfg.seed, normalisation=cfg.model.normalisation
+        )
 
     def _captions(self) -> list[str]:
         caps = []

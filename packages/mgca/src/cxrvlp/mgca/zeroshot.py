@@ -68,24 +68,27 @@ class MGCAZeroShotAdapter:
         # classify() is called once per image batch with the same prompts: class vectors are computed once.
         self._prompt_cache: dict[tuple[str, ...], torch.Tensor] = {}
         size = int(model.cfg.vit.get("img_size", 224)) if model.cfg.is_vit else 224
-        self._transform = build_transform("mgca", train=False, image_size=size)
+        norm = model.cfg.normalisation  # as training used it (config.json round-trips it)
+        self._transform = build_transform("mgca", train=False, image_size=size, normalisation=norm)
         self.info = AdapterInfo(
             method="mgca",
             model_name=model_name,
             image_size=size,
-            normalisation="mean0.5-std0.5",
+            normalisation=norm,
             zero_shot_protocol=ZS_PROTOCOL,
             grounding=GROUNDING,
             checkpoint_sha256=checkpoint_sha256,
             extra={
                 "image_encoder": model.cfg.image_encoder,
                 "fix_position_ids": model.cfg.fix_position_ids,
+                # False for the small config (EfficientNet-Lite0 + MiniLM-L6): not the paper's backbones
+                "paper_backbones": model.cfg.image_encoder != "efficientnet-lite0",
                 "preprocessing": "long side -> 256/224*S (INTER_AREA) + zero pad, CenterCrop S",
             },
         )
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """(H, W) float32 [0, 1] -> (3, S, S) in [-1, 1] (official eval transform)."""
+        """(H, W) float32 [0, 1] -> (3, S, S): official eval transform, normalised as in training."""
         return self._transform(image)
 
     @torch.no_grad()
