@@ -107,7 +107,8 @@ def cmd_real(a: argparse.Namespace) -> int:
             checkpoints=parse_pairs(a.checkpoint, "--checkpoint"),
             config=a.config,
             finetune_image_size=a.finetune_image_size or None,
-            finetune_epochs=a.finetune_epochs,
+            finetune_epochs=a.finetune_epochs or None,
+            finetune_text_length=a.finetune_text_length or None,
             train_overrides=a.train_override,
             bootstrap=a.bootstrap,
         )
@@ -177,7 +178,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--no-contrastive", action="store_true", help="only the linear probe of the bare encoder")
     q.add_argument("--config", default="small", help="each method's config for the contrastive fine-tune")
     q.add_argument("--finetune-image-size", type=int, default=128, help="0: the config's own size")
-    q.add_argument("--finetune-epochs", type=int, default=None, help="default: the config's own")
+    q.add_argument("--finetune-epochs", type=int, default=2, help="0: the config's own")
+    q.add_argument("--finetune-text-length", type=int, default=64, help="tokens; 0: the config's own")
     q.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE")
     q.add_argument("--bootstrap", type=int, default=1000)
     q.add_argument(

@@ -49,7 +49,7 @@ from cxrvlp.bench.real.manifest import (
     task_rows,
 )
 from cxrvlp.bench.real.report import markdown, plot
-from cxrvlp.bench.real.stats import Figure, auroc, bootstrap_auroc, paired_difference, probe_scores
+from cxrvlp.bench.real.stats import Figure, auroc, bootstrap_auroc, paired_difference, probes
 from cxrvlp.bench.record import jsonable, package_versions, sha256_file
 
 __all__ = [
@@ -83,6 +83,7 @@ class RealOptions:
     eval_images: Path | None = None
     out: Path = Path("outputs/real")
     seeds: Sequence[int] = (0,)
+    shots: Sequence[int | None] = (None, 16)  # probe on all probe-train rows, and on 16 per class
     image_size: int = 224  # bare-encoder probe (a dataset of smaller images keeps its own size)
     max_rows: int | None = None  # per task (eval) and per dataset (fit), evenly spaced: smoke runs
     tasks: Sequence[str] | None = None  # task names or datasets (default: every task the labels allow)
@@ -91,7 +92,8 @@ class RealOptions:
     methods: Sequence[str] = ()  # contrastive part: methods whose `config` is fine-tuned
     config: str = "small"
     finetune_image_size: int | None = 128  # None: the config's own (224)
-    finetune_epochs: int | None = None  # None: the config's own
+    finetune_epochs: int | None = 2  # None: the config's own
+    finetune_text_length: int | None = 64  # tokens; None: the config's own
     finetune_inits: Sequence[str] = ("pretrained", "random")
     train_overrides: Sequence[str] = ()
     checkpoints: dict[str, str] = field(default_factory=dict)  # method -> our final/ dir, scored as given
@@ -143,6 +145,14 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
 
     figures: list[Figure] = []
     scores: dict[tuple, np.ndarray] = {}  # (task, model, init, evaluation, seed) -> probe-test scores
+
+    def add(t: BinaryTask, model: str, init: str, seed: int, extra: dict, evals: dict) -> None:
+        """Record {evaluation: (probe-test scores, n probe-train rows)} as figures with intervals."""
+        y_te = data[t][1][~masks[(t, seed)]]
+        for ev, (s, n_train) in evals.items():
+            scores[(t.name, model, init, ev, seed)] = s
+            figures.append(_figure(t, model, init, ev, seed, y_te, s, n_train, o.bootstrap, extra))
+
     cache = ImageCache()
     for init, pretrained in (("imagenet", True), ("random", False)):
         feats: dict[str, np.ndarray] = {}
@@ -161,12 +171,13 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
                     for t in tasks
                 }
             for t in tasks:
-                _, y = data[t]
-                m, f = masks[(t, seed)], feats[t.dataset]
-                s = probe_scores(f[m], y[m], f[~m], seed)
-                scores[(t.name, ENCODER, init, "linear probe", seed)] = s
-                figures.append(
-                    _figure(t, ENCODER, init, "linear probe", seed, y[~m], s, int(m.sum()), o.bootstrap)
+                add(
+                    t,
+                    ENCODER,
+                    init,
+                    seed,
+                    {},
+                    probes(feats[t.dataset], data[t][1], masks[(t, seed)], seed, o.shots),
                 )
         log(f"[real] {ENCODER} {init}: probes done ({time.perf_counter() - t0:.0f} s)")
 
@@ -186,11 +197,14 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
             o.finetune_epochs,
             o.train_overrides,
             o.finetune_inits,
+            o.finetune_text_length,
             log,
         )
+        knobs = (o.finetune_image_size, o.finetune_text_length, o.finetune_epochs)
         contrastive = {
-            "summary": f"config '{o.config}' of {list(o.methods)} fine-tuned on {n_text} fit rows with text, "
-            f"image size {o.finetune_image_size or 'the config default'}, inits {list(o.finetune_inits)}",
+            "summary": f"config '{o.config}' of {list(o.methods)} fine-tuned on {n_text} fit rows with text "
+            f"(image size, text length, epochs: {knobs}; None = the config's own), "
+            f"inits {list(o.finetune_inits)}",
             "fit_rows_with_text": n_text,
             "status": status,
         }
@@ -203,26 +217,13 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
             adapter = get_method(tm.method).load_adapter(tm.final_dir)
             for t in tasks:
                 _, y = data[t]
+                got = score_model(adapter, tm.method, t, samples[t], o.batch_size)
+                extra = {"protocol": got["protocol"], "trained": tm.note, "final_dir": str(tm.final_dir)}
                 for seed in o.seeds:
                     m = masks[(t, seed)]
-                    got = score_model(adapter, tm.method, t, samples[t], y, m, o.batch_size, seed)
-                    extra = {"protocol": got["protocol"], "trained": tm.note, "final_dir": str(tm.final_dir)}
-                    for ev in ("zero-shot", "linear probe"):
-                        scores[(t.name, tm.method, tm.init, ev, seed)] = got[ev]
-                        figures.append(
-                            _figure(
-                                t,
-                                tm.method,
-                                tm.init,
-                                ev,
-                                seed,
-                                y[~m],
-                                got[ev],
-                                int(m.sum()),
-                                o.bootstrap,
-                                extra,
-                            )
-                        )
+                    evals = {"zero-shot": (got["zero-shot"][~m], 0)}
+                    evals.update(probes(got["features"], y, m, seed, o.shots))
+                    add(t, tm.method, tm.init, seed, extra, evals)
             log(f"[real] {tm.method} ({tm.init}) scored ({time.perf_counter() - t0:.0f} s)")
 
     differences = []

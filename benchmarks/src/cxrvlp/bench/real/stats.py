@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ class Figure:
     task: str
     model: str  # "efficientnet-lite0" (the bare encoder) or a method name
     init: str  # "imagenet" / "pretrained" / "random" / "checkpoint"
-    evaluation: str  # "linear probe" | "zero-shot"
+    evaluation: str  # "zero-shot" | "linear probe" | "linear probe, K per class"
     seed: int
     auroc: float
     ci_low: float
@@ -63,6 +64,35 @@ def paired_difference(
     vals = [auroc(y[i], s_a[i]) - auroc(y[i], s_b[i]) for i in _resamples(y, n, seed)]
     lo, hi = np.percentile(vals, [2.5, 97.5])
     return auroc(y, s_a) - auroc(y, s_b), float(lo), float(hi)
+
+
+def probe_name(shots: int | None) -> str:
+    """Evaluation label of a probe trained on all probe-train rows (None) or `shots` rows per class."""
+    return "linear probe" if shots is None else f"linear probe, {shots} per class"
+
+
+def probe_train_rows(train_mask: np.ndarray, y: np.ndarray, shots: int | None, seed: int) -> np.ndarray:
+    """Indices of the probe-train rows used: all of them, or `shots` per class drawn by seed (label
+    efficiency: pretrained features matter most when labels are few)."""
+    rows = np.flatnonzero(train_mask)
+    if shots is None:
+        return rows
+    rng = np.random.default_rng(seed)
+    pick = [
+        rng.choice(rows[y[rows] == c], min(shots, int((y[rows] == c).sum())), replace=False) for c in (0, 1)
+    ]
+    return np.sort(np.concatenate(pick))
+
+
+def probes(
+    f: np.ndarray, y: np.ndarray, train_mask: np.ndarray, seed: int, shots: Sequence[int | None]
+) -> dict[str, tuple[np.ndarray, int]]:
+    """{evaluation label: (probe-test scores, number of probe-train rows used)} for every shot setting."""
+    out = {}
+    for k in shots:
+        tr = probe_train_rows(train_mask, y, k, seed)
+        out[probe_name(k)] = (probe_scores(f[tr], y[tr], f[~train_mask], seed), len(tr))
+    return out
 
 
 def probe_scores(

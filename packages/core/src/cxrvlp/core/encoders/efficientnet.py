@@ -102,6 +102,8 @@ class EfficientNetLite0Encoder(nn.Module):
         import timm
 
         self.model = timm.create_model(TIMM_NAME, pretrained=False, num_classes=1000)
+        # channels_last: ~1.6x faster depthwise convolutions on CPU (measured, fwd+bwd), same math
+        self.model.to(memory_format=torch.channels_last)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images (B, 1|3, H, W) -> ImageNet-normalised (B, 3, H, W)."""
@@ -113,7 +115,9 @@ class EfficientNetLite0Encoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> ImageEncoderOutput:
         """Normalised images (B, 3, H, W) -> global (B, 1280), local (B, h*w, 1280) row-major."""
-        fmap = self.model.forward_features(images)  # (B, 1280, h, w)
+        fmap = self.model.forward_features(
+            images.contiguous(memory_format=torch.channels_last)
+        )  # (B, 1280, h, w)
         h, w = fmap.shape[-2:]
         return ImageEncoderOutput(
             global_feat=fmap.mean(dim=(2, 3)),
@@ -124,7 +128,7 @@ class EfficientNetLite0Encoder(nn.Module):
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet-1k logits (B, 1000) of normalised images (a sanity check of the weights)."""
-        return self.model(images)
+        return self.model(images.contiguous(memory_format=torch.channels_last))
 
 
 @register_image_encoder("efficientnet-lite0")
