@@ -48,6 +48,7 @@ from cxrvlp.bench.real.manifest import (
     split_roles,
     task_rows,
 )
+from cxrvlp.bench.real.pointing import pointing_game
 from cxrvlp.bench.real.report import markdown, plot
 from cxrvlp.bench.real.stats import Figure, auroc, bootstrap_auroc, paired_difference, probes
 from cxrvlp.bench.record import jsonable, package_versions, sha256_file
@@ -71,6 +72,9 @@ __all__ = [
 PROBE = (
     "scikit-learn LogisticRegression(C=0.1, L2) on standardised features; patient-level 60/40 split by seed"
 )
+
+
+FIT_POINTING = "fit (images seen in fine-tuning; boxes never used)"
 
 
 @dataclass
@@ -144,6 +148,7 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
             raise ValueError(f"{t.name}, seed {s}: probe-train or probe-test rows hold one class only")
 
     figures: list[Figure] = []
+    pointing: list[dict[str, Any]] = []
     scores: dict[tuple, np.ndarray] = {}  # (task, model, init, evaluation, seed) -> probe-test scores
 
     def add(t: BinaryTask, model: str, init: str, seed: int, extra: dict, evals: dict) -> None:
@@ -224,6 +229,10 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
                     evals = {"zero-shot": (got["zero-shot"][~m], 0)}
                     evals.update(probes(got["features"], y, m, seed, o.shots))
                     add(t, tm.method, tm.init, seed, extra, evals)
+            for which, rs, root in (("eval", eval_rows, eval_root), (FIT_POINTING, fit_rows, fit_root)):
+                got = pointing_game(adapter, rs, root, o.bootstrap, o.seeds[0], o.batch_size)
+                if got is not None:
+                    pointing.append({"model": tm.method, "init": tm.init, "rows": which, **got})
             log(f"[real] {tm.method} ({tm.init}) scored ({time.perf_counter() - t0:.0f} s)")
 
     differences = []
@@ -259,6 +268,7 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
         "seeds": list(o.seeds),
         "results": [asdict(f) for f in figures],
         "differences": differences,
+        "pointing_game": pointing,
         "contrastive": contrastive,
         "versions": package_versions(),
         "wall_s": round(time.perf_counter() - t0, 1),

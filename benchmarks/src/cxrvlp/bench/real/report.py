@@ -49,6 +49,19 @@ def markdown(rec: dict[str, Any]) -> str:
                 f"| {d['task']} | {d['model']} | {d['evaluation']} | {d['seed']} | "
                 f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |"
             )
+    if rec.get("pointing_game"):
+        lines += [
+            "",
+            "Box pointing game, a sanity figure only (query = box label; hit = map maximum inside the box):",
+            "",
+            "| model | init | rows | hit rate [95 % CI] | chance | boxes (images) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for p in rec["pointing_game"]:
+            lines.append(
+                f"| {p['model']} | {p['init']} | {p['rows']} | {p['hit_rate']:.3f} [{p['ci_low']:.3f}, "
+                f"{p['ci_high']:.3f}] | {p['chance']:.3f} | {p['n_boxes']} ({p['n_images']}) |"
+            )
     return "\n".join(lines) + "\n"
 
 
