@@ -171,7 +171,14 @@ def test_mgca_small_adapter_round_trip_keeps_embeddings_and_normalisation(small,
 def test_mgca_small_missing_weight_packages_is_a_config_error(monkeypatch):
     import cxrvlp.core.encoders.efficientnet as effnet
     import cxrvlp.core.encoders.minilm as minilm
+    from cxrvlp.core.data.transforms import build_transform
     from cxrvlp.core.registry import create_model
+    from cxrvlp.mgca.config import MGCAConfig
+
+    with pytest.raises(ConfigError, match="normalisation"):
+        MGCAConfig.from_dict({"normalisation": "cxr-mae"})
+    with pytest.raises(ConfigError, match="unknown normalisation 'bogus'"):
+        build_transform("mgca", train=False, normalisation="bogus")
 
     def absent():
         raise ImportError("not installed (test)")
