@@ -12,6 +12,16 @@ import torch
 from cxrvlp.core.errors import ConfigError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread, restored afterwards: on a shared 2-core machine two OpenMP threads wait on each
+    other (measured: the 2-step training test 45 s with 2 threads under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def weights():
     """Both weight packages, or skip (they are the optional extra cxrvlp-core[small-weights])."""
@@ -202,6 +212,7 @@ def test_mgca_small_yaml_trains_two_steps_on_synthetic_mirror(weights, tmp_path)
             f"data.synthetic_dir={tmp_path / 'synth'}",
             "data.synthetic_patients=8",
             "data.synthetic_image_size=64",
+            "data.image_size=128",  # any size: EfficientNet pools globally; the adapter must follow it
             "max_steps=2",
             "batch_size=4",
             "log_every_steps=1",
@@ -219,5 +230,6 @@ def test_mgca_small_yaml_trains_two_steps_on_synthetic_mirror(weights, tmp_path)
     assert [r["step"] for r in losses] == [1, 2]
     assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "loss_ita", "loss_cta", "loss_cpa"))
     adapter = load_adapter(final)
-    assert adapter.info.normalisation == "imagenet"
-    assert adapter.preprocess(np.zeros((90, 80), np.float32)).shape == (3, 224, 224)
+    assert adapter.info.normalisation == "imagenet" and adapter.info.image_size == 128
+    assert adapter.preprocess(np.zeros((90, 80), np.float32)).shape == (3, 128, 128)
+    assert adapter.encode_images(adapter.preprocess(np.zeros((90, 80), np.float32))[None]).grid == (4, 4)

@@ -40,6 +40,9 @@ class MGCAConfig:
     # Image normalisation of the training AND zero-shot transforms (a key of core's NORMALISATIONS). The
     # paper: mean 0.5 / std 0.5; the small config's EfficientNet ImageNet weights need "imagenet".
     normalisation: Literal["mean0.5-std0.5", "imagenet"] = "mean0.5-std0.5"
+    # Input size S the model was trained at (training records data.image_size here, so the zero-shot adapter
+    # preprocesses at the same size); None: the ViT's img_size, else 224 (the paper's).
+    image_size: int | None = None
     bert: MedBertConfig = field(default_factory=MedBertConfig)
     # Hub id or local folder of a BERT whose embeddings + first `num_hidden_layers` layers initialise the
     # text encoder (the paper: Bio_ClinicalBERT), or "minilm-l6" (the packaged all-MiniLM-L6-v2 folder);

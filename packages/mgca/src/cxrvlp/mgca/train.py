@@ -136,6 +136,7 @@ class MGCATask:
             cfg.model,
             sep_token_id=self.tokenizer.sep_token_id,
             max_words=self.tokenizer.max_words,
+            image_size=d.image_size,  # recorded so that the zero-shot adapter preprocesses at the same size
             bert=dataclasses.replace(cfg.model.bert, vocab_size=self.tokenizer.vocab_size),
         )
         # the paper's mgca preset; its normalisation follows the model (the small config: ImageNet statistics)

@@ -67,7 +67,7 @@ class MGCAZeroShotAdapter:
         self.image_encoder = self.model.image_encoder
         # classify() is called once per image batch with the same prompts: class vectors are computed once.
         self._prompt_cache: dict[tuple[str, ...], torch.Tensor] = {}
-        size = int(model.cfg.vit.get("img_size", 224)) if model.cfg.is_vit else 224
+        size = model.cfg.image_size or (int(model.cfg.vit.get("img_size", 224)) if model.cfg.is_vit else 224)
         norm = model.cfg.normalisation  # as training used it (config.json round-trips it)
         self._transform = build_transform("mgca", train=False, image_size=size, normalisation=norm)
         self.info = AdapterInfo(
