@@ -113,6 +113,17 @@ def test_tasks_roles_and_splits():
     assert (probe_split(rows, seed=1) != mask).any()  # the split follows the seed
 
 
+def test_a_task_with_too_few_rows_in_a_class_is_reported_not_formed():
+    rows = [{"dataset": "cov", "labels": "Pneumonia|COVID-19"}] * 12 + [
+        {"dataset": "cov", "labels": "No Finding"}
+    ] * 3
+    skipped: list[str] = []
+    assert default_tasks(rows, skipped=skipped) == []
+    assert skipped == ["cov: COVID-19 vs other findings (12 vs 3 rows; needs 10 each)"]
+    more = rows + [{"dataset": "cov", "labels": "No Finding"}] * 7
+    assert [t.name for t in default_tasks(more)] == ["cov: COVID-19 vs other findings"]
+
+
 def test_dataset_size_never_upsamples_small_images():
     assert dataset_size([{"width": "64", "height": "64"}], 224) == 64
     assert dataset_size([{"width": "256", "height": "200"}], 224) == 224

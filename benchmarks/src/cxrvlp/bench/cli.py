@@ -109,6 +109,7 @@ def cmd_real(a: argparse.Namespace) -> int:
             finetune_image_size=a.finetune_image_size or None,
             finetune_epochs=a.finetune_epochs or None,
             finetune_text_length=a.finetune_text_length or None,
+            finetune_parallel=a.finetune_parallel,
             train_overrides=a.train_override,
             bootstrap=a.bootstrap,
         )
@@ -180,6 +181,7 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--finetune-image-size", type=int, default=128, help="0: the config's own size")
     q.add_argument("--finetune-epochs", type=int, default=2, help="0: the config's own")
     q.add_argument("--finetune-text-length", type=int, default=64, help="tokens; 0: the config's own")
+    q.add_argument("--finetune-parallel", type=int, default=2, help="fine-tunes at once (1: in this process)")
     q.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE")
     q.add_argument("--bootstrap", type=int, default=1000)
     q.add_argument(

@@ -99,6 +99,7 @@ class RealOptions:
     finetune_epochs: int | None = 2  # None: the config's own
     finetune_text_length: int | None = 64  # tokens; None: the config's own
     finetune_inits: Sequence[str] = ("pretrained", "random")
+    finetune_parallel: int = 2  # fine-tunes at once (own processes, cpu_count / parallel threads each)
     train_overrides: Sequence[str] = ()
     checkpoints: dict[str, str] = field(default_factory=dict)  # method -> our final/ dir, scored as given
 
@@ -136,7 +137,8 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
     )
     fit_rows, eval_rows = split_roles(rows, given_eval, seed=o.seeds[0])
     fit_rows = _cap_per_dataset(fit_rows, o.max_rows)
-    tasks = select_tasks(default_tasks(eval_rows), o.tasks)
+    skipped: list[str] = []
+    tasks = select_tasks(default_tasks(eval_rows, skipped=skipped), o.tasks)
     if not tasks:
         raise ValueError(f"{o.eval_manifest or o.manifest}: no task with enough labelled eval rows")
     data = {t: task_rows(t, eval_rows, o.max_rows) for t in tasks}
@@ -204,6 +206,7 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
             o.finetune_inits,
             o.finetune_text_length,
             log,
+            o.finetune_parallel,
         )
         knobs = (o.finetune_image_size, o.finetune_text_length, o.finetune_epochs)
         contrastive = {
@@ -219,7 +222,14 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
 
         samples = {t: manifest_samples(data[t][0], eval_root, (t.positive,)) for t in tasks}
         for tm in trained:
-            adapter = get_method(tm.method).load_adapter(tm.final_dir)
+            try:
+                adapter = get_method(tm.method).load_adapter(tm.final_dir)
+            except Exception as e:  # recorded; the other models are still scored
+                contrastive.setdefault("status", {})[f"{tm.method}/{tm.init}"] = (
+                    f"error: cannot load {tm.final_dir} ({type(e).__name__}: {e})"
+                )
+                log(f"[real] {tm.method} ({tm.init}): cannot load its adapter: {type(e).__name__}: {e}")
+                continue
             for t in tasks:
                 _, y = data[t]
                 got = score_model(adapter, tm.method, t, samples[t], o.batch_size)
@@ -259,6 +269,7 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
         else {"path": str(o.eval_manifest), "sha256": sha256_file(o.eval_manifest)},
         "rows": {"fit": len(fit_rows), "eval": len(eval_rows)},
         "tasks": [asdict(t) for t in tasks],
+        "tasks_not_formed": skipped,
         "frozen_encoder": {"name": ENCODER, "resize": RESIZE, "normalisation": NORMALISATION},
         "image_sizes": sizes,
         "weights": weights,

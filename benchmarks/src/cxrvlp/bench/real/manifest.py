@@ -76,8 +76,12 @@ def labels_of(row: dict[str, str]) -> set[str]:
     return set(filter(None, row.get("labels", "").split("|")))
 
 
-def default_tasks(rows: Sequence[dict[str, str]], min_count: int = 10) -> list[BinaryTask]:
-    """Binary tasks the labels allow: pneumonia vs no finding, COVID-19 vs other findings, top NIH labels."""
+def default_tasks(
+    rows: Sequence[dict[str, str]], min_count: int = 10, skipped: list[str] | None = None
+) -> list[BinaryTask]:
+    """Binary tasks the labels allow: pneumonia vs no finding, COVID-19 vs other findings, top NIH labels.
+
+    A candidate with fewer than `min_count` rows in a class is left out; `skipped` (if given) gets why."""
     by_ds: dict[str, list[set[str]]] = {}
     for r in rows:
         by_ds.setdefault(r["dataset"], []).append(labels_of(r))
@@ -89,8 +93,13 @@ def default_tasks(rows: Sequence[dict[str, str]], min_count: int = 10) -> list[B
 
         if has("Pneumonia") >= min_count and has("No Finding") >= min_count and has("COVID-19") == 0:
             tasks.append(BinaryTask(f"{ds}: pneumonia vs no finding", ds, "Pneumonia", "No Finding"))
-        if has("COVID-19") >= min_count and len(labs) - has("COVID-19") >= min_count:
+        n_covid, n_other = has("COVID-19"), len(labs) - has("COVID-19")
+        if n_covid >= min_count and n_other >= min_count:
             tasks.append(BinaryTask(f"{ds}: COVID-19 vs other findings", ds, "COVID-19", None))
+        elif n_covid and skipped is not None:
+            skipped.append(
+                f"{ds}: COVID-19 vs other findings ({n_covid} vs {n_other} rows; needs {min_count} each)"
+            )
         if ds.startswith("nih"):  # multi-label thumbnails: the three most frequent findings, one-vs-rest
             counts: dict[str, int] = {}
             for s in labs:

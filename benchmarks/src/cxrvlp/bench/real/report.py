@@ -25,6 +25,7 @@ def markdown(rec: dict[str, Any]) -> str:
         f"- Probe: {rec['probe']}.",
         f"- Intervals: {rec['interval']}.",
         f"- Contrastive part: {rec['contrastive'].get('summary', rec['contrastive'])}.",
+        f"- Tasks not formed (too few eval rows in a class): {rec.get('tasks_not_formed') or 'none'}.",
         f"- Wall time: {rec['wall_s']} s.",
         "",
         "| task | model | init | evaluation | seed | AUROC [95 % CI] | n train / test (pos) |",
