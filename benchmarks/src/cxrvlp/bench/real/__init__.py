@@ -220,7 +220,24 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
     if trained:
         from cxrvlp.core.registry import get_method
 
-        samples = {t: manifest_samples(data[t][0], eval_root, (t.positive,)) for t in tasks}
+        # One pass per dataset, not per task (the NIH tasks share their images): rows of all its tasks,
+        # zero-shot scores of every task's class on the rows some seed holds out, features of every row.
+        ds_rows: dict[str, dict[str, dict[str, str]]] = {}
+        for t in tasks:
+            for r in data[t][0]:
+                ds_rows.setdefault(t.dataset, {}).setdefault(r["image_path"], r)
+        where = {
+            t: np.array([list(ds_rows[t.dataset]).index(r["image_path"]) for r in data[t][0]]) for t in tasks
+        }
+        ds_tasks = {d: [t for t in tasks if t.dataset == d] for d in ds_rows}
+        held_out = {}
+        for d, ts in ds_tasks.items():
+            h = np.zeros(len(ds_rows[d]), bool)
+            for t in ts:
+                for seed in o.seeds:
+                    h[where[t][~masks[(t, seed)]]] = True
+            held_out[d] = h
+        samples = {d: manifest_samples(list(rs.values()), eval_root, ()) for d, rs in ds_rows.items()}
         for tm in trained:
             try:
                 adapter = get_method(tm.method).load_adapter(tm.final_dir)
@@ -230,15 +247,18 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
                 )
                 log(f"[real] {tm.method} ({tm.init}): cannot load its adapter: {type(e).__name__}: {e}")
                 continue
-            for t in tasks:
-                _, y = data[t]
-                got = score_model(adapter, tm.method, t, samples[t], o.batch_size)
-                extra = {"protocol": got["protocol"], "trained": tm.note, "final_dir": str(tm.final_dir)}
-                for seed in o.seeds:
-                    m = masks[(t, seed)]
-                    evals = {"zero-shot": (got["zero-shot"][~m], 0)}
-                    evals.update(probes(got["features"], y, m, seed, o.shots))
-                    add(t, tm.method, tm.init, seed, extra, evals)
+            for d, ts in ds_tasks.items():
+                got = score_model(
+                    adapter, tm.method, d, [t.positive for t in ts], samples[d], o.batch_size, held_out[d]
+                )
+                for k, t in enumerate(ts):
+                    y, idx = data[t][1], where[t]
+                    extra = {"protocol": got["protocol"], "trained": tm.note, "final_dir": str(tm.final_dir)}
+                    for seed in o.seeds:
+                        m = masks[(t, seed)]
+                        evals = {"zero-shot": (got["zero-shot"][idx][~m, k], 0)}
+                        evals.update(probes(got["features"][idx], y, m, seed, o.shots))
+                        add(t, tm.method, tm.init, seed, extra, evals)
             for which, rs, root in (("eval", eval_rows, eval_root), (FIT_POINTING, fit_rows, fit_root)):
                 got = pointing_game(adapter, rs, root, o.bootstrap, o.seeds[0], o.batch_size)
                 if got is not None:

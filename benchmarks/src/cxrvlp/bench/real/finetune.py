@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # How `train(config, overrides)` of each method's small config is told the image size, epochs and a random
 # init. Both small configs read `model.image_pretrained` / `model.text_pretrained` (null = random init).
 RANDOM_INIT = ("model.image_pretrained=null", "model.text_pretrained=null")
@@ -166,13 +168,22 @@ def _run_parallel(jobs: list[_Job], config: str, parallel: int, status: dict[str
 
 
 def score_model(
-    adapter: Any, method: str, task: Any, samples: Sequence[Any], batch_size: int
+    adapter: Any,
+    method: str,
+    dataset: str,
+    classes: Sequence[str],
+    samples: Sequence[Any],
+    batch_size: int,
+    zs_rows: np.ndarray,
 ) -> dict[str, Any]:
-    """Zero-shot scores (the method's prompt protocol) and image features (N, D) of every row."""
+    """Zero-shot scores (N, C) under the method's prompt protocol for the rows in `zs_rows` (NaN elsewhere:
+    only held-out rows are ever scored zero-shot), and image features (N, D) of every row."""
     from cxrvlp.bench import inference
     from cxrvlp.bench.prompts import prompts_for
 
-    prompts, protocol = prompts_for(method, f"real-{task.dataset}", [task.positive])
-    zs = inference.class_scores(adapter, samples, prompts, batch_size=batch_size)[:, 0]
+    prompts, protocol = prompts_for(method, f"real-{dataset}", list(classes))
+    zs = np.full((len(samples), len(classes)), np.nan)
+    picked = [s for s, k in zip(samples, zs_rows) if k]
+    zs[zs_rows] = inference.class_scores(adapter, picked, prompts, batch_size=batch_size)
     feats = inference.features(adapter, samples, batch_size=batch_size)
     return {"zero-shot": zs, "features": feats, "protocol": protocol}

