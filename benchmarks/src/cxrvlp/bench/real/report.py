@@ -75,31 +75,42 @@ def plot(results: list[dict[str, Any]], path: Path) -> Path:
 
     tasks = list(dict.fromkeys(r["task"] for r in results))
     fig, axes = plt.subplots(
-        len(tasks), 1, figsize=(8.0, 2.8 * max(1, len(tasks))), squeeze=False, constrained_layout=True
+        len(tasks), 1, figsize=(8.0, 2.9 * max(1, len(tasks))), squeeze=False, constrained_layout=True
     )
     for ax, task in zip(axes[:, 0], tasks):
         rs = [r for r in results if r["task"] == task]
         groups = list(dict.fromkeys((r["model"], r["evaluation"]) for r in rs))
-        inits = list(dict.fromkeys(r["init"] for r in rs))
-        width = 0.8 / max(1, len(inits))
-        for k, init in enumerate(inits):
+        # the bare encoder's "imagenet" and the methods' "pretrained" share the first slot
+        slots = [k for k in ("pretrained", "random", "checkpoint") if any(_slot(r["init"]) == k for r in rs)]
+        width = 0.8 / max(1, len(slots))
+        for k, slot in enumerate(slots):
             m, lo, hi = [], [], []
             for g in groups:
-                sel = [r for r in rs if (r["model"], r["evaluation"]) == g and r["init"] == init]
+                sel = [r for r in rs if (r["model"], r["evaluation"]) == g and _slot(r["init"]) == slot]
                 m.append(np.mean([r["auroc"] for r in sel]) if sel else np.nan)  # mean over seeds
                 lo.append(np.mean([r["ci_low"] for r in sel]) if sel else np.nan)
                 hi.append(np.mean([r["ci_high"] for r in sel]) if sel else np.nan)
-            xs = np.arange(len(groups)) + (k - (len(inits) - 1) / 2) * width
-            ax.bar(xs, m, width=width * 0.95, color=COLOURS.get(init, "tab:orange"), label=f"{init} init")
+            xs = np.arange(len(groups)) + (k - (len(slots) - 1) / 2) * width
+            label = {"pretrained": "pretrained init (ImageNet / MiniLM)"}.get(slot, f"{slot} init")
+            ax.bar(xs, m, width=width * 0.95, color=COLOURS[slot], label=label)
             yerr = [np.subtract(m, lo), np.subtract(hi, m)]
             ax.errorbar(xs, m, yerr=yerr, fmt="none", ecolor="black", capsize=3)
         ax.axhline(0.5, color="red", lw=0.8, ls="--")
-        ax.set_xticks(range(len(groups)), [f"{mo}\n{ev}" for mo, ev in groups], fontsize=7)
+        ax.set_xticks(range(len(groups)), [f"{mo}\n{_short(ev)}" for mo, ev in groups], fontsize=7)
         ax.set_ylim(0.2, 1.0)
         ax.set_ylabel("AUROC", fontsize=8)
         ax.set_title(task, fontsize=9)
-        ax.legend(fontsize=7, loc="lower right", ncol=len(inits))
+        ax.legend(fontsize=7, loc="lower right", ncol=len(slots))
     fig.suptitle("Real images: AUROC on probe-test rows (95 % bootstrap CI); dashed = chance", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _slot(init: str) -> str:
+    return "pretrained" if init == "imagenet" else init
+
+
+def _short(evaluation: str) -> str:
+    """Axis label: "linear probe, 16 per class" -> "probe, 16/class"."""
+    return evaluation.replace("linear probe", "probe").replace(" per class", "/class")
