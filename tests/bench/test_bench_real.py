@@ -138,3 +138,42 @@ def test_real_rows_through_the_runner(shared_dir, tmp_path):
         assert rec["status"] == "ok" and rec["synthetic"] is False
         vals = [v for v in rec["metrics"].values() if v is not None]
         assert vals and all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in vals)
+
+
+def test_eval_manifest_in_another_folder(shared_dir, tmp_path):
+    """--manifest A (fit rows) + --eval-manifest B whose images live in another folder (--eval-images)."""
+    import csv
+
+    from cxrvlp.bench.cli import main
+
+    real = shared_dir / "data" / "real"
+    with open(real / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    fields = list(rows[0])
+    kermany = [r for r in rows if r["dataset"] == "kermany_pediatric_pneumonia"][::6]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "kermany_pediatric_pneumonia").symlink_to(real / "kermany_pediatric_pneumonia")
+    fit = [r for r in rows if r["suggested_role"] == "demo_pretrain"]
+    for name, part in (
+        ("fit.csv", fit),
+        ("eval.csv", kermany),
+    ):
+        with open(tmp_path / name, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows({**r, "suggested_role": ""} for r in part)
+    out = tmp_path / "out"
+    args = ["real", "--manifest", str(tmp_path / "fit.csv"), "--images", str(real)]
+    args += ["--eval-manifest", str(tmp_path / "eval.csv"), "--eval-images", str(elsewhere)]
+    args += ["--out", str(out), "--no-contrastive", "--image-size", "64", "--bootstrap", "50"]
+    assert main(args) == 0
+    rec = json.loads((out / "real_results.json").read_text())
+    assert rec["rows"] == {"fit": len(fit), "eval": len(kermany)}  # roles blank: both files taken whole
+    assert len(rec["eval_manifest"]["sha256"]) == 64 and rec["eval_manifest"]["path"].endswith("eval.csv")
+    assert {r["task"] for r in rec["results"]} == {"kermany_pediatric_pneumonia: pneumonia vs no finding"}
+    assert all(
+        r["n_train"] + r["n_test"] == len(kermany)
+        for r in rec["results"]
+        if "per class" not in r["evaluation"]
+    )
