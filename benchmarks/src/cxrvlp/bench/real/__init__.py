@@ -226,9 +226,8 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
         for t in tasks:
             for r in data[t][0]:
                 ds_rows.setdefault(t.dataset, {}).setdefault(r["image_path"], r)
-        where = {
-            t: np.array([list(ds_rows[t.dataset]).index(r["image_path"]) for r in data[t][0]]) for t in tasks
-        }
+        pos = {d: {path: i for i, path in enumerate(rs)} for d, rs in ds_rows.items()}  # row of each image
+        where = {t: np.array([pos[t.dataset][r["image_path"]] for r in data[t][0]]) for t in tasks}
         ds_tasks = {d: [t for t in tasks if t.dataset == d] for d in ds_rows}
         held_out = {}
         for d, ts in ds_tasks.items():
