@@ -128,26 +128,24 @@ PROMPT_SETS: dict[str, PromptSet] = {
     )
 }
 
-# Which prompt set each method's protocol uses; "*" is the method's default, dataset names override it.
-# Entries marked False are our choice where the method defines no zero-shot prompts ("not from the paper").
-METHOD_PROMPTS: dict[str, dict[str, tuple[str, bool]]] = {
-    "cxrclip": {
-        "*": ("cxrclip-binary", True),
-        "rsna-pneumonia": ("biovil-pneumonia", True),
-        "chexpert-5x200": ("gloria-5x200", True),
-    },
-    "carzero": {"*": ("carzero-there-is", True)},
-    "mavl": {"*": ("mavl-entities", True)},
-    "afloc": {"*": ("findings-suggesting", False)},  # paper figure only: pos/neg prompts, wording inferred
-    "mgca": {"*": ("cxrclip-binary", False), "chexpert-5x200": ("gloria-5x200", False)},  # MGCA has none
-}
+# Methods whose package is not installed (a test double, a name without a spec) use this set, labelled ours.
 DEFAULT_PROMPTS: tuple[str, bool] = ("cxrclip-binary", False)
 
 
 def prompts_for(method: str, dataset: str, classes: Sequence[str]) -> tuple[list[ClassPrompts], str]:
-    """The prompts `method` uses on `dataset` and a protocol label ('not from the paper' where ours)."""
-    table = METHOD_PROMPTS.get(method, {})
-    set_name, official = table.get(dataset, table.get("*", DEFAULT_PROMPTS))
+    """The prompts `method` uses on `dataset` (from its MethodSpec) and a protocol label.
+
+    The label ends in 'ours, not from the paper' where the method defines no such prompts.
+    """
+    from cxrvlp.core.registry import get_method, installed_methods
+
+    if method in installed_methods():
+        choice = get_method(method).prompt_choice(dataset)
+        set_name, official = choice.prompt_set, choice.official
+    else:
+        set_name, official = DEFAULT_PROMPTS
+    if set_name not in PROMPT_SETS:
+        raise KeyError(f"{method}: prompt set '{set_name}' is not defined; known: {sorted(PROMPT_SETS)}")
     pset = PROMPT_SETS[set_name]
     label = f"{pset.name}: {pset.source}" + ("" if official else " -- ours, not from the paper")
     return pset.build(classes), label

@@ -151,7 +151,7 @@ class MethodSpec:
 
 
 def method_status(name: str) -> tuple[Any | None, str | None]:
-    """(registry module, None) for an implemented method, else (None, why it is skipped)."""
+    """(its MethodSpec, None) for an implemented method, else (None, why it is skipped)."""
     from cxrvlp.core.registry import get_method, installed_methods
 
     if name not in installed_methods():
@@ -164,15 +164,13 @@ def method_status(name: str) -> tuple[Any | None, str | None]:
         if present:  # the distribution is installed but registers no method yet (an empty package)
             return None, "skipped: not implemented yet"
         return None, "skipped: not installed"
+    from cxrvlp.core.method import MethodContractError
+
     try:
-        mod = get_method(name)
-    except Exception as e:  # an empty package's entry point may not import at all
-        return None, f"skipped: not implemented yet ({type(e).__name__}: {e})"
-    needed = ("load_adapter", "train")
-    missing = [f for f in needed if not callable(getattr(mod, f, None))]
-    if missing:
-        return None, f"skipped: not implemented yet (registry lacks {', '.join(missing)})"
-    return mod, None
+        spec = get_method(name)
+    except MethodContractError as e:  # an installed package that does not (yet) fulfil the contract
+        return None, f"skipped: not implemented yet ({e})"
+    return spec, None
 
 
 def resolve_methods(

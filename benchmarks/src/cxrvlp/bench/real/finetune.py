@@ -12,17 +12,6 @@ from typing import Any
 
 import numpy as np
 
-# How `train(config, overrides)` of each method's small config is told the image size, epochs and a random
-# init. Both small configs read `model.image_pretrained` / `model.text_pretrained` (null = random init).
-RANDOM_INIT = ("model.image_pretrained=null", "model.text_pretrained=null")
-SIZE_KEYS: dict[str, tuple[str, ...]] = {
-    "cxrclip": ("data.image_size", "model.image_size"),
-    "mgca": ("data.image_size",),
-}
-# Text length in tokens: the cost of a step grows ~linearly with it (MiniLM fwd+bwd on 64 texts: 3.4 s at 64
-# tokens, 10.6 s at 128, measured on this 2-core CPU); most fit-row notes are short.
-TEXT_KEYS: dict[str, str] = {"cxrclip": "model.text_max_length", "mgca": "model.max_words"}
-
 
 @dataclass
 class TrainedModel:
@@ -44,16 +33,21 @@ def finetune_overrides(
     epochs: int | None,
     text_length: int | None = None,
 ) -> list[str]:
-    """key=value overrides of the method's small config for one fine-tune."""
+    """key=value overrides of the method's small config for one fine-tune (keys from its MethodSpec).
+
+    Text length in tokens matters: a step's cost grows ~linearly with it (MiniLM fwd+bwd on 64 texts: 3.4 s at
+    64 tokens, 10.6 s at 128 on a 2-core CPU), and most fit-row notes are short.
+    """
+    from cxrvlp.core.method import overrides_for_size
+    from cxrvlp.core.registry import get_method
+
+    spec = get_method(method)
     ov = [f"output_dir={out}", f"data.root={data_root}", "progress_bar=false"]
-    if image_size is not None:
-        ov += [f"{k}={image_size}" for k in SIZE_KEYS.get(method, ("data.image_size",))]
-    if text_length is not None and method in TEXT_KEYS:
-        ov.append(f"{TEXT_KEYS[method]}={text_length}")
+    ov += overrides_for_size(spec, image_size, text_length)
     if epochs is not None:
         ov.append(f"epochs={epochs}")
     if init == "random":
-        ov += list(RANDOM_INIT)
+        ov += list(spec.random_init_overrides)
     return ov
 
 

@@ -16,6 +16,7 @@ from cxrvlp.bench import scoring
 from cxrvlp.bench.inference import accelerator
 from cxrvlp.bench.tasks.base import TaskContext, TaskSkipped
 from cxrvlp.bench.tasks.grounding import gt_mask, to_adapter_frame
+from cxrvlp.core.zeroshot import adapter_image_encoder
 from torch import nn
 
 
@@ -71,7 +72,7 @@ def _prepare(ctx: TaskContext, split: str, cls: str, limit: int | None):
     samples = ctx.load(split)
     if limit:
         samples = samples[:limit]
-    enc = ctx.adapter.image_encoder
+    enc = adapter_image_encoder(ctx.adapter)
     xs, ys = [], []
     dev = accelerator().device
     for s in samples:
@@ -104,7 +105,7 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def run_segmentation(ctx: TaskContext) -> dict[str, Any]:
     """Train the decoder on the training split for a few epochs; Dice at 0.5 on the test split."""
     ds = ctx.dataset
-    if getattr(ctx.adapter, "image_encoder", None) is None:
+    if adapter_image_encoder(ctx.adapter) is None:
         raise TaskSkipped("the adapter exposes no image_encoder (needed to put a decoder over it)")
     if ds.train_split is None:
         raise TaskSkipped(f"{ds.name}: no training split")

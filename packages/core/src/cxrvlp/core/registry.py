@@ -13,8 +13,12 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from cxrvlp.core.method import MethodSpec
 
 
 @dataclass(frozen=True)
@@ -95,16 +99,20 @@ def create_model(name: str, **overrides) -> nn.Module:
     return get_model_entry(name).builder(**overrides)
 
 
-def get_method(name: str):
-    """The registry module of an installed method package.
+def get_method(name: str) -> MethodSpec:
+    """The checked `MethodSpec` of an installed method package (`cxrvlp.core.method`).
 
-    It defines `METHOD` (its name), `train(config, overrides=()) -> Path` (the same run as
-    `python -m cxrvlp.<m>.train CONFIG key=value ...`, returning the run folder whose `final/` holds a
-    `from_pretrained` checkpoint), `load_adapter(pretrained_dir, device=None) -> ZeroShotAdapter` and
-    `load_official_adapter(source, name=None, device=None) -> ZeroShotAdapter`.
-    Raises KeyError naming the installed methods when `name` is not installed.
+    Raises KeyError naming the installed methods when `name` is not installed, and MethodContractError
+    naming the missing or broken part when its registry module does not fulfil the contract.
     """
+    from cxrvlp.core.method import MethodContractError, check_method_spec
+
     methods = installed_methods()
     if name not in methods:
         raise KeyError(f"method '{name}' is not installed; installed: {sorted(methods)}")
-    return importlib.import_module(methods[name])
+    module = importlib.import_module(methods[name])
+    if not hasattr(module, "METHOD_SPEC"):
+        raise MethodContractError(
+            f"method '{name}': {methods[name]} defines no METHOD_SPEC (see cxrvlp.core.method.MethodSpec)"
+        )
+    return check_method_spec(module.METHOD_SPEC, name)

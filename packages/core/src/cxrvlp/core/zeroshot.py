@@ -40,7 +40,12 @@ class AdapterInfo:
 
 @runtime_checkable
 class ZeroShotAdapter(Protocol):
-    """Encode a batch of images once, score any prompts for them, and localise where the method can."""
+    """Encode a batch of images once, score any prompts for them, and localise where the method can.
+
+    Optional attribute (read with `adapter_image_encoder`): `image_encoder`, the trained image encoder as an
+    `nn.Module` whose forward returns `core.encoders.base.ImageEncoderOutput` (segmentation fine-tunes a
+    decoder over it; an adapter without it is skipped by that task with this reason).
+    """
 
     info: AdapterInfo
 
@@ -71,3 +76,11 @@ class ZeroShotAdapter(Protocol):
     def localize(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor | None:
         """(B, 3, S, S), P prompts -> (B, P, S, S) maps (higher = more likely), or None if unsupported."""
         ...
+
+
+def adapter_image_encoder(adapter: Any) -> torch.nn.Module | None:
+    """The adapter's optional `image_encoder` module (see `ZeroShotAdapter`), or None when it has none."""
+    enc = getattr(adapter, "image_encoder", None)
+    if enc is not None and not isinstance(enc, torch.nn.Module):
+        raise TypeError(f"{type(adapter).__name__}.image_encoder is {type(enc).__name__}, not an nn.Module")
+    return enc

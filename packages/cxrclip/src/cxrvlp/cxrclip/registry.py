@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
 from cxrvlp.core.registry import register_model
 from cxrvlp.cxrclip.model import BIO_CLINICAL_BERT, CxrClip, CxrClipModelConfig, build_model
 
@@ -128,3 +129,42 @@ def load_official_adapter(source: str | Path, name: str | None = None, device=No
     return CxrClipAdapter(
         model, tokenizer=tokenizer, device=device, model_name=name, source=source, checkpoint_sha256=sha
     )
+
+
+def _load_official_checkpoint(source, name=None, strict=True):
+    """The released checkpoint as a CXR-CLIP model (`cxrvlp.cxrclip.official.load_official_checkpoint`)."""
+    from cxrvlp.cxrclip.official import load_official_checkpoint
+
+    return load_official_checkpoint(source, name=name, strict=strict)
+
+
+def _release(model: str, data: str, norm: str) -> PretrainedRecord:
+    stem = f"{'r50' if model == 'cxrclip-r50' else 'swint'}_{data}"
+    return PretrainedRecord(
+        model, f"{stem}.tar", "kakaocdn links of the official README (cxrclip.md section 8)", 224, norm,
+        "emilyalsentzer/Bio_ClinicalBERT", 256, notes=f"trained on {data.upper()} (M: MIMIC, C: CheXpert, "
+        "C: ChestX-ray14); torch.save dict, key 'model'",
+    )
+
+
+METHOD_SPEC = MethodSpec(
+    name=METHOD,
+    description="CXR-CLIP (MICCAI 2023): image-text, image-label and multi-view contrastive losses",
+    train=train,
+    load_adapter=load_adapter,
+    load_official_adapter=load_official_adapter,
+    load_official_checkpoint=_load_official_checkpoint,
+    configs_dir=Path(__file__).parent / "configs",
+    prompts={
+        "*": PromptChoice("cxrclip-binary", official=True),
+        "rsna-pneumonia": PromptChoice("biovil-pneumonia", official=True),
+        "chexpert-5x200": PromptChoice("gloria-5x200", official=True),
+    },
+    image_size_keys=("data.image_size", "model.image_size"),
+    text_length_key="model.text_max_length",
+    pretrained=tuple(
+        _release(m, d, "imagenet" if m == "cxrclip-r50" else "mean0.5-std0.5")
+        for m in ("cxrclip-r50", "cxrclip-swint")
+        for d in ("m", "mc", "mcc")
+    ),
+)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
 from cxrvlp.core.registry import register_model
 from cxrvlp.mgca.config import MedBertConfig, MGCAConfig
 from cxrvlp.mgca.model import MGCA
@@ -180,3 +181,39 @@ def load_official_adapter(
     return MGCAZeroShotAdapter(
         model, tok, model_name=f"{label} (official)", device=device, checkpoint_sha256=sha
     )
+
+
+def _load_official_checkpoint(source, name=None, strict=True):
+    """The released checkpoint as an MGCA model (`cxrvlp.mgca.official.load_official_checkpoint`)."""
+    from cxrvlp.mgca.official import load_official_checkpoint
+
+    return load_official_checkpoint(source, name=name, strict=strict)
+
+
+_RELEASE = "Google Drive folder of the official README (mgca.md section 8)"
+METHOD_SPEC = MethodSpec(
+    name=METHOD,
+    description="MGCA (NeurIPS 2022): instance, token and prototype alignment",
+    train=train,
+    load_adapter=load_adapter,
+    load_official_adapter=load_official_adapter,
+    load_official_checkpoint=_load_official_checkpoint,
+    configs_dir=Path(__file__).parent / "configs",
+    # MGCA defines no zero-shot prompts: ours, labelled in every result (not from the paper)
+    prompts={
+        "*": PromptChoice("cxrclip-binary", official=False),
+        "chexpert-5x200": PromptChoice("gloria-5x200", official=False),
+    },
+    image_size_keys=("data.image_size",),
+    text_length_key="model.max_words",
+    pretrained=(
+        PretrainedRecord(
+            "mgca-vit-b16", "vit_base.ckpt", _RELEASE, 224, "mean0.5-std0.5",
+            "emilyalsentzer/Bio_ClinicalBERT", 112, notes="PyTorch-Lightning 1.5 .ckpt",
+        ),
+        PretrainedRecord(
+            "mgca-r50", "resnet_50.ckpt", _RELEASE, 224, "mean0.5-std0.5",
+            "emilyalsentzer/Bio_ClinicalBERT", 112, notes="PyTorch-Lightning 1.5 .ckpt; 224 -> 299 inside",
+        ),
+    ),
+)

@@ -110,6 +110,7 @@ class TrainingTask(Protocol):
     - `param_groups(model) -> list[dict] | Iterable[Parameter]` (default: all trainable parameters)
     - `on_after_backward(model, state)` after every backward (e.g. drop a frozen parameter's grad)
     - `on_epoch_start(model, epoch)` before each epoch's first batch (also when resuming mid-epoch)
+    - `model_name: str` attribute: the registered model name written into `final/config.json`
     - `evaluate(model, accelerator) -> dict[str, float]` after each epoch (use `gather_for_metrics`);
       its metrics are logged and fed to a plateau schedule
     """

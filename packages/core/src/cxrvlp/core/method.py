@@ -1,0 +1,187 @@
+"""The method contract: what a method package gives core and the benchmark, as one checked object.
+
+A method package advertises its registry module in the `cxrvlp.methods` entry-point group; that module
+defines `METHOD_SPEC = MethodSpec(...)`. `get_method(name)` imports it, checks the spec (a missing or
+mistyped part is a `MethodContractError` naming the method and the part) and returns the spec. The
+benchmark, the real-image check and the demo read everything per method through it (adapters, prompts,
+which config keys carry the image size and text length, the packaged recipes): no per-method table lives
+outside the method's own package.
+
+    METHOD_SPEC = MethodSpec(
+        name="mgca",
+        train=train,                           # (config, overrides) -> run folder (its final/ is loadable)
+        load_adapter=load_adapter,             # (pretrained_dir, device=None) -> ZeroShotAdapter
+        load_official_adapter=load_official_adapter,        # (source, name=None, device=None)
+        load_official_checkpoint=load_official_checkpoint,  # (source, name=None, strict=True) -> nn.Module
+        configs_dir=Path(__file__).parent / "configs",      # one YAML per recipe
+        prompts={"*": PromptChoice("cxrclip-binary", official=False)},
+        image_size_keys=("data.image_size",),
+        text_length_key="model.max_words",
+        pretrained=(PretrainedRecord(...),),
+    )
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cxrvlp.core.errors import ConfigError
+
+
+class MethodContractError(TypeError):
+    """A method package's METHOD_SPEC is missing or breaks the contract (message names method and part)."""
+
+
+@dataclass(frozen=True)
+class PromptChoice:
+    """Which prompt set (by name, `cxrvlp.bench.prompts.PROMPT_SETS`) a method uses, and whose it is."""
+
+    prompt_set: str
+    official: bool  # False: the method defines no such prompts, the choice is ours (labelled in results)
+
+
+@dataclass(frozen=True)
+class PretrainedRecord:
+    """A released checkpoint a method can import (timm's pretrained cfg): read by the importer and adapter.
+
+    Every field that moves a number is here once, instead of being restated in the importer, the adapter
+    and the README.
+    """
+
+    name: str  # registered model name it instantiates, e.g. "mgca-vit-b16"
+    file_name: str  # the file as released, e.g. "vit_base.ckpt"
+    source: str  # where the authors publish it (a URL or "Google Drive link in the official README")
+    image_size: int
+    normalisation: str  # key of core.data.transforms normalisation presets
+    tokenizer: str  # HF id or packaged name the release was trained with
+    text_max_length: int
+    sha256: str | None = None  # None: not known to us (the file is not redistributable)
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything core and the benchmark may know about one method package."""
+
+    name: str
+    train: Callable[..., Path]
+    load_adapter: Callable[..., Any]
+    load_official_checkpoint: Callable[..., Any]
+    configs_dir: Path
+    prompts: Mapping[str, PromptChoice]  # dataset name -> choice; "*" is the default
+    image_size_keys: tuple[str, ...]  # config keys `train` overrides to change the input size
+    text_length_key: str | None  # config key of the text length in tokens (None: the method has none)
+    load_official_adapter: Callable[..., Any] | None = None
+    pretrained: tuple[PretrainedRecord, ...] = ()
+    random_init_overrides: tuple[str, ...] = ("model.image_pretrained=null", "model.text_pretrained=null")
+    description: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def recipe(self, name: str) -> Path:
+        """Path of the packaged recipe `name` ('tiny', 'small', 'mgca_vit_b16', ...); ConfigError lists them."""
+        path = Path(self.configs_dir) / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"{self.name}: no packaged recipe '{name}'; available: {self.recipes()}")
+        return path
+
+    def recipes(self) -> list[str]:
+        """Names of the packaged recipes."""
+        return sorted(p.stem for p in Path(self.configs_dir).glob("*.yaml"))
+
+    def prompt_choice(self, dataset: str) -> PromptChoice:
+        """The prompt set this method uses on `dataset` (its default when the dataset has no entry)."""
+        return self.prompts.get(dataset, self.prompts["*"])
+
+    def pretrained_record(self, name: str) -> PretrainedRecord:
+        """The record of a released checkpoint by model name or file name."""
+        for rec in self.pretrained:
+            if name in (rec.name, rec.file_name):
+                return rec
+        raise KeyError(f"{self.name}: no pretrained record '{name}'; known: {[r.name for r in self.pretrained]}")
+
+
+def resolve_recipe(spec: MethodSpec, config: str | os.PathLike) -> Path:
+    """A YAML path as given, or the packaged recipe of that name ('tiny', 'mgca_vit_b16')."""
+    p = Path(config)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"{spec.name}: config file '{p}' does not exist; packaged: {spec.recipes()}")
+        return p
+    return spec.recipe(str(config))
+
+
+_CALLABLES = ("train", "load_adapter", "load_official_checkpoint")
+
+
+def check_method_spec(spec: Any, method: str) -> MethodSpec:
+    """`spec` if it fulfils the contract for `method`, else MethodContractError naming every broken part."""
+    if not isinstance(spec, MethodSpec):
+        raise MethodContractError(
+            f"method '{method}': its registry module must define METHOD_SPEC = cxrvlp.core.method.MethodSpec"
+            f"(...), found {type(spec).__name__}"
+        )
+    problems: list[str] = []
+    if spec.name != method:
+        problems.append(f"name is '{spec.name}' but the entry point is '{method}'")
+    for part in _CALLABLES:
+        if not callable(getattr(spec, part)):
+            problems.append(f"{part} is not callable")
+    if spec.load_official_adapter is not None and not callable(spec.load_official_adapter):
+        problems.append("load_official_adapter is not callable")
+    if not Path(spec.configs_dir).is_dir():
+        problems.append(f"configs_dir '{spec.configs_dir}' is not a folder")
+    elif not spec.recipes():
+        problems.append(f"configs_dir '{spec.configs_dir}' has no *.yaml recipe")
+    if "*" not in spec.prompts:
+        problems.append("prompts has no default entry '*'")
+    for ds, choice in spec.prompts.items():
+        if not isinstance(choice, PromptChoice):
+            problems.append(f"prompts['{ds}'] is {type(choice).__name__}, not PromptChoice")
+    if not spec.image_size_keys or not all(isinstance(k, str) and k for k in spec.image_size_keys):
+        problems.append("image_size_keys must name at least one config key")
+    for rec in spec.pretrained:
+        if not isinstance(rec, PretrainedRecord):
+            problems.append(f"pretrained holds {type(rec).__name__}, not PretrainedRecord")
+    if problems:
+        raise MethodContractError(f"method '{method}' breaks the contract: " + "; ".join(problems))
+    return spec
+
+
+def describe(spec: MethodSpec) -> dict[str, Any]:
+    """A JSON-able summary of a spec (for `cxrvlp methods` and result files)."""
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "recipes": spec.recipes(),
+        "prompts": {k: {"set": v.prompt_set, "official": v.official} for k, v in spec.prompts.items()},
+        "image_size_keys": list(spec.image_size_keys),
+        "text_length_key": spec.text_length_key,
+        "official_import": spec.load_official_adapter is not None,
+        "pretrained": [r.name for r in spec.pretrained],
+    }
+
+
+def overrides_for_size(spec: MethodSpec, image_size: int | None, text_length: int | None) -> list[str]:
+    """key=value overrides that set the image size and text length of any recipe of `spec`."""
+    ov: list[str] = []
+    if image_size is not None:
+        ov += [f"{k}={image_size}" for k in spec.image_size_keys]
+    if text_length is not None and spec.text_length_key:
+        ov.append(f"{spec.text_length_key}={text_length}")
+    return ov
+
+
+__all__: Sequence[str] = (
+    "MethodContractError",
+    "MethodSpec",
+    "PretrainedRecord",
+    "PromptChoice",
+    "check_method_spec",
+    "describe",
+    "overrides_for_size",
+    "resolve_recipe",
+)
