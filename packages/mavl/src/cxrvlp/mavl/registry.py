@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
+from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
 from cxrvlp.core.registry import register_model
-from cxrvlp.mavl.model import Mavl, MavlModelConfig
+from cxrvlp.mavl.model import BIO_CLINICAL_BERT, Mavl, MavlModelConfig
 
 METHOD = "mavl"
 
@@ -30,3 +34,76 @@ def mavl_tiny(**overrides) -> Mavl:
         dim_feedforward=64, pool_heads=2, text_dim=32, text_encoder=None,
     )  # fmt: skip
     return _build(base, overrides)
+
+
+@register_model(
+    "mavl-small",
+    method=METHOD,
+    description="MAVL heads on EfficientNet-Lite0 (7x7 map) with MiniLM-L6 books (384-d): real small pretrained "
+    "backbones, NOT the paper's",
+    paper_config=False,
+)
+def mavl_small(**overrides) -> Mavl:
+    base = dict(
+        backbone="efficientnet-lite0", image_pretrained=True, d_model=128, num_layers=2, nhead=4,
+        dim_feedforward=512, text_dim=384, text_encoder="minilm-l6", text_max_length=128,
+    )  # fmt: skip
+    return _build(base, overrides)
+
+
+def train(config: str | Path, overrides: Sequence[str] = ()) -> Path:
+    """Same run as `python -m cxrvlp.mavl.train CONFIG key=value ...`; returns the run folder."""
+    from cxrvlp.mavl.train import main
+
+    return main(config, list(overrides))
+
+
+def load_adapter(pretrained_dir: str | Path, device=None):
+    """Zero-shot adapter around a model saved by our training (its books travel with the weights)."""
+    from cxrvlp.mavl.zeroshot import MavlAdapter
+
+    return MavlAdapter.from_pretrained(pretrained_dir, device=device)
+
+
+def load_official_adapter(source: str | Path, name: str | None = None, device=None, books=None, **kw):
+    """Zero-shot adapter around a released checkpoint; `books` = CLS books (file/dict) or None to compute
+    them with the config's text encoder (Bio_ClinicalBERT: hub or local folder)."""
+    from cxrvlp.mavl.zeroshot import MavlAdapter
+
+    return MavlAdapter.from_official(source, name=name, device=device, books=books, **kw)
+
+
+def _load_official_checkpoint(source, name=None, strict=True):
+    """The released checkpoint as a MAVL model (`cxrvlp.mavl.official.load_official_checkpoint`)."""
+    from cxrvlp.mavl.official import load_official_checkpoint
+
+    return load_official_checkpoint(source, name=name, strict=strict)
+
+
+def _release(file_name: str, notes: str) -> PretrainedRecord:
+    return PretrainedRecord(
+        "mavl-r50", file_name, "Google Drive link of the official README (mavl.md section 5)", 224, "imagenet",
+        BIO_CLINICAL_BERT, 128, notes=notes + "; torch.save dict, key 'model' with 'module.' prefixes; books "
+        "not included (recomputed from Bio_ClinicalBERT, 64 tokens in the official zero-shot scripts)",
+    )  # fmt: skip
+
+
+METHOD_SPEC = MethodSpec(
+    name=METHOD,
+    description="MAVL (CVPR 2024): 75 entities x 9 visual aspects as decoder queries; presence, location and "
+    "aspect-wise contrastive losses from report -> entity/landmark labels",
+    train=train,
+    load_adapter=load_adapter,
+    load_official_adapter=load_official_adapter,
+    load_official_checkpoint=_load_official_checkpoint,
+    configs_dir=Path(__file__).parent / "configs",
+    prompts={"*": PromptChoice("mavl-entities", official=True)},
+    image_size_keys=("data.image_size", "model.image_size"),
+    text_length_key="model.text_max_length",
+    pretrained=(
+        _release("checkpoint_full_46.pth", "60-epoch run, epoch 46: best zero-shot classification"),
+        _release("checkpoint_full_40.pth", "60-epoch run, epoch 40: grounding, RSNA/SIIM/COVID"),
+        _release("checkpoint_short_37.pth", "40-epoch fp16 run, epoch 37: PadChest-seen"),
+    ),
+    random_init_overrides=("model.image_pretrained=null",),
+)
