@@ -92,3 +92,18 @@ def test_tiny_recipe_zero_shot_auroc(tmp_path):
             aucs.append(roc_auc_score(y, scores[:, j].numpy()))
     print(f"tiny zero-shot AUROC on {len(test)} held-out synthetic images: {np.mean(aucs):.3f} {aucs}")
     assert np.mean(aucs) > 0.6
+
+
+def test_validation_loss_hook(tmp_path):
+    from accelerate import Accelerator
+    from cxrvlp.core.training import load_config
+    from cxrvlp.mavl.train import MavlTask, MavlTrainConfig, resolve_config
+
+    cfg = load_config(
+        MavlTrainConfig, resolve_config("tiny"), [f"output_dir={tmp_path}", "data.val_splits=[validate]"]
+    )
+    task = MavlTask(cfg)
+    model = task.build_model()
+    metrics = task.evaluate(model, Accelerator(cpu=True))
+    assert set(metrics) == {"val_presence_loss", "val_location_loss", "val_global_loss", "val_loss"}
+    assert all(np.isfinite(v) for v in metrics.values()) and model.training

@@ -152,11 +152,11 @@ def read_official_knowledge(
 
 
 def hashed_embeddings(texts: Sequence[str], dim: int) -> torch.Tensor:
-    """OURS, tests/tiny only: a fixed pseudo-random unit-scale vector per text (SHA-256 seeded); no encoder."""
+    """OURS, tests/tiny only: a fixed pseudo-random vector of norm ~1 per text (SHA-256 seeded); no encoder."""
     rows = []
     for t in texts:
         seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
-        rows.append(torch.randn(dim, generator=torch.Generator().manual_seed(seed)))
+        rows.append(torch.randn(dim, generator=torch.Generator().manual_seed(seed)) / dim**0.5)
     return torch.stack(rows) if rows else torch.zeros(0, dim)
 
 

@@ -42,10 +42,12 @@ class MavlDataConfig:
     reports_root: str | None = None
     sectioned_csv: str | None = None
     splits: list[str] | None = None  # None: official = train + validate + test (pitfall 4); e.g. [train]
+    val_splits: list[str] | None = None  # per-epoch validation loss (official: [test], also trained on)
     views: list[str] | None = None  # None: every view in the metadata (official: all views in the JSON)
     label_matrix_npy: str | None = None  # official landmark_observation_adj_mtx.npy
     label_json: list[str] | None = None  # official rad_graph_metric_{train,validate,test}.json
     transform: str = "mavl"
+    augment: bool = True  # False: the eval transform in training too (ours, tiny demo)
     image_size: int | None = None
     normalisation: str | None = None
     cache_dir: str | None = None
@@ -152,7 +154,7 @@ def build_train_dataset(cfg: MavlDataConfig, train: bool = True, splits: list[st
     from cxrvlp.core.data.transforms import build_transform
 
     root = data_root(cfg)
-    transform = build_transform(cfg.transform, train=train, image_size=cfg.image_size,
+    transform = build_transform(cfg.transform, train=train and cfg.augment, image_size=cfg.image_size,
                                 normalisation=cfg.normalisation)  # fmt: skip
     parts = []
     for split in splits or cfg.splits or ["train", "validate", "test"]:

@@ -78,6 +78,29 @@ class MavlTask:
     def collate(self, samples):
         return collate(samples)
 
+    @torch.no_grad()
+    def evaluate(self, model, accelerator) -> dict[str, float]:
+        """Mean loss terms over `data.val_splits` in eval mode (official: the test split, each epoch)."""
+        if not self.cfg.data.val_splits:
+            return {}
+        if getattr(self, "_val_loader", None) is None:
+            ds = build_train_dataset(self.cfg.data, train=False, splits=self.cfg.data.val_splits)
+            loader = torch.utils.data.DataLoader(ds, batch_size=self.cfg.batch_size, collate_fn=collate)
+            self._val_loader = accelerator.prepare(loader)
+        was_training = model.training
+        model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        for batch in self._val_loader:
+            _, logs = self.training_step(model, batch, None)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + accelerator.gather_for_metrics(v.reshape(1)).mean()
+        model.train(was_training)
+        n = max(len(self._val_loader), 1)
+        out = {f"val_{k}": float(v) / n for k, v in sums.items()}
+        if out:
+            out["val_loss"] = sum(out.values())
+        return out
+
     def training_step(self, model, batch, state):
         net = getattr(model, "module", model)
         out = model(batch["images"])
