@@ -42,13 +42,17 @@ HAND: list[tuple[str, dict[str, str]]] = [
         {"clear": P, "infiltrate": A, "effusion": A},
     ),
     (
-        "There are small round calcific density nodules consistent with prior granulomatous disease bilaterally.",
+        "There are small round calcific density nodules consistent with prior granulomatous disease "
+        "bilaterally.",
         {"calcification": P, "density": P, "nodule": P, "tail_abnorm_obs": P, "disease": P},
     ),
     ("No acute cardiopulmonary abnormalities.", {"abnormality": A}),
     ("No pleural effusion.", {"effusion": A}),
     ("Aortic calcifications are noted.", {"calcification": P}),
-    ("Persistent partial middle lobe atelectasis and infiltrate seen XXXX on the lateral", {"atelectasis": P, "infiltrate": P}),
+    (
+        "Persistent partial middle lobe atelectasis and infiltrate seen XXXX on the lateral",
+        {"atelectasis": P, "infiltrate": P},
+    ),
     ("The cardiac silhouette and mediastinal contours are within normal limits.", {"normal": P}),
     ("The cardiac silhouette is normal in size and configuration.", {"normal": P}),
     ("There is increased opacity in the left upper lobe, peripherally.", {"opacity": P, "enlarge": P}),
@@ -62,14 +66,23 @@ HAND: list[tuple[str, dict[str, str]]] = [
         "1.0 cm nodular opacity in the left midlung is stable compared to prior examination from XXXX.",
         {"nodule": P, "opacity": P, "stable": P},
     ),
-    ("No focal pulmonary opacity, pleural effusion or pneumothorax.", {"opacity": A, "effusion": A, "pneumothorax": A}),
+    (
+        "No focal pulmonary opacity, pleural effusion or pneumothorax.",
+        {"opacity": A, "effusion": A, "pneumothorax": A},
+    ),
     ("The cardiomediastinal contours are grossly unremarkable.", {"unremarkable": P}),
     ("Visualized osseous structures of the thorax are without acute abnormality.", {"abnormality": A}),
     ("The lungs are hypoinflated but grossly clear.", {"clear": P}),
-    ("No pneumothorax, pleural effusion or airspace consolidation.", {"pneumothorax": A, "effusion": A, "consolidation": A}),
+    (
+        "No pneumothorax, pleural effusion or airspace consolidation.",
+        {"pneumothorax": A, "effusion": A, "consolidation": A},
+    ),
     ("Normal chest exam.", {"normal": P}),
     ("Minimal XXXX atelectasis or scarring in the left lower lobe.", {"atelectasis": U, "scar": U}),
-    ("There is stable lucency in the right mid clavicle dating back to XXXX.", {"stable": P, "tail_abnorm_obs": P}),
+    (
+        "There is stable lucency in the right mid clavicle dating back to XXXX.",
+        {"stable": P, "tail_abnorm_obs": P},
+    ),
     ("This is superimposed on a background of probable emphysematous lung.", {"emphysema": U}),
     ("The lungs are clear.", {"clear": P}),
     ("No acute disease.", {"disease": A}),
@@ -77,17 +90,21 @@ HAND: list[tuple[str, dict[str, str]]] = [
     ("The appearance is stable from multiple previous studies.", {"stable": P}),
     ("No significant changes from prior study..", {}),
     ("Evaluation is limited by body habitus and AP technique.", {}),
-]  # fmt: skip
+]
 
 LOCATIONS = {  # sentence -> landmarks the extractor must link
     "No pleural effusion.": {"pleural_unspec"},
     "Aortic calcifications are noted.": {"aorta"},
     "There is increased opacity in the left upper lobe, peripherally.": {"upper_left_lobe"},
     "The lung volumes are low normal.": {"lung_volumes"},
-    "1.0 cm nodular opacity in the left midlung is stable compared to prior examination from XXXX.": {"left_mid_lung"},
+    "1.0 cm nodular opacity in the left midlung is stable compared to prior examination from XXXX.": {
+        "left_mid_lung"
+    },
     "There is eventration of the right hemidiaphragm.": {"right_diaphragm"},
-    "Persistent partial middle lobe atelectasis and infiltrate seen XXXX on the lateral": {"middle_right_lobe"},
-}  # fmt: skip
+    "Persistent partial middle lobe atelectasis and infiltrate seen XXXX on the lateral": {
+        "middle_right_lobe"
+    },
+}
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cxrvlp.core import registry as core_registry
-from cxrvlp.mavl.registry import mavl_tiny
 from cxrvlp.mavl.loss import MavlLoss
 from cxrvlp.mavl.model import heatmaps
+from cxrvlp.mavl.registry import mavl_tiny
 from cxrvlp.mavl.zeroshot import score_feature, score_text
 
 
@@ -37,7 +37,9 @@ def test_tiny_forward_backward_shapes(tiny):
     labels = torch.randint(-1, 2, (3, 75)).float()
     labels[:, 8] = 1
     index = torch.randint(0, 51, (3, 75, 8))
-    terms = MavlLoss()(out.cls_logits, labels, tiny.location_logits(out.l_emb, index), out.global_sim, tiny.temp)
+    terms = MavlLoss()(
+        out.cls_logits, labels, tiny.location_logits(out.l_emb, index), out.global_sim, tiny.temp
+    )
     terms["loss"].backward()
     assert tiny.temp.grad is not None and tiny.classifier.weight.grad.abs().sum() > 0
     assert tiny.backbone[0].weight.grad.abs().sum() > 0
@@ -64,7 +66,9 @@ def test_entity_permutation_and_classifier_layout(tiny):
     # classifier input is aspect-major; Conv1d location_emb = Linear over the same concatenation W[:, c, k]
     feats = ref.aspect_features  # (B, E, A, D)
     w = tiny.location_emb.weight  # (T, D, A)
-    lin = feats.permute(0, 1, 3, 2).reshape(2, 75, -1) @ w.reshape(w.shape[0], -1).t() + tiny.location_emb.bias
+    lin = (
+        feats.permute(0, 1, 3, 2).reshape(2, 75, -1) @ w.reshape(w.shape[0], -1).t() + tiny.location_emb.bias
+    )
     assert torch.allclose(lin, ref.l_emb, atol=1e-5)
 
 

@@ -64,7 +64,9 @@ def test_release_file_round_trip(tmp_path):
     src = mavl_tiny()
     sd = {"module." + k: v for k, v in src.state_dict().items() if not k.endswith("_book")}
     path = tmp_path / "checkpoint_full_46.pth"
-    torch.save({"model": sd, "optimizer": {}, "lr_scheduler": {}, "config": {"d_model": 32}, "epoch": 46}, path)
+    torch.save(
+        {"model": sd, "optimizer": {}, "lr_scheduler": {}, "config": {"d_model": 32}, "epoch": 46}, path
+    )
     books = {"ana_book": src.ana_book + 1, "concept_book": src.concept_book + 2}
     dst = load_official_checkpoint(path, model=mavl_tiny(), books=books)
     for k, v in src.state_dict().items():

@@ -1,4 +1,4 @@
-"""Training on the synthetic MIMIC mirror (tiny), the zero-shot adapter on its output, preprocessing parity."""
+"""Training on the synthetic MIMIC mirror (tiny), the zero-shot adapter on it, preprocessing parity."""
 
 from __future__ import annotations
 
@@ -15,7 +15,17 @@ def tiny_run(tmp_path_factory):
     from cxrvlp.mavl.train import main
 
     out = tmp_path_factory.mktemp("mavl_tiny")
-    return main("tiny", [f"output_dir={out}", "max_steps=2", "batch_size=8", "epochs=1", "overwrite=true", "log_every_steps=1"])
+    return main(
+        "tiny",
+        [
+            f"output_dir={out}",
+            "max_steps=2",
+            "batch_size=8",
+            "epochs=1",
+            "overwrite=true",
+            "log_every_steps=1",
+        ],
+    )
 
 
 def test_tiny_trains_and_adapter_scores(tiny_run):

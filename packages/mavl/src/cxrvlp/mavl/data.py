@@ -1,4 +1,4 @@
-"""MAVL training data: one item per MIMIC-CXR image -> (image, 75 presence labels, (75, 8) location candidates).
+"""MAVL training data: one item per MIMIC-CXR image -> (image, 75 labels, (75, 8) location candidates).
 
 Labels come from a (51 landmarks x 75 entities) matrix per study, either
 - the official preprocessed files (`landmark_observation_adj_mtx.npy` (N, 51, 75) + the
@@ -101,7 +101,7 @@ class MavlImageDataset(Dataset):
 
 
 def study_matrices_from_reports(images) -> dict[str, np.ndarray]:
-    """OURS: study_id -> extracted (51, 75) matrix from findings + impression (the full text if both empty)."""
+    """OURS: study_id -> extracted (51, 75) matrix of findings + impression (full text if both empty)."""
     out: dict[str, np.ndarray] = {}
     for study, idxs in images.study_groups().items():
         rec = images.records[idxs[0]]
@@ -112,7 +112,7 @@ def study_matrices_from_reports(images) -> dict[str, np.ndarray]:
 
 
 def study_matrices_from_official(images, npy: str, jsons: list[str], root: str) -> dict[str, np.ndarray]:
-    """Official files: the JSON keys are image paths under OFFICIAL_PREFIX, their labels_id a row of the npy."""
+    """Official files: JSON keys = image paths under OFFICIAL_PREFIX, labels_id = a row of the npy."""
     if not Path(npy).is_file():
         raise DatasetNotFoundError("mavl labels", Path(npy), "landmark_observation_adj_mtx.npy")
     mtx = np.load(npy, mmap_mode="r")
@@ -159,7 +159,8 @@ def build_train_dataset(cfg: MavlDataConfig, train: bool = True, splits: list[st
     parts = []
     for split in splits or cfg.splits or ["train", "validate", "test"]:
         images = MimicCxrDataset(
-            root, split=split, views=cfg.views, reports_root=cfg.reports_root, sectioned_csv=cfg.sectioned_csv,
+            root, split=split, views=cfg.views, reports_root=cfg.reports_root,
+            sectioned_csv=cfg.sectioned_csv,
             cache_dir=cfg.cache_dir, label_source=None,
         )  # fmt: skip
         if cfg.label_matrix_npy:

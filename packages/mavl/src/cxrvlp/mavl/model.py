@@ -49,7 +49,9 @@ class MavlModelConfig:
     nhead: int = 4  # H
     dim_feedforward: int = 1024  # hard-coded officially
     decoder_dropout: float = 0.1  # hard-coded officially
-    feature_dropout: float = 0.1  # `dropout`: Dropout2d on (Q, B, D) = whole-vector dropout per (query, image)
+    feature_dropout: float = (
+        0.1  # `dropout`: Dropout2d on (Q, B, D) = whole-vector dropout per (query, image)
+    )
     self_attention: bool = True
     pool_heads: int = 8
     text_dim: int = 768
@@ -103,8 +105,10 @@ class AttentionPool2d(nn.Module):
         out, _ = F.multi_head_attention_forward(
             query=x[:1], key=x, value=x,
             embed_dim_to_check=x.shape[-1], num_heads=self.num_heads,
-            q_proj_weight=self.q_proj.weight, k_proj_weight=self.k_proj.weight, v_proj_weight=self.v_proj.weight,
-            in_proj_weight=None, in_proj_bias=torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]),
+            q_proj_weight=self.q_proj.weight, k_proj_weight=self.k_proj.weight,
+            v_proj_weight=self.v_proj.weight,
+            in_proj_weight=None,
+            in_proj_bias=torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]),
             bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
             out_proj_weight=self.c_proj.weight, out_proj_bias=self.c_proj.bias,
             use_separate_proj_weight=True, training=self.training, need_weights=False,
@@ -113,7 +117,7 @@ class AttentionPool2d(nn.Module):
 
 
 def _resnet50_trunk(pretrained: Any) -> tuple[nn.Module, int, int]:
-    """torchvision ResNet-50 children[:-3] (conv1, bn1, relu, maxpool, layer1..3): keys backbone.{0,1,4,5,6}."""
+    """torchvision ResNet-50 children[:-3] (conv1, bn1, relu, maxpool, layer1..3): backbone.{0,1,4,5,6}."""
     tv = torchvision.models.resnet50(weights=None)
     if pretrained:
         from cxrvlp.core.encoders.resnet import resnet50_pretrained_state_dict
@@ -137,7 +141,7 @@ class _TinyCnn(nn.Sequential):
 
 
 class _EfficientNetTrunk(nn.Module):
-    """Ours (`small`, not the paper): core's packaged EfficientNet-Lite0, final 1280-channel map (stride 32)."""
+    """Ours (`small`, not the paper): packaged EfficientNet-Lite0, final 1280-channel map (stride 32)."""
 
     def __init__(self, pretrained: Any) -> None:
         super().__init__()
@@ -195,7 +199,9 @@ class Mavl(nn.Module):
     def n_aspects(self) -> int:
         return self.config.n_aspects
 
-    def set_books(self, ana_book: torch.Tensor | None = None, concept_book: torch.Tensor | None = None) -> None:
+    def set_books(
+        self, ana_book: torch.Tensor | None = None, concept_book: torch.Tensor | None = None
+    ) -> None:
         """Copy new books in ((L, T) and (E*A, T)); the entity count must match the config."""
         with torch.no_grad():
             if ana_book is not None:
@@ -238,7 +244,9 @@ class Mavl(nn.Module):
         features, maps = self.decoder(tgt, mem, need_weights=need_maps)  # (Q, B, D), L x (B, Q, M)
         # nn.Dropout2d on a 3-D tensor = Dropout1d over (Q, B, D): whole D-vectors per (query, image).
         out = F.dropout1d(features, self.config.feature_dropout, self.training)  # (Q, B, D)
-        l_emb = self.location_emb(out.permute(1, 2, 0)).permute(0, 2, 1)  # (B, D, Q) -> (B, T, E) -> (B, E, T)
+        l_emb = self.location_emb(out.permute(1, 2, 0)).permute(
+            0, 2, 1
+        )  # (B, D, Q) -> (B, T, E) -> (B, E, T)
         aspect = out.permute(1, 0, 2).reshape(b, e, a, d)  # (B, E, A, D)
         cls_logits = self.classifier(aspect.reshape(b, e, a * d))  # (B, E, 2), aspect-major concatenation
         sim = F.normalize(x_global, dim=-1) @ F.normalize(query_embed, dim=-1).t()  # (B, Q)
@@ -254,13 +262,13 @@ class Mavl(nn.Module):
         )
 
     def location_logits(self, l_emb: torch.Tensor, location_index: torch.Tensor) -> torch.Tensor:
-        """Raw dot products of l_emb (B, E, T) with the candidate anatomy embeddings (B, E, K) -> (B, E, K)."""
+        """Raw dot products of l_emb (B, E, T) with the candidate anatomy embeddings -> (B, E, K)."""
         all_dots = l_emb @ self.ana_book.t().to(l_emb.dtype)  # (B, E, L)
         return all_dots.gather(-1, location_index)  # (B, E, K)
 
 
 def _init_weights(module: nn.Module) -> None:
-    """Official `_init_weights`: Linear and MHA projection weights N(0, 0.02); biases keep PyTorch's default."""
+    """Official `_init_weights`: Linear and MHA projection weights N(0, 0.02); biases PyTorch's default."""
     if isinstance(module, nn.Linear):
         module.weight.data.normal_(mean=0.0, std=0.02)
     elif isinstance(module, nn.MultiheadAttention):
@@ -278,7 +286,7 @@ def heatmaps(
     aspects: tuple[int, ...] = (0, 6, 7, 8),
     mode: str = "avg",
 ) -> torch.Tensor:
-    """Official grounding map: mean over layers of the (B, Q, M) maps -> (B, E, M) over `aspects` (avg|max|global)."""
+    """Official grounding map: layer mean of (B, Q, M) maps -> (B, E, M) over `aspects` (avg|max|global)."""
     ws = torch.stack(attention_maps).mean(0)  # (B, Q, M)
     b, q, m = ws.shape
     ws = ws.view(b, q // n_aspects, n_aspects, m)[:, :, list(aspects)]  # (B, E, k, M)

@@ -16,7 +16,9 @@ def _build(base: dict, overrides: dict) -> Mavl:
     return Mavl(MavlModelConfig(**{**base, **overrides}))
 
 
-@register_model("mavl-r50", method=METHOD, description="MAVL ResNet-50 (layer3) + 4-layer 675-query decoder (paper)")
+@register_model(
+    "mavl-r50", method=METHOD, description="MAVL ResNet-50 (layer3) + 4-layer 675-query decoder (paper)"
+)
 def mavl_r50(**overrides) -> Mavl:
     """The paper's model (19.65 M parameters without the books)."""
     return _build({}, overrides)
@@ -39,8 +41,8 @@ def mavl_tiny(**overrides) -> Mavl:
 @register_model(
     "mavl-small",
     method=METHOD,
-    description="MAVL heads on EfficientNet-Lite0 (7x7 map) with MiniLM-L6 books (384-d): real small pretrained "
-    "backbones, NOT the paper's",
+    description="MAVL heads on EfficientNet-Lite0 (7x7 map) with MiniLM-L6 books (384-d): real small "
+    "pretrained backbones, NOT the paper's",
     paper_config=False,
 )
 def mavl_small(**overrides) -> Mavl:
@@ -82,7 +84,8 @@ def _load_official_checkpoint(source, name=None, strict=True):
 
 def _release(file_name: str, notes: str) -> PretrainedRecord:
     return PretrainedRecord(
-        "mavl-r50", file_name, "Google Drive link of the official README (mavl.md section 5)", 224, "imagenet",
+        "mavl-r50", file_name, "Google Drive link of the official README (mavl.md section 5)", 224,
+        "imagenet",
         BIO_CLINICAL_BERT, 128, notes=notes + "; torch.save dict, key 'model' with 'module.' prefixes; books "
         "not included (recomputed from Bio_ClinicalBERT, 64 tokens in the official zero-shot scripts)",
     )  # fmt: skip

@@ -64,7 +64,9 @@ def fixture_weights(fixture: Path, cfg: dict[str, Any]) -> dict[str, torch.Tenso
     return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
 
 
-def run_parity_fixture(fixture_dir: str | Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def run_parity_fixture(
+    fixture_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """Every tensor named in the fixture's outputs.safetensors, computed by our implementation."""
     fixture = Path(fixture_dir)
     cfg = json.loads((fixture / "config.json").read_text())
@@ -84,7 +86,9 @@ def run_parity_fixture(fixture_dir: str | Path, dtype: torch.dtype = torch.float
     torch.manual_seed(int(cfg.get("seed", 0)))
     model = Mavl(mcfg)
     sd = fixture_weights(fixture, cfg)
-    load_official_checkpoint(sd, model=model, strict=True, books={"ana_book": ana, "concept_book": book_train})
+    load_official_checkpoint(
+        sd, model=model, strict=True, books={"ana_book": ana, "concept_book": book_train}
+    )
     model = model.to(dtype).eval()
     a = mcfg.n_aspects
     qsel = torch.tensor(raw["query_selection_qsel"])
@@ -100,7 +104,9 @@ def run_parity_fixture(fixture_dir: str | Path, dtype: torch.dtype = torch.float
         model.res_l1.register_forward_hook(lambda m, i, o: captured.__setitem__("res_l1", o)),
     ]
     for li, layer in enumerate(model.decoder.layers):
-        hooks.append(layer.register_forward_hook(lambda m, i, o, li=li: captured.__setitem__(f"dec{li}", o[0])))
+        hooks.append(
+            layer.register_forward_hook(lambda m, i, o, li=li: captured.__setitem__(f"dec{li}", o[0]))
+        )
     model.zero_grad(set_to_none=True)
     try:
         fwd = model(images, need_maps=True)

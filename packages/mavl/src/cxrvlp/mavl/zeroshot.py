@@ -6,7 +6,7 @@ import torch
 
 
 def score_feature(cls_logits: torch.Tensor) -> torch.Tensor:
-    """'feature' mode (seen classes): softmax over the presence head's 2 logits, class 1. (B, E, 2) -> (B, E)."""
+    """'feature' mode (seen classes): presence-head softmax, class 1. (B, E, 2) -> (B, E)."""
     return cls_logits.softmax(-1)[..., 1]
 
 
@@ -88,7 +88,8 @@ class MavlAdapter:
                 if mode == "auto" else f"official {mode} mode for every class"
             ),
             grounding="official: decoder cross-attention, mean over layers and aspects "
-            "[description, patterns, shape, texture], bilinear upsampling (align_corners=True), not normalised",
+            "[description, patterns, shape, texture], bilinear upsampling (align_corners=True), "
+            "not normalised",
             checkpoint_sha256=checkpoint_sha256,
             extra={
                 "knowledge_texts": knowledge if knowledge != "ours" else
@@ -113,8 +114,17 @@ class MavlAdapter:
         return cls(model, device=device, model_name=doc.get("model_name", "mavl"), **kw)
 
     @classmethod
-    def from_official(cls, source, name: str | None = None, device=None, books=None,
-                      text_max_length: int = 64, descriptions_json=None, aspects_json=None, **kw) -> MavlAdapter:
+    def from_official(
+        cls,
+        source,
+        name: str | None = None,
+        device=None,
+        books=None,
+        text_max_length: int = 64,
+        descriptions_json=None,
+        aspects_json=None,
+        **kw,
+    ) -> MavlAdapter:
         """Adapter around a released checkpoint. Books: given, or computed with the config's text encoder at
         the official zero-shot length (64 tokens) from the official JSONs when given, else our texts."""
         from cxrvlp.core.training.checkpoint import sha256_file
@@ -135,10 +145,9 @@ class MavlAdapter:
 
     # --- images ------------------------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """(H, W) float [0, 1] -> (3, S, S): official eval path, PIL RGB, Resize([S, S]) bilinear, normalise."""
-        from PIL import Image
-
+        """(H, W) float [0, 1] -> (3, S, S): official eval path, PIL RGB, Resize([S, S]) bilinear."""
         from cxrvlp.core.data.transforms import NORMALISATIONS
+        from PIL import Image
 
         img = np.asarray(image, dtype=np.float32)
         pil = Image.fromarray(np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)).convert("RGB")
@@ -149,7 +158,7 @@ class MavlAdapter:
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 3, S, S) -> {"x_global" (B, D), "memory" (B, D, h, w), "pooled" (B, C)} (decoding is per class set)."""
+        """(B, 3, S, S) -> {"x_global" (B, D), "memory" (B, D, h, w), "pooled" (B, C)}."""
         xs, mems, pooled = [], [], []
         for b in images.split(self.batch_size):
             f, x, m = self.model.encode_image(b.to(self.device))
@@ -160,7 +169,7 @@ class MavlAdapter:
 
     # --- texts (entities) --------------------------------------------------------------------------------
     def _entity_book(self, entities: Sequence[str]) -> torch.Tensor:
-        """(len * 9, T) query rows: the model's own rows for training entities, computed ones for new names."""
+        """(len * 9, T) query rows: the model's own for training entities, computed ones for new names."""
         from cxrvlp.mavl.books import books_for
 
         a = self.model.n_aspects
@@ -188,7 +197,9 @@ class MavlAdapter:
         n = image_emb["x_global"].shape[0]
         for i in range(0, n, self.batch_size):
             sl = slice(i, i + self.batch_size)
-            outs.append(self.model.decode(image_emb["x_global"][sl], image_emb["memory"][sl], book, need_maps))
+            outs.append(
+                self.model.decode(image_emb["x_global"][sl], image_emb["memory"][sl], book, need_maps)
+            )
         return outs
 
     def similarity(self, image_emb, text_emb) -> torch.Tensor:
@@ -225,7 +236,9 @@ class MavlAdapter:
         emb = self.encode_images(images)
         entities = self._query_set(texts)
         outs = self._decode(emb, self._entity_book(entities), need_maps=True)
-        heat = torch.cat([heatmaps(o.attention_maps, self.model.n_aspects, GROUNDING_ASPECTS, mode) for o in outs])
+        heat = torch.cat(
+            [heatmaps(o.attention_maps, self.model.n_aspects, GROUNDING_ASPECTS, mode) for o in outs]
+        )
         side = int(round(heat.shape[-1] ** 0.5))
         idx = [entities.index(t) for t in texts]
         maps = heat[:, idx].reshape(heat.shape[0], len(idx), side, side)

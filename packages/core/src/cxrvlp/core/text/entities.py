@@ -26,7 +26,8 @@ ENTITIES: tuple[str, ...] = (
     "fracture", "air", "tortuous", "lead", "disease", "calcification", "prominence", "device", "engorgement",
     "picc", "clip", "elevation", "expand", "nodule", "wire", "fluid", "degenerative", "pacemaker", "thicken",
     "marking", "scar", "hyperinflate", "blunt", "loss", "widen", "collapse", "density", "emphysema", "aerate",
-    "mass", "crowd", "infiltrate", "obscure", "deformity", "hernia", "drainage", "distention", "shift", "stent",
+    "mass", "crowd", "infiltrate", "obscure", "deformity", "hernia", "drainage", "distention", "shift",
+    "stent",
     "pressure", "lesion", "finding", "borderline", "hardware", "dilation", "chf", "redistribution",
     "aspiration", "tail_abnorm_obs", "excluded_obs",
 )  # fmt: skip
@@ -41,7 +42,8 @@ LANDMARKS: tuple[str, ...] = (
     "right_lower_lung", "right_mid_lung", "right_upper_lung", "right_apical_lung", "right_lung_unspec",
     "lung_apices", "lung_bases", "left_costophrenic", "right_costophrenic", "costophrenic_unspec",
     "cardiophrenic_sulcus", "mediastinal", "spine", "clavicle", "rib", "stomach", "right_atrium",
-    "right_ventricle", "aorta", "svc", "interstitium", "parenchymal", "cavoatrial_junction", "cardiopulmonary",
+    "right_ventricle", "aorta", "svc", "interstitium", "parenchymal", "cavoatrial_junction",
+    "cardiopulmonary",
     "pulmonary", "lung_volumes", "unspecified", "other",
 )  # fmt: skip
 
@@ -57,7 +59,7 @@ def anatomy_prompts(landmarks: Sequence[str] = LANDMARKS) -> list[str]:
 
 
 def presence_labels(matrix: np.ndarray) -> np.ndarray:
-    """(..., L, E) matrix of -1/0/1 -> (..., E) labels: 1 if any landmark is 1, else 0 if any is 0, else -1."""
+    """(..., L, E) -1/0/1 matrix -> (..., E): 1 if any landmark is 1, else 0 if any is 0, else -1."""
     m = np.asarray(matrix)
     return np.where((m == 1).any(-2), 1.0, np.where((m == 0).any(-2), 0.0, -1.0))
 
@@ -217,19 +219,27 @@ _NEG_POST = (
     r"\b(?:has|have) (?:resolved|cleared)\b", r"\bresolved\b", r"\bis absent\b", r"\bare absent\b",
 )  # fmt: skip
 _UNC_POST = (
-    r"\bcannot be (?:excluded|ruled out)\b", r"\bcan not be (?:excluded|ruled out)\b", r"\bnot (?:be )?excluded\b",
+    r"\bcannot be (?:excluded|ruled out)\b", r"\bcan not be (?:excluded|ruled out)\b",
+    r"\bnot (?:be )?excluded\b",
     r"\b(?:is|are) (?:possible|suspected|likely|questionable|favored)\b", r"\?",
 )  # fmt: skip
 _UNC = (
-    r"\bmay\b", r"\bmight\b", r"\bcould\b", r"\bpossible\b", r"\bpossibly\b", r"\bprobable\b", r"\bprobably\b",
-    r"\blikely\b", r"\bsuspicious\b", r"\bsuspected\b", r"\bsuspect\b", r"\bquestionable\b", r"\bconcern(?:ing)? for\b",
-    r"\bsuggest(?:s|ed|ing|ive)?\b", r"\bcannot be (?:excluded|ruled out)\b", r"\bcan not be (?:excluded|ruled out)\b",
-    r"\bcannot (?:exclude|rule out)\b", r"\bnot (?:be )?excluded\b", r"\bversus\b", r"\bvs\.?\b", r"\bdifferential\b",
-    r"\bconsider(?:ed)?\b", r"\bequivocal\b", r"\bpossibility\b", r"\bquestion of\b", r"\bcannot be entirely\b",
+    r"\bmay\b", r"\bmight\b", r"\bcould\b", r"\bpossible\b", r"\bpossibly\b", r"\bprobable\b",
+    r"\bprobably\b",
+    r"\blikely\b", r"\bsuspicious\b", r"\bsuspected\b", r"\bsuspect\b", r"\bquestionable\b",
+    r"\bconcern(?:ing)? for\b",
+    r"\bsuggest(?:s|ed|ing|ive)?\b", r"\bcannot be (?:excluded|ruled out)\b",
+    r"\bcan not be (?:excluded|ruled out)\b",
+    r"\bcannot (?:exclude|rule out)\b", r"\bnot (?:be )?excluded\b", r"\bversus\b", r"\bvs\.?\b",
+    r"\bdifferential\b",
+    r"\bconsider(?:ed)?\b", r"\bequivocal\b", r"\bpossibility\b", r"\bquestion of\b",
+    r"\bcannot be entirely\b",
     r"\?", r"\bmay represent\b", r"\bpresumably\b", r"\bworrisome\b", r"\brule out\b", r"\br/o\b",
 )  # fmt: skip
 # A negation/uncertainty cue covers the rest of its clause; these words end a clause.
-_CLAUSE_BREAK = re.compile(r"\b(?:but|however|although|though|except|which|whereas|aside from|apart from)\b|[;:]")
+_CLAUSE_BREAK = re.compile(
+    r"\b(?:but|however|although|though|except|which|whereas|aside from|apart from)\b|[;:]"
+)
 
 _ENTITY_RE = [(e, re.compile(rf"\b(?:{p})\b")) for e, p in _SURFACE.items()]
 _LANDMARK_RE = [(re.compile(rf"\b(?:{p})\b"), lms) for p, lms in _LANDMARK_RULES]
@@ -341,4 +351,6 @@ def extract_label_matrix(report: str) -> np.ndarray:
 
 def extract_labels(reports: Iterable[str]) -> np.ndarray:
     """(N, 51, 75) matrices for many reports."""
-    return np.stack([extract_label_matrix(r) for r in reports]) if reports else np.zeros((0, 51, 75), np.float32)
+    return (
+        np.stack([extract_label_matrix(r) for r in reports]) if reports else np.zeros((0, 51, 75), np.float32)
+    )
