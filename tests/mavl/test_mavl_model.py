@@ -127,3 +127,17 @@ def test_save_pretrained_round_trip(tmp_path, tiny):
     load_pretrained_weights(other, tmp_path / "m")
     for k, v in tiny.state_dict().items():
         assert torch.equal(other.state_dict()[k], v), k
+
+
+@pytest.mark.slow
+def test_small_builds_with_minilm_books():
+    from cxrvlp.mavl.books import books_for
+    from cxrvlp.mavl.registry import mavl_small
+
+    m = mavl_small()
+    b = books_for(m.config)
+    assert b["ana_book"].shape == (51, 384) and b["concept_book"].shape == (675, 384)
+    m.set_books(b["ana_book"], b["concept_book"])
+    with torch.no_grad():
+        out = m.eval()(torch.randn(1, 3, 224, 224))
+    assert out.cls_logits.shape == (1, 75, 2) and torch.isfinite(out.global_sim).all()
