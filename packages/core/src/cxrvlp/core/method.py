@@ -82,7 +82,7 @@ class MethodSpec:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def recipe(self, name: str) -> Path:
-        """Path of the packaged recipe `name` ('tiny', 'small', 'mgca_vit_b16', ...); ConfigError lists them."""
+        """Path of the packaged recipe `name` ('tiny', 'small', ...); ConfigError lists them."""
         path = Path(self.configs_dir) / f"{name}.yaml"
         if not path.is_file():
             raise ConfigError(f"{self.name}: no packaged recipe '{name}'; available: {self.recipes()}")
@@ -101,7 +101,9 @@ class MethodSpec:
         for rec in self.pretrained:
             if name in (rec.name, rec.file_name):
                 return rec
-        raise KeyError(f"{self.name}: no pretrained record '{name}'; known: {[r.name for r in self.pretrained]}")
+        raise KeyError(
+            f"{self.name}: no pretrained record '{name}'; known: {[r.name for r in self.pretrained]}"
+        )
 
 
 def resolve_recipe(spec: MethodSpec, config: str | os.PathLike) -> Path:
