@@ -112,7 +112,19 @@ class TrainConfig:
     save_every_steps: int | None = None  # None: save only at the end of each epoch
     save_every_epochs: int = 1
     keep_last_checkpoints: int = 2
-    eval_every_epochs: int = 1  # 0: never evaluate
+    eval_every_epochs: int = 1  # 0: never evaluate (validation and the task's `evaluate` hook)
+    # Per-epoch batch-size curriculum: [[start_epoch, per-process batch], ...] sorted by epoch, first at 0
+    # (CARZero: [[0, 64], [2, 128], [6, 256]]). None: `batch_size` throughout. Batches of a larger size are
+    # more in-batch negatives; gradient accumulation never is (each micro-batch is its own loss).
+    batch_size_schedule: list[tuple[int, int]] | None = None
+    val_batch_size: int | None = None  # per process; None: batch_size
+    # Checkpoint selection on validation (official recipes: MGCA val_loss min, patience 5; CXR-CLIP mean
+    # validation contrastive loss; CARZero val_loss min, patience 10). `monitor` names a key of the epoch's
+    # validation/evaluate metrics ("val_loss", "val_ita_loss", ...); None: no selection, final/ only.
+    monitor: str | None = None
+    monitor_mode: Literal["min", "max"] = "min"
+    keep_best_k: int = 1  # best/ holds the best; with k > 1, top_k/ keeps the k best epochs' weights
+    early_stop_patience: int | None = None  # stop after this many evaluated epochs without improvement
     nan_policy: Literal["skip", "stop"] = "stop"
     tracker: Literal["tensorboard"] | None = "tensorboard"
     deterministic: bool = False
