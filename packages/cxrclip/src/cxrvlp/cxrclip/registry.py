@@ -141,8 +141,14 @@ def _load_official_checkpoint(source, name=None, strict=True):
 def _release(model: str, data: str, norm: str) -> PretrainedRecord:
     stem = f"{'r50' if model == 'cxrclip-r50' else 'swint'}_{data}"
     return PretrainedRecord(
-        model, f"{stem}.tar", "kakaocdn links of the official README (cxrclip.md section 8)", 224, norm,
-        "emilyalsentzer/Bio_ClinicalBERT", 256, notes=f"trained on {data.upper()} (M: MIMIC, C: CheXpert, "
+        model,
+        f"{stem}.tar",
+        "kakaocdn links of the official README (cxrclip.md section 8)",
+        224,
+        norm,
+        "emilyalsentzer/Bio_ClinicalBERT",
+        256,
+        notes=f"trained on {data.upper()} (M: MIMIC, C: CheXpert, "
         "C: ChestX-ray14); torch.save dict, key 'model'",
     )
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cxrvlp.core.registry import check_model_name
 from cxrvlp.core.training import TrainConfig, load_config, run_training
+from cxrvlp.core.training.loop import process_state
 from cxrvlp.cxrclip.data import CxrClipDataConfig, build_train_dataset
 from cxrvlp.cxrclip.loss import CxrClipLoss
 from cxrvlp.cxrclip.model import CxrClip, CxrClipModelConfig, build_model, trim_padding
@@ -38,7 +40,7 @@ class CxrClipLossConfig:
 class CxrClipTrainConfig(TrainConfig):
     """A CXR-CLIP run: the shared loop's settings plus model, data and loss sections."""
 
-    model_name: str = "cxrclip"
+    model_name: str = "cxrclip-r50"
     model: CxrClipModelConfig = field(default_factory=CxrClipModelConfig)
     data: CxrClipDataConfig = field(default_factory=CxrClipDataConfig)
     loss: CxrClipLossConfig = field(default_factory=CxrClipLossConfig)
@@ -51,17 +53,21 @@ class CxrClipTrainConfig(TrainConfig):
 class CxrClipTask:
     """`cxrvlp.core.training.TrainingTask` for CXR-CLIP."""
 
-    model_name = "cxrclip"
-
     def __init__(self, cfg: CxrClipTrainConfig) -> None:
+        from cxrvlp.core.data.pretraining import resolve_mimic_root
+
         self.cfg = cfg
+        self.model_name = cfg.model_name
+        # before anything heavy: a paper recipe without data.root stops here, naming the key
+        with process_state(cfg).main_process_first():
+            self.data_root = resolve_mimic_root(cfg.data, "cxrclip")
         self.loss_fn = CxrClipLoss(**vars(cfg.loss))
         self._dataset = None
         self.tokenizer = None
 
     def dataset(self):
         if self._dataset is None:
-            self._dataset = build_train_dataset(self.cfg.data, train=True)
+            self._dataset = build_train_dataset(self.cfg.data, train=True, root=self.data_root)
         return self._dataset
 
     def _build_tokenizer(self):
@@ -112,6 +118,19 @@ class CxrClipTask:
     def build_train_dataset(self):
         return self.dataset()
 
+    def build_val_dataset(self):
+        """The official validation data (MIMIC `validate` (+ CheXpert valid)), eval transform, same loss."""
+        if self.cfg.data.val_split is None:
+            return None
+        return build_train_dataset(
+            self.cfg.data, train=False, split=self.cfg.data.val_split, root=self.data_root
+        )
+
+    def save_resources(self, folder: Path) -> None:
+        """The tokenizer next to the weights (final/, best/): the adapter tokenises prompts with it."""
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(Path(folder) / "tokenizer"))
+
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         from cxrvlp.core.text.tokenize import tokenize
 
@@ -126,6 +145,7 @@ class CxrClipTask:
             "text_tokens": t1,
             "text_tokens2": t2,
             "sample_ids": [s["sample_id"] for s in samples],
+            "skipped": [x for s in samples for x in s.get("skipped", ())],
         }
 
     def training_step(self, model, batch, state):
@@ -165,15 +185,10 @@ def main(config: str | Path | None = None, overrides: list[str] | None = None) -
         config = argv[0] if argv and "=" not in argv[0] else None
         overrides = [a for a in argv if "=" in a]
     cfg = load_config(CxrClipTrainConfig, resolve_config(config), list(overrides or []))
+    check_model_name(cfg.model_name, "cxrclip")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    task = CxrClipTask(cfg)
-    result = run_training(task, cfg)
-    from cxrvlp.core.losses.infonce import world_info
-
-    if world_info()[0] == 0 and task.tokenizer is not None:
-        task.tokenizer.save_pretrained(str(result.final_dir / "tokenizer"))
-    return result.output_dir
+    return run_training(CxrClipTask(cfg), cfg).output_dir
 
 
 if __name__ == "__main__":

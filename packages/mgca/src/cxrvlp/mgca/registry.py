@@ -208,12 +208,24 @@ METHOD_SPEC = MethodSpec(
     text_length_key="model.max_words",
     pretrained=(
         PretrainedRecord(
-            "mgca-vit-b16", "vit_base.ckpt", _RELEASE, 224, "mean0.5-std0.5",
-            "emilyalsentzer/Bio_ClinicalBERT", 112, notes="PyTorch-Lightning 1.5 .ckpt",
+            "mgca-vit-b16",
+            "vit_base.ckpt",
+            _RELEASE,
+            224,
+            "mean0.5-std0.5",
+            "emilyalsentzer/Bio_ClinicalBERT",
+            112,
+            notes="PyTorch-Lightning 1.5 .ckpt",
         ),
         PretrainedRecord(
-            "mgca-r50", "resnet_50.ckpt", _RELEASE, 224, "mean0.5-std0.5",
-            "emilyalsentzer/Bio_ClinicalBERT", 112, notes="PyTorch-Lightning 1.5 .ckpt; 224 -> 299 inside",
+            "mgca-r50",
+            "resnet_50.ckpt",
+            _RELEASE,
+            224,
+            "mean0.5-std0.5",
+            "emilyalsentzer/Bio_ClinicalBERT",
+            112,
+            notes="PyTorch-Lightning 1.5 .ckpt; 224 -> 299 inside",
         ),
     ),
 )

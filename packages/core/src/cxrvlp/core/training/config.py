@@ -100,6 +100,9 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None  # optimizer steps; stops early when reached
     batch_size: int = 8  # per process
+    # The recipe's GLOBAL batch (CXR-CLIP: 128): when set, batch_size = global_batch_size / processes, so
+    # the in-batch negatives of a gathering loss do not change with the GPU count
+    global_batch_size: int | None = None
     grad_accum_steps: int = 1
     num_workers: int = 0
     shuffle: bool = True
@@ -126,6 +129,8 @@ class TrainConfig:
     keep_best_k: int = 1  # best/ holds the best; with k > 1, top_k/ keeps the k best epochs' weights
     early_stop_patience: int | None = None  # stop after this many evaluated epochs without improvement
     nan_policy: Literal["skip", "stop"] = "stop"
+    # With data.on_error=skip: stop when more than this fraction of an epoch's samples was unreadable
+    max_skipped_fraction: float = 0.01
     tracker: Literal["tensorboard"] | None = "tensorboard"
     deterministic: bool = False
     cpu: bool = False  # force CPU even when a GPU is visible (CPU is used anyway when there is none)

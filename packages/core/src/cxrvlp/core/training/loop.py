@@ -59,7 +59,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from cxrvlp.core.errors import CheckpointError, ConfigError, NonFiniteLossError
+from cxrvlp.core.errors import CheckpointError, ConfigError, CorruptImageError, NonFiniteLossError
 from cxrvlp.core.training.checkpoint import (
     _fsync_dir,
     atomic_write_text,
@@ -133,6 +133,10 @@ class TrainingTask(Protocol):
     - `on_after_backward(model, state)` after every backward (e.g. drop a frozen parameter's grad)
     - `on_epoch_start(model, epoch)` before each epoch's first batch (also when resuming mid-epoch)
     - `model_name: str` attribute: the registered model name written into `final/config.json`
+    - `build_val_dataset() -> Dataset | None`: validation rows (same collate); enables `monitor` / best/
+    - `validation_step(model, batch) -> dict[str, Tensor]`: named validation terms (default: training_step)
+    - `save_resources(folder)`: write what the weights need beside them (tokenizer, vocab, cached text
+      embeddings) into final/, best/ and top_k/ folders (main process)
     - `evaluate(model, accelerator) -> dict[str, float]` after each epoch (use `gather_for_metrics`);
       its metrics are logged and fed to a plateau schedule
     """
@@ -363,6 +367,19 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def process_state(cfg: TrainConfig | None = None):
+    """accelerate's process state set up as `run_training` will set it up (gloo on CPU under torchrun).
+
+    Tasks that need their rank before the loop starts (to write a synthetic mirror or a tokenizer once)
+    must use this, never a bare `PartialState()`: on a CPU-only machine that one would fix the process-wide
+    state as a single process, and every torchrun rank would believe it is rank 0 of 1.
+    """
+    from accelerate import PartialState
+
+    cpu = bool(cfg is not None and cfg.cpu) or not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
+
+
 def _make_accelerator(cfg: TrainConfig, out: Path):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -446,6 +463,23 @@ def batch_size_at(cfg: TrainConfig, epoch: int) -> int:
     return size
 
 
+def _apply_global_batch(cfg: TrainConfig, processes: int) -> None:
+    """batch_size = global_batch_size / processes (ConfigError when it does not divide)."""
+    if cfg.global_batch_size is None:
+        return
+    if cfg.batch_size_schedule:
+        raise ConfigError(
+            "global_batch_size and batch_size_schedule are both set; the schedule is per process"
+        )
+    if cfg.global_batch_size < processes or cfg.global_batch_size % processes:
+        raise ConfigError(
+            f"global_batch_size={cfg.global_batch_size} does not divide among the {processes} processes"
+        )
+    cfg.batch_size = cfg.global_batch_size // processes
+    if cfg.val_batch_size is None:
+        cfg.val_batch_size = cfg.batch_size
+
+
 def _check_batch_schedule(cfg: TrainConfig) -> None:
     sched = cfg.batch_size_schedule
     if not sched:
@@ -489,6 +523,8 @@ class _Run:
     pbar: Any = None
     val_loader: Any = None
     tracker: BestTracker | None = None
+    epoch_seen: int = 0  # samples drawn this epoch on this rank (for the skipped fraction)
+    epoch_skipped: list[str] = field(default_factory=list)  # unreadable records passed over (this rank)
 
     def ckpt_extra(self) -> dict[str, Any]:
         return {
@@ -498,6 +534,7 @@ class _Run:
             "steps_by_epoch": self.steps_by_epoch,
             "num_processes": self.accelerator.num_processes,
             "selection_state": self.tracker.state_dict() if self.tracker else None,
+            "epoch_skips": {"seen": self.epoch_seen, "skipped": self.epoch_skipped},
         }
 
     def save_checkpoint(self) -> Path:
@@ -531,6 +568,7 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
     _check_batch_schedule(cfg)
     out = Path(cfg.output_dir)
     accelerator = _make_accelerator(cfg, out)
+    _apply_global_batch(cfg, accelerator.num_processes)
     if accelerator.is_main_process:
         prepare_output_dir(out, cfg.overwrite, resume=bool(cfg.resume))
     accelerator.wait_for_everyone()
@@ -605,6 +643,7 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
         logs_acc.load(st.get("log_accumulator"))
         if tracker is not None:
             tracker.load_state_dict(st.get("selection_state"))
+        skips = st.get("epoch_skips") or {}
         accelerator.print(f"resumed from {resume_dir} at step {state.global_step} (epoch {state.epoch})")
 
     if cfg.tracker == "tensorboard":
@@ -615,6 +654,8 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
         schedule, base_lrs, state, logs_acc, out, val_loader=_build_val_loader(task, cfg, accelerator),
         tracker=tracker,
     )  # fmt: skip
+    if resume_dir is not None:
+        run.epoch_seen, run.epoch_skipped = int(skips.get("seen", 0)), list(skips.get("skipped", []))
     if tracker is not None and run.val_loader is None and not callable(getattr(task, "evaluate", None)):
         raise ConfigError(f"monitor='{cfg.monitor}' needs a validation set, and this task builds none")
     if cfg.progress_bar and accelerator.is_main_process:
@@ -630,9 +671,11 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
+    check_ranks_in_sync(accelerator, unwrapped)
     if accelerator.is_main_process:
         model_name = getattr(task, "model_name", None)
         save_pretrained(unwrapped, cfg, out / FINAL_DIR, model_name=model_name)
+        _call_hook(task, "save_resources", out / FINAL_DIR)
         with open(out / "history.jsonl", "w", encoding="utf-8") as f:
             for row in state.history:
                 f.write(json.dumps(row, default=_json_default) + "\n")
@@ -663,6 +706,9 @@ def _train_epochs(run: _Run) -> None:
         window_logs: list[dict[str, Any]] = []
         stop = False
         for batch in it:
+            if isinstance(batch, dict):
+                run.epoch_seen += len(batch.get("sample_ids", ()))
+                run.epoch_skipped.extend(batch.get("skipped", ()))
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     loss, logs = task.training_step(model, batch, state)
@@ -715,6 +761,7 @@ def _train_epochs(run: _Run) -> None:
             return
         # End of epoch: validate/evaluate, select, feed a plateau schedule, save as "start of next epoch".
         row: dict[str, Any] = {"epoch": epoch, "step": state.global_step}
+        row.update(_check_skipped(run, epoch))
         early_stop = False
         if cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
             metrics = _epoch_metrics(run)
@@ -739,6 +786,61 @@ def _train_epochs(run: _Run) -> None:
             )
             state.history.append({"epoch": epoch, "early_stop": True})
             return
+
+
+def weights_checksum(model: nn.Module) -> torch.Tensor:
+    """(2,) float64: sum and sum of squares of every parameter (a cheap fingerprint).
+
+    Buffers are left out on purpose: DDP broadcasts rank 0's buffers at the start of each forward, so after
+    the last forward each rank's BatchNorm statistics hold its own last batch (final/ saves rank 0's).
+    """
+    total = torch.zeros(2, dtype=torch.float64)
+    for t in model.parameters():
+        if t.is_floating_point():
+            d = t.detach().double()
+            total += torch.stack([d.sum().cpu(), (d * d).sum().cpu()])
+    return total
+
+
+def check_ranks_in_sync(accelerator, model: nn.Module) -> None:
+    """Every rank ends with the same weights (DDP's promise), checked once at the end of a run.
+
+    Each rank prints `rank R/W weights checksum S` (the tests read it); a mismatch is a RuntimeError on
+    every rank, naming the ranks, instead of a final/ that silently holds rank 0's copy.
+    """
+    if accelerator.num_processes == 1:
+        return
+    local = weights_checksum(model).to(accelerator.device)
+    every = accelerator.gather(local.reshape(1, 2)).cpu()  # (W, 2)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    print(f"rank {rank}/{world} weights checksum {local[0].item():.12e} {local[1].item():.12e}", flush=True)
+    ref = every[0]
+    bad = [r for r in range(every.shape[0]) if not torch.allclose(every[r], ref, rtol=1e-9, atol=0)]
+    if bad:
+        raise RuntimeError(f"weights differ between rank 0 and rank(s) {bad} at the end: {every.tolist()}")
+
+
+def _check_skipped(run: _Run, epoch: int) -> dict[str, Any]:
+    """Count (over ranks) and log this epoch's unreadable samples; stop past `max_skipped_fraction`."""
+    acc = run.accelerator
+    counts = torch.tensor([run.epoch_seen, len(run.epoch_skipped)], dtype=torch.float64, device=acc.device)
+    if acc.num_processes > 1:
+        counts = acc.reduce(counts, reduction="sum")
+    seen, skipped = int(counts[0]), int(counts[1])
+    names = run.epoch_skipped[:5]
+    run.epoch_seen, run.epoch_skipped = 0, []
+    if not skipped:
+        return {}
+    fraction = skipped / max(1, seen + skipped)
+    msg = f"epoch {epoch}: {skipped} unreadable sample(s) replaced by the next readable one ({fraction:.2%})"
+    if acc.is_main_process:
+        logger.warning("%s; first on this rank: %s", msg, names)
+    if fraction > run.cfg.max_skipped_fraction:
+        raise CorruptImageError(
+            "training data",
+            f"{msg} exceeds max_skipped_fraction={run.cfg.max_skipped_fraction}; first: {names}",
+        )
+    return {"skipped_samples": skipped}
 
 
 def _epoch_metrics(run: _Run) -> dict[str, float]:
@@ -775,6 +877,7 @@ def _select(run: _Run, metrics: dict[str, float], epoch: int) -> dict[str, Any]:
         for folder in targets:
             save_pretrained(unwrapped, run.cfg, folder, model_name=name)
             atomic_write_text(folder / "selection.json", note)
+            _call_hook(run.task, "save_resources", folder)
         if is_best:
             logger.info(
                 "epoch %d: new best %s = %.6g -> %s", epoch, run.cfg.monitor, run.tracker.best, BEST_DIR
