@@ -23,7 +23,10 @@ coord = st.floats(-40, 80, allow_nan=False, width=32)
 
 
 @FAST
-@given(st.lists(st.tuples(coord, coord, coord, coord), min_size=1, max_size=4), st.sampled_from(["reject", "clip"]))
+@given(
+    st.lists(st.tuples(coord, coord, coord, coord), min_size=1, max_size=4),
+    st.sampled_from(["reject", "clip"]),
+)
 def test_validate_boxes_property(boxes, policy):
     h, w = 48, 64
     b = np.array(boxes, np.float32)
@@ -124,7 +127,9 @@ def _det(root, entries):
 
 
 def test_chestx_det_one_box_per_label(tmp_path):
-    root = _det(tmp_path / "d", [{"file_name": "a.png", "syms": ["Mass"], "boxes": [[1, 2, 10, 12, 20, 20, 30, 30]]}])
+    root = _det(
+        tmp_path / "d", [{"file_name": "a.png", "syms": ["Mass"], "boxes": [[1, 2, 10, 12, 20, 20, 30, 30]]}]
+    )
     with pytest.raises(MalformedRecordError, match=r"test.json: row entry 0: box 0 \(Mass\) .* got 8 values"):
         get_dataset("chestx-det10", root)
     ds = get_dataset("chestx-det10", root, on_error="skip")

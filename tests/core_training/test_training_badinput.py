@@ -45,7 +45,11 @@ class Cfg(TrainConfig):
 def test_dotted_override_into_a_dict_field_and_mapping_merge(tmp_path):
     y = tmp_path / "c.yaml"
     y.write_text("model:\n  vit: {img_size: 64, patch_size: 8, depth: 2}\n")
-    assert load_config(Cfg, y, ["model.vit.depth=3"]).model.vit == {"img_size": 64, "patch_size": 8, "depth": 3}
+    assert load_config(Cfg, y, ["model.vit.depth=3"]).model.vit == {
+        "img_size": 64,
+        "patch_size": 8,
+        "depth": 3,
+    }
     merged = load_config(Cfg, y, ["model.vit={img_size: 32}"]).model.vit
     assert merged == {"img_size": 32, "patch_size": 8, "depth": 2}  # merged, nothing dropped
     assert load_config(Cfg, None, ["model.vit.a.b=1"]).model.vit == {"a": {"b": 1}}
@@ -153,7 +157,9 @@ def test_crafted_checkpoint_files_are_named(tmp_path, caplog):
     (ckpt / "model.safetensors").write_bytes(good["model.safetensors"])
     torch.save({"random_state": Evil()}, ckpt / "random_states_0.pkl")
     _rehash(ckpt)
-    with pytest.raises(CheckpointError, match=r"random_states_0.pkl: refused .* resume_allow_rng_mismatch=true"):
+    with pytest.raises(
+        CheckpointError, match=r"random_states_0.pkl: refused .* resume_allow_rng_mismatch=true"
+    ):
         _resume(out)
     with caplog.at_level(logging.WARNING, "cxrvlp.core.training"):
         res = _resume(out, "resume_allow_rng_mismatch=true")
@@ -163,7 +169,11 @@ def test_crafted_checkpoint_files_are_named(tmp_path, caplog):
 def test_rng_not_restored_is_detected(tmp_path):
     import random
 
-    states = {"random_state": random.getstate(), "numpy_random_seed": None, "torch_manual_seed": torch.get_rng_state()}
+    states = {
+        "random_state": random.getstate(),
+        "numpy_random_seed": None,
+        "torch_manual_seed": torch.get_rng_state(),
+    }
     random.random()
     with pytest.raises(CheckpointError, match="RNG states were not restored"):
         ck.check_rng_restored(states, tmp_path)

@@ -73,7 +73,11 @@ class MGCATrainConfig(TrainConfig):
                 f"key 'model.vit.img_size': {vit['img_size']!r} differs from key 'data.image_size' "
                 f"{self.data.image_size!r} (the ViT would get images of the wrong size)"
             )
-        if self.model.is_vit and isinstance(vit.get("img_size"), int) and isinstance(vit.get("patch_size"), int):
+        if (
+            self.model.is_vit
+            and isinstance(vit.get("img_size"), int)
+            and isinstance(vit.get("patch_size"), int)
+        ):
             if vit["patch_size"] <= 0 or vit["img_size"] % vit["patch_size"]:
                 raise ConfigError(
                     f"key 'model.vit.patch_size': {vit['patch_size']!r} must divide model.vit.img_size "

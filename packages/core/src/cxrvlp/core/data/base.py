@@ -126,7 +126,14 @@ def read_table(
     except pd.errors.ParserError as exc:
         m = _LINE_RE.search(str(exc))
         raise MalformedRecordError(path, int(m.group(1)) if m else "?", str(exc).strip()) from exc
-    except (UnicodeDecodeError, EOFError, OSError, zipfile.BadZipFile, pd.errors.EmptyDataError, csv.Error) as exc:
+    except (
+        UnicodeDecodeError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        pd.errors.EmptyDataError,
+        csv.Error,
+    ) as exc:
         raise MalformedRecordError(path, "?", f"cannot read the table: {type(exc).__name__}: {exc}") from exc
     if strip_columns and header is not None:
         df.columns = [str(c).strip() for c in df.columns]
@@ -135,7 +142,9 @@ def read_table(
         raise MalformedRecordError(path, 1, f"missing column(s) {missing}; found {list(df.columns)[:20]}")
     if nonblank and len(df):
         cols = [c for c in nonblank if c in df.columns]
-        blank = df[cols].isna().to_numpy() | df[cols].astype(str).apply(lambda c: c.str.strip() == "").to_numpy()
+        blank = (
+            df[cols].isna().to_numpy() | df[cols].astype(str).apply(lambda c: c.str.strip() == "").to_numpy()
+        )
         rows = np.flatnonzero(blank.any(axis=1))
         for i in rows:
             col = cols[int(np.flatnonzero(blank[i])[0])]

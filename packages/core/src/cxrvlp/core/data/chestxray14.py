@@ -57,9 +57,7 @@ def read_bbox_list(
     """BBox_List_2017.csv -> Image Index -> [(finding, (4,) xyxy)], validated row by row (boxes against
     the 1024 px PNGs of the release unless `image_size` says otherwise; see `geometry.validate_boxes`)."""
     # the official header splits "Bbox [x,y,w,h]" into 4 names (9 in all); the rows have 6 fields
-    df = read_table(
-        path, header=0, on_error=on_error, skipped=skipped, strip_columns=False, min_fields=6
-    )
+    df = read_table(path, header=0, on_error=on_error, skipped=skipped, strip_columns=False, min_fields=6)
     if df.shape[1] < 6:
         raise MalformedRecordError(
             path, 1, f"expected 6 columns (index, label, x, y, w, h), found {df.shape[1]}"

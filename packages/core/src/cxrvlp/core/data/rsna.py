@@ -129,9 +129,7 @@ class RSNAPneumoniaDataset(CxrDataset):
         for i, row in enumerate(df.itertuples(index=False)):
             line = i + 2
             try:
-                boxes = parse_box_string(
-                    row[2], path, line, self.image_size, self.box_policy, self.clipped
-                )
+                boxes = parse_box_string(row[2], path, line, self.image_size, self.box_policy, self.clipped)
                 try:
                     lab = float(row[3])
                 except (ValueError, TypeError) as exc:

@@ -73,7 +73,11 @@ class VinDrCXRDataset(CxrDataset):
         per_label: dict[str, np.ndarray] = {}
         if labels_csv.is_file():
             df = read_table(
-                labels_csv, ("image_id",), on_error=self.on_error, skipped=self.skipped, nonblank=("image_id",)
+                labels_csv,
+                ("image_id",),
+                on_error=self.on_error,
+                skipped=self.skipped,
+                nonblank=("image_id",),
             )
             cols = [c for c in df.columns if c not in ("image_id", "rad_id", "rad_ID")]
             self.classes = tuple(cols)

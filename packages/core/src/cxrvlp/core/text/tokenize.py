@@ -86,8 +86,8 @@ def load_tokenizer(name_or_path: str | Path, **kwargs) -> PreTrainedTokenizerBas
     if cached is None and _hub_offline():
         # no minute of hub retries: offline and not in the local cache is an error at once
         raise ConfigError(
-            f"cannot load tokenizer '{name}': HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set and it is not in the "
-            f"local hub cache (tried {_hub_repo_folder(name)}). Download it once with "
+            f"cannot load tokenizer '{name}': HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set and it is not in "
+            f"the local hub cache (tried {_hub_repo_folder(name)}). Download it once with "
             f"`huggingface-cli download {name}` or pass a local folder"
         )
     if cached is not None:

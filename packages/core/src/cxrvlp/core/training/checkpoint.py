@@ -496,7 +496,9 @@ def check_rng_restored(states: dict[str, Any] | None, folder: str | os.PathLike,
     if not ok:
         msg = f"{folder}: the saved RNG states were not restored"
         if not allow:
-            raise CheckpointError(msg + "; set resume_allow_rng_mismatch=true to resume anyway with fresh RNG")
+            raise CheckpointError(
+                msg + "; set resume_allow_rng_mismatch=true to resume anyway with fresh RNG"
+            )
         logging.getLogger("cxrvlp.core.training").warning("resume: %s (resume_allow_rng_mismatch)", msg)
     return ok
 

@@ -171,7 +171,10 @@ class TrainConfig:
             self.save_every_steps,
         )
         _require(
-            self.grad_clip_norm is None or self.grad_clip_norm > 0, "grad_clip_norm", "> 0", self.grad_clip_norm
+            self.grad_clip_norm is None or self.grad_clip_norm > 0,
+            "grad_clip_norm",
+            "> 0",
+            self.grad_clip_norm,
         )
 
 
@@ -541,7 +544,9 @@ def validate_config(cfg: Any, where: str = "<config>", prefix: str = "") -> None
             if not good:
                 raise ConfigError(f"{where}: key '{dotted}': must be {sym} {bound}, got {value!r}")
         if "choices" in f.metadata and value not in f.metadata["choices"]:
-            raise ConfigError(f"{where}: key '{dotted}': must be one of {list(f.metadata['choices'])}, got {value!r}")
+            raise ConfigError(
+                f"{where}: key '{dotted}': must be one of {list(f.metadata['choices'])}, got {value!r}"
+            )
     hook = getattr(cfg, "validate", None)
     if callable(hook):
         try:
@@ -574,4 +579,6 @@ def _check_model_name(cfg: Any, where: str) -> None:
             importlib.import_module(module)
     known = sorted(registry._MODELS)
     if name not in known:
-        raise ConfigError(f"{where}: key 'model_name': '{name}' is not a registered model; registered: {known}")
+        raise ConfigError(
+            f"{where}: key 'model_name': '{name}' is not a registered model; registered: {known}"
+        )

@@ -584,7 +584,9 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
         except CheckpointError:
             raise
         except Exception as e:  # anything verify_resume_folder did not foresee still names the folder
-            raise CheckpointError(f"{resume_dir}: cannot restore the checkpoint: {type(e).__name__}: {e}") from e
+            raise CheckpointError(
+                f"{resume_dir}: cannot restore the checkpoint: {type(e).__name__}: {e}"
+            ) from e
         check_rng_restored(rng, resume_dir, cfg.resume_allow_rng_mismatch)
         state.global_step = int(st["global_step"])
         state.epoch = int(st["epoch"])
