@@ -57,6 +57,30 @@ class MGCATrainConfig(TrainConfig):
     model: MGCAConfig = field(default_factory=MGCAConfig)
     data: MGCADataConfig = field(default_factory=MGCADataConfig)
 
+    def validate(self) -> None:
+        """Cross-checks run by core's load_config before anything is built (issue 24)."""
+        from cxrvlp.core.errors import ConfigError
+
+        TrainConfig.validate(self)
+        vit = self.model.vit or {}
+        if self.model.is_vit and "img_size" in vit and vit["img_size"] != self.data.image_size:
+            raise ConfigError(
+                f"key 'model.vit.img_size': {vit['img_size']!r} differs from key 'data.image_size' "
+                f"{self.data.image_size!r} (the ViT would get images of the wrong size)"
+            )
+        if (
+            self.model.is_vit
+            and isinstance(vit.get("img_size"), int)
+            and isinstance(vit.get("patch_size"), int)
+        ):
+            if vit["patch_size"] <= 0 or vit["img_size"] % vit["patch_size"]:
+                raise ConfigError(
+                    f"key 'model.vit.patch_size': {vit['patch_size']!r} must divide model.vit.img_size "
+                    f"{vit['img_size']!r}"
+                )
+        if not 0 < self.data.data_pct <= 1:
+            raise ConfigError(f"key 'data.data_pct': must be in (0, 1], got {self.data.data_pct!r}")
+
 
 def resolve_config_path(config: str | os.PathLike) -> Path:
     """A YAML path, or the name of a packaged config (`tiny`, `small`, `mgca_vit_b16`, `mgca_r50`)."""

@@ -63,9 +63,11 @@ from cxrvlp.core.errors import CheckpointError, ConfigError, CorruptImageError, 
 from cxrvlp.core.training.checkpoint import (
     _fsync_dir,
     atomic_write_text,
+    check_rng_restored,
     fsync_tree,
     save_pretrained,
     sha256_file,
+    verify_resume_folder,
 )
 from cxrvlp.core.training.config import TrainConfig, config_to_dict, save_config
 from cxrvlp.core.training.optim import build_optimizer
@@ -633,7 +635,16 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
                 f"{resume_dir}: saved with {saved} steps per epoch, this run has {steps_by_epoch} ("
                 f"batch_size(_schedule), grad_accum_steps, process count or dataset changed)"
             )
-        accelerator.load_state(str(resume_dir))
+        rng = verify_resume_folder(resume_dir, accelerator.process_index, cfg.resume_allow_rng_mismatch)
+        try:
+            accelerator.load_state(str(resume_dir))
+        except CheckpointError:
+            raise
+        except Exception as e:  # anything verify_resume_folder did not foresee still names the folder
+            raise CheckpointError(
+                f"{resume_dir}: cannot restore the checkpoint: {type(e).__name__}: {e}"
+            ) from e
+        check_rng_restored(rng, resume_dir, cfg.resume_allow_rng_mismatch)
         state.global_step = int(st["global_step"])
         state.epoch = int(st["epoch"])
         state.step_in_epoch = int(st["step_in_epoch"])
