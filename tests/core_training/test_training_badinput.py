@@ -87,9 +87,15 @@ def test_ranges_are_checked_at_load(rule, v):
 
 
 def test_registered_model_name_empty_yaml_and_unknown_recipe(tmp_path):
-    with pytest.raises(ConfigError, match="'model_name': 'no-such-model' is not a registered model"):
-        load_config(Cfg, None, ["model_name=no-such-model"])
-    assert load_config(Cfg, None).model_name == "my-default"  # the class's own default is trusted
+    from cxrvlp.mgca.train import MGCATrainConfig
+
+    # a method's config: its model_name (default included) must be one of that method's registered names
+    with pytest.raises(ConfigError, match=r"'model_name': 'no-such-model' is not a registered mgca model"):
+        load_config(MGCATrainConfig, None, ["model_name=no-such-model"])
+    with pytest.raises(ConfigError, match=r"not a registered mgca model"):
+        load_config(MGCATrainConfig, None, ["model_name=cxrclip-r50"])  # another method's name
+    assert load_config(MGCATrainConfig, None).model_name == "mgca-vit-b16"
+    assert load_config(Cfg, None).model_name == "my-default"  # a config outside a method package: no method
     for text in ("", "# only a comment\n", "{}\n"):
         (tmp_path / "e.yaml").write_text(text)
         with pytest.raises(ConfigError, match=r"e.yaml: config file is empty"):

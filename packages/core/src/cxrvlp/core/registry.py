@@ -94,14 +94,14 @@ def get_model_entry(name: str) -> ModelEntry:
     return _MODELS[name]
 
 
-def check_model_name(name: str, method: str) -> str:
+def check_model_name(name: str, method: str, where: str = "config") -> str:
     """`name` if it is a registered model of `method`, else a ConfigError listing that method's names."""
     from cxrvlp.core.errors import ConfigError
 
     names = list_models(method)
     if name not in names:
         raise ConfigError(
-            f"config key 'model_name': '{name}' is not a registered {method} model; one of {names}"
+            f"{where}: key 'model_name': '{name}' is not a registered {method} model; one of {names}"
         )
     return name
 

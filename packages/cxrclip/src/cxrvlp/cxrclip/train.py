@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from cxrvlp.core.registry import check_model_name
 from cxrvlp.core.training import TrainConfig, load_config, run_training
 from cxrvlp.core.training.loop import process_state
 from cxrvlp.cxrclip.data import CxrClipDataConfig, build_train_dataset
@@ -185,7 +184,6 @@ def main(config: str | Path | None = None, overrides: list[str] | None = None) -
         config = argv[0] if argv and "=" not in argv[0] else None
         overrides = [a for a in argv if "=" in a]
     cfg = load_config(CxrClipTrainConfig, resolve_config(config), list(overrides or []))
-    check_model_name(cfg.model_name, "cxrclip")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     return run_training(CxrClipTask(cfg), cfg).output_dir

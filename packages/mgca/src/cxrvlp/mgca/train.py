@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from cxrvlp.core.data.pretraining import MimicSourceConfig, resolve_mimic_root
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.registry import check_model_name
 from cxrvlp.core.training import TrainConfig, TrainState, load_config, run_training
 from cxrvlp.core.training.loop import process_state
 from cxrvlp.mgca.config import MGCAConfig
@@ -261,7 +260,6 @@ def train(config: str | os.PathLike | MGCATrainConfig, overrides: tuple[str, ...
             raise ConfigError("overrides apply to a YAML config; edit the MGCATrainConfig instead")
     else:
         cfg = load_config(MGCATrainConfig, resolve_config_path(config), list(overrides))
-    check_model_name(cfg.model_name, "mgca")
     result = run_training(MGCATask(cfg), cfg)
     return Path(result.output_dir)
 

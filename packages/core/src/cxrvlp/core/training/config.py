@@ -580,22 +580,18 @@ def validate_config(cfg: Any, where: str = "<config>", prefix: str = "") -> None
 
 
 def _check_model_name(cfg: Any, where: str) -> None:
-    """A top-level `model_name` other than the class default must be registered by the owning method."""
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
-    f = fields.get("model_name")
+    """A top-level `model_name` (default included) must be a registered model of the method owning the config.
+
+    The method is the package of the config class (`cxrvlp.mgca.train` -> `mgca`); configs outside a method
+    package (tests, notebooks) are not checked.
+    """
     name = getattr(cfg, "model_name", None)
-    if f is None or not isinstance(name, str) or name == f.default:
+    if "model_name" not in {f.name for f in dataclasses.fields(cfg)} or not isinstance(name, str):
         return
     from cxrvlp.core import registry
 
-    package = type(cfg).__module__.rsplit(".", 1)[0]  # e.g. cxrvlp.mgca
-    for module in registry.installed_methods().values():
-        if module.startswith(package + "."):
-            import importlib
-
-            importlib.import_module(module)
-    known = sorted(registry._MODELS)
-    if name not in known:
-        raise ConfigError(
-            f"{where}: key 'model_name': '{name}' is not a registered model; registered: {known}"
-        )
+    parts = type(cfg).__module__.split(".")
+    method = parts[1] if len(parts) > 2 and parts[0] == "cxrvlp" else None
+    if method not in registry.installed_methods():
+        return
+    registry.check_model_name(name, method, where)
