@@ -87,7 +87,7 @@ def test_ranges_are_checked_at_load(rule, v):
 
 
 def test_registered_model_name_empty_yaml_and_unknown_recipe(tmp_path):
-    from cxrvlp.mgca.train import MGCATrainConfig
+    from cxrvlp.mgca.config import MGCATrainConfig
 
     # a method's config: its model_name (default included) must be one of that method's registered names
     with pytest.raises(ConfigError, match=r"'model_name': 'no-such-model' is not a registered mgca model"):

@@ -126,3 +126,38 @@ def test_bad_batch_schedules(tmp_path, extra, match):
     cfg = _cfg(tmp_path, "epochs=2", *extra)
     with pytest.raises(ConfigError, match=match):
         run_training(tiny.TinyTask(cfg), cfg)
+
+
+def test_task_module_sums_named_losses_and_exports_the_model(tmp_path):
+    """A TaskModule (model + loss-owned parameter) trains; final/ holds the model alone."""
+    from cxrvlp.core.training import TaskModule, read_pretrained_config, scalar_logs, sum_losses
+
+    class Temp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log_t = torch.nn.Parameter(torch.zeros(()))  # a loss-owned, learned temperature
+
+    class Module(TaskModule):
+        def forward(self, batch):
+            logits = self.model(batch["image"]) * self.loss.log_t.exp()
+            ce = torch.nn.functional.cross_entropy(logits, batch["label"])
+            return {"ce_loss": ce, "reg_loss": 0.01 * self.loss.log_t**2, "logits": logits}
+
+    class Task(tiny.TinyTask):
+        evaluate = None
+
+        def build_model(self):
+            return Module(tiny.TinyNet(), Temp())
+
+        def training_step(self, model, batch, state):
+            terms = model(batch)
+            return sum_losses(terms), scalar_logs(terms)
+
+    cfg = _cfg(tmp_path, "epochs=1")
+    res = run_training(Task(cfg), cfg)
+    assert isinstance(res.model, tiny.TinyNet)  # the exported model, not the task module
+    assert read_pretrained_config(res.final_dir)["model_name"] == "tiny-cnn"
+    assert load_pretrained_weights(tiny.TinyNet(), res.final_dir).ok
+    assert any("ce_loss" in row and "reg_loss" in row and "logits" not in row for row in res.history)
+    with pytest.raises(ValueError, match="no '\\*_loss' term"):
+        sum_losses({"acc": torch.tensor(1.0)})

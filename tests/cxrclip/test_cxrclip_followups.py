@@ -74,7 +74,8 @@ def test_classify_memoises_prompts_exactly(adapter, monkeypatch, classes):
 
 def _config(tmp_path, extra=()):
     from cxrvlp.core.training import load_config
-    from cxrvlp.cxrclip.train import CxrClipTrainConfig, resolve_config
+    from cxrvlp.cxrclip.config import CxrClipTrainConfig
+    from cxrvlp.cxrclip.train import resolve_config
 
     overrides = [
         f"output_dir={tmp_path / 'run'}",

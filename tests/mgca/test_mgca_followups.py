@@ -71,7 +71,8 @@ def test_classify_memoises_prompts_exactly(adapter, monkeypatch):
 
 def _task_config(tmp_path, extra=()):
     from cxrvlp.core.training import load_config
-    from cxrvlp.mgca.train import MGCATrainConfig, resolve_config_path
+    from cxrvlp.mgca.config import MGCATrainConfig
+    from cxrvlp.mgca.train import resolve_config_path
 
     overrides = [
         f"output_dir={tmp_path / 'run'}",
@@ -111,7 +112,7 @@ def test_synthetic_cache_folder_is_tagged_with_the_generator_version(tmp_path, m
     import cxrvlp.core.data.synthetic as synthetic
     import cxrvlp.core.data.synthetic.mimic_cxr as mimic
     from cxrvlp.core.data.pretraining import synthetic_mimic_root
-    from cxrvlp.mgca.train import MGCADataConfig
+    from cxrvlp.mgca.config import MGCADataConfig
 
     written = []
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from cxrvlp.core.errors import ConfigError
+from cxrvlp.mgca.train import MGCATrainModule
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -120,7 +121,7 @@ def test_mgca_small_losses_finite_and_reach_both_backbones(small):
             ],
         ),
     }
-    out = model(batch, compute_loss=True)
+    out = MGCATrainModule(model).run(batch)
     terms = out.loss.terms
     assert set(terms) == {"loss_ita", "loss_cta", "loss_cpa"}
     assert all(math.isfinite(v.item()) and v.item() > 0 for v in terms.values())

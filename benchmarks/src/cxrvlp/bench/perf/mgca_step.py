@@ -37,6 +37,7 @@ def time_variant(variant: str, batch_size: int, steps: int) -> list[float]:
     """Seconds per training step of the full-size paper model (first step = warm-up, not reported)."""
     from cxrvlp.mgca.config import MGCAConfig
     from cxrvlp.mgca.model import MGCA
+    from cxrvlp.mgca.train import MGCATrainModule
 
     torch.manual_seed(0)
     model = MGCA(MGCAConfig(image_encoder="vit-b16" if variant == "vit" else "resnet50")).train()
@@ -47,7 +48,7 @@ def time_variant(variant: str, batch_size: int, steps: int) -> list[float]:
     times = []
     for _ in range(steps + 1):
         t0 = time.perf_counter()
-        out = model(batch, compute_loss=True)
+        out = MGCATrainModule(model).run(batch)
         opt.zero_grad(set_to_none=True)
         out.loss.loss.backward()
         opt.step()

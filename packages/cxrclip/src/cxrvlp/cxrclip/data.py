@@ -16,40 +16,22 @@ import json
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from cxrvlp.core.data.pretraining import (
-    MimicSourceConfig,
     load_with_substitute,
     read_exact,
     resolve_mimic_root,
 )
 from cxrvlp.core.errors import ConfigError, DatasetNotFoundError, MalformedRecordError
+from cxrvlp.cxrclip.config import CxrClipDataConfig
 from cxrvlp.cxrclip.prompts import chexpert_text_labels, generate_report_from_labels, load_prompt_bank
 from torch.utils.data import Dataset
 
 logger = logging.getLogger("cxrvlp.cxrclip")
-
-
-@dataclass
-class CxrClipDataConfig(MimicSourceConfig):
-    """MIMIC-CXR source (core's `MimicSourceConfig`) + how a CXR-CLIP sample is drawn."""
-
-    views: list[str] | None = None  # None: every image of the study (official), e.g. ["PA", "AP"] to filter
-    view_sampling: str = "official"  # "official" (P1 quirk) | "distinct_views" (fix)
-    back_translation: str | None = None  # JSON {section text: back-translated text}
-    chexpert_root: str | None = None  # add CheXpert as prompt reports (needs prompt_json)
-    prompt_json: str | None = None  # the official datasets/train_prompts_all.json
-    # GLoRIA's chexpert_5x200.csv: its patients are removed from CheXpert pretraining as officially
-    # (223,414 -> 216,478 images), else the 5x200 zero-shot score of an M,C model is contaminated
-    chexpert_5x200_csv: str | None = None
-    allow_5x200_overlap: bool = False  # True: train on CheXpert without that exclusion (not the paper's)
-    transform: str = "cxrclip-r50"  # core transform preset (cxrclip-r50 | cxrclip-swint)
-    image_size: int | None = None  # None: the preset's (224)
 
 
 def text_sections(sections: dict[str, str]) -> list[str]:

@@ -9,7 +9,8 @@ from typing import Any
 from cxrvlp.core.errors import ConfigError
 from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
 from cxrvlp.core.registry import register_model
-from cxrvlp.cxrclip.model import BIO_CLINICAL_BERT, CxrClip, CxrClipModelConfig, build_model
+from cxrvlp.cxrclip.config import BIO_CLINICAL_BERT, CxrClipModelConfig
+from cxrvlp.cxrclip.model import CxrClip, build_model
 
 METHOD = "cxrclip"
 

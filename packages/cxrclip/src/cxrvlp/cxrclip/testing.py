@@ -9,8 +9,9 @@ from typing import Any
 import torch
 from cxrvlp.core.errors import ConfigError
 from cxrvlp.core.zeroshot import ClassPrompts
+from cxrvlp.cxrclip.config import CxrClipModelConfig
 from cxrvlp.cxrclip.loss import CxrClipLoss
-from cxrvlp.cxrclip.model import CxrClip, CxrClipModelConfig
+from cxrvlp.cxrclip.model import CxrClip
 from cxrvlp.cxrclip.official import load_official_checkpoint, ours_to_official
 from cxrvlp.cxrclip.zeroshot import (
     CxrClipAdapter,

@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cxrvlp.core.data.transforms import NORMALISATIONS
 from cxrvlp.core.text.prompts import chexpert_5x200_prompts  # noqa: F401  (the official 5x200 protocol)
 from cxrvlp.core.zeroshot import AdapterInfo, ClassPrompts
-from cxrvlp.cxrclip.model import NORMALISATION, CxrClip, CxrClipModelConfig
+from cxrvlp.cxrclip.config import CxrClipModelConfig
+from cxrvlp.cxrclip.model import CxrClip
 
 BIOVIL_PNEUMONIA = ClassPrompts("Pneumonia", ["Findings suggesting pneumonia."], ["No evidence of pneumonia"])
 
@@ -96,7 +98,7 @@ class CxrClipAdapter:
         # classify() runs once per image batch with the same prompts: encode them once.
         self._prompt_cache: dict[tuple[str, ...], torch.Tensor] = {}
         self.size = cfg.image_size
-        self.mean, self.std = NORMALISATION[cfg.normalisation]
+        self.mean, self.std = NORMALISATIONS[cfg.normalisation]
         self.info = AdapterInfo(
             method="cxrclip",
             model_name=model_name,

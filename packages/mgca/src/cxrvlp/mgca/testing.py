@@ -12,6 +12,7 @@ from cxrvlp.core.errors import ConfigError, DatasetNotFoundError
 from cxrvlp.mgca.config import MedBertConfig, MGCAConfig
 from cxrvlp.mgca.loss import topk_accuracy
 from cxrvlp.mgca.official import load_official_checkpoint, official_to_ours
+from cxrvlp.mgca.train import MGCATrainModule
 from torch import nn
 
 
@@ -165,7 +166,7 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     model = load_official_checkpoint(sd, config=cfg)
     model.eval()
     with torch.no_grad():
-        out = model(batch, compute_loss=True)
+        out = MGCATrainModule(model).run(batch)
         img, txt, lo = out.image, out.text, out.loss
     results.update(_side_tensors(img, txt, cfg))
     d = lo.details
@@ -187,7 +188,7 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     model = load_official_checkpoint(sd, config=cfg)
     model.train()
     _no_dropout(model)
-    out = model(batch, compute_loss=True)
+    out = MGCATrainModule(model).run(batch)
     img, txt, lo = out.image, out.text, out.loss
     lo.loss.backward()
     tb = {**_side_tensors(img, txt, cfg), **lo.details}

@@ -17,68 +17,30 @@ import hashlib
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from cxrvlp.core.data.pretraining import MimicSourceConfig, resolve_mimic_root
+from cxrvlp.core.data.pretraining import resolve_mimic_root
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.training import TrainConfig, TrainState, load_config, run_training
+from cxrvlp.core.training import (
+    TaskModule,
+    TrainState,
+    exported_model,
+    load_config,
+    run_training,
+    scalar_logs,
+    sum_losses,
+)
 from cxrvlp.core.training.loop import process_state
-from cxrvlp.mgca.config import MGCAConfig
+from cxrvlp.mgca.config import MGCATrainConfig
 from cxrvlp.mgca.data import MGCAPretrainDataset, MGCATokenizer, mgca_collate, report_caption
-from cxrvlp.mgca.loss import topk_accuracy
-from cxrvlp.mgca.model import MGCA
+from cxrvlp.mgca.loss import MGCALoss, topk_accuracy
+from cxrvlp.mgca.model import MGCA, MGCAOutput
 from torch import nn
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TOKENIZER_DIR = "tokenizer"
-
-
-@dataclass
-class MGCADataConfig(MimicSourceConfig):
-    """MIMIC-CXR source (core's `MimicSourceConfig`: root, cache, on_error, synthetic) + MGCA's fields."""
-
-    image_size: int = 224  # crop size (resize-pad to round(S * 256 / 224) first, as the official 256/224)
-    data_pct: float = 1.0
-    # None: the model's tokenizer (hub id / folder / "minilm-l6"); "build": a WordPiece vocab trained on the
-    # captions
-    tokenizer: str | None = None
-    build_vocab_size: int = 1000
-
-
-@dataclass
-class MGCATrainConfig(TrainConfig):
-    """The full MGCA run: core loop settings + model + data."""
-
-    model_name: str = "mgca-vit-b16"
-    model: MGCAConfig = field(default_factory=MGCAConfig)
-    data: MGCADataConfig = field(default_factory=MGCADataConfig)
-
-    def validate(self) -> None:
-        """Cross-checks run by core's load_config before anything is built (issue 24)."""
-        from cxrvlp.core.errors import ConfigError
-
-        TrainConfig.validate(self)
-        vit = self.model.vit or {}
-        if self.model.is_vit and "img_size" in vit and vit["img_size"] != self.data.image_size:
-            raise ConfigError(
-                f"key 'model.vit.img_size': {vit['img_size']!r} differs from key 'data.image_size' "
-                f"{self.data.image_size!r} (the ViT would get images of the wrong size)"
-            )
-        if (
-            self.model.is_vit
-            and isinstance(vit.get("img_size"), int)
-            and isinstance(vit.get("patch_size"), int)
-        ):
-            if vit["patch_size"] <= 0 or vit["img_size"] % vit["patch_size"]:
-                raise ConfigError(
-                    f"key 'model.vit.patch_size': {vit['patch_size']!r} must divide model.vit.img_size "
-                    f"{vit['img_size']!r}"
-                )
-        if not 0 < self.data.data_pct <= 1:
-            raise ConfigError(f"key 'data.data_pct': must be in (0, 1], got {self.data.data_pct!r}")
 
 
 def resolve_config_path(config: str | os.PathLike) -> Path:
@@ -91,6 +53,30 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
         return packaged
     known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
     raise ConfigError(f"config '{config}' is neither a file nor a packaged config {known}")
+
+
+class MGCATrainModule(TaskModule):
+    """MGCA + `MGCALoss` as one module (what DDP wraps): the prototypes are used inside its forward."""
+
+    def __init__(self, model: MGCA) -> None:
+        super().__init__(model, MGCALoss(model.cfg))
+
+    def run(self, batch: dict[str, Any]) -> MGCAOutput:
+        """Both sides and the loss output with every intermediate (the parity harness reads them)."""
+        out = self.model(batch)
+        out.loss = self.loss(out.image, out.text, self.model.prototypes)
+        return out
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """lambda-weighted `ita_loss`, `cta_loss`, `cpa_loss` (sum = the official total) + the ITA logits."""
+        lo = self.run(batch).loss
+        c = self.model.cfg
+        return {
+            "ita_loss": c.lambda_1 * lo.terms["loss_ita"],
+            "cta_loss": c.lambda_2 * lo.terms["loss_cta"],
+            "cpa_loss": c.lambda_3 * lo.terms["loss_cpa"],
+            "ita_logits": lo.details["ita_logits"],
+        }
 
 
 class MGCATask:
@@ -189,13 +175,13 @@ class MGCATask:
         self._tokenizer_to_save = False
 
     # ---------------------------------------------------------------- TrainingTask
-    def build_model(self) -> nn.Module:
-        """MGCA with the dead parameters frozen (they never get a grad, so AdamW never touched them)."""
+    def build_model(self) -> MGCATrainModule:
+        """MGCA + its loss; dead parameters frozen (they never get a grad: AdamW never touched them)."""
         self._save_run_tokenizer()  # the run folder has passed run_training's checks by now
         model = MGCA(self.cfg.model)
         for p in model.dead_parameters():
             p.requires_grad_(False)
-        return model
+        return MGCATrainModule(model)
 
     def build_train_dataset(self) -> MGCAPretrainDataset:
         """Frontal train images with a usable caption."""
@@ -232,20 +218,19 @@ class MGCATask:
     def training_step(
         self, model: nn.Module, batch: dict[str, Any], state: TrainState
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """lambda-weighted ITA + CTA + CPA of the local batch."""
-        out = model(batch, compute_loss=True)
-        lo = out.loss
-        logits = lo.details["ita_logits"]
-        logs = {**{k: v.detach() for k, v in lo.terms.items()}, "acc1": topk_accuracy(logits, 1)}
+        """lambda-weighted ITA + CTA + CPA of the local batch (nothing gathered, as the official DDP run)."""
+        terms = model(batch)
+        logits = terms["ita_logits"]
+        logs = {**scalar_logs(terms), "acc1": topk_accuracy(logits, 1)}
         if logits.shape[0] >= 5:
             logs["acc5"] = topk_accuracy(logits, 5)
-        return lo.loss, logs
+        return sum_losses(terms), logs
 
     def on_after_backward(self, model: nn.Module, state: TrainState) -> None:
         """Prototypes get no update in the first `freeze_prototypes_epochs` epochs (grad dropped)."""
         if state.epoch < self.cfg.model.freeze_prototypes_epochs:
             inner = state.accelerator.unwrap_model(model) if state.accelerator is not None else model
-            inner.prototypes.weight.grad = None
+            exported_model(inner).prototypes.weight.grad = None
 
     def save_resources(self, folder: Path) -> None:
         """The tokenizer next to the weights (final/, best/): the adapter tokenises prompts with it."""

@@ -87,6 +87,7 @@ from cxrvlp.core.training.selection import (
     top_k_name,
     validation_loader,
 )
+from cxrvlp.core.training.task import exported_model
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -683,6 +684,7 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     check_ranks_in_sync(accelerator, unwrapped)
+    unwrapped = exported_model(unwrapped)  # a TaskModule's model: loss-owned parameters stay in checkpoints
     if accelerator.is_main_process:
         model_name = getattr(task, "model_name", None)
         save_pretrained(unwrapped, cfg, out / FINAL_DIR, model_name=model_name)
@@ -874,7 +876,7 @@ def _select(run: _Run, metrics: dict[str, float], epoch: int) -> dict[str, Any]:
     is_best, entered = run.tracker.observe(metrics, epoch)
     acc = run.accelerator
     if (is_best or entered) and acc.is_main_process:
-        unwrapped = acc.unwrap_model(run.model)
+        unwrapped = exported_model(acc.unwrap_model(run.model))
         name = getattr(run.task, "model_name", None)
         note = {
             "monitor": run.cfg.monitor,
