@@ -71,7 +71,7 @@ def test_validation_selects_best_and_keeps_top_k(tmp_path):
 
 
 def test_validation_mean_is_over_rows_and_early_stop(tmp_path):
-    cfg = _cfg(tmp_path, "epochs=6", "monitor=val_loss", "early_stop_patience=1", "optimizer.lr=0.0")
+    cfg = _cfg(tmp_path, "epochs=6", "monitor=val_loss", "early_stop_patience=1", "optimizer.lr=1e-12")
     res = run_training(ValTask(cfg), cfg)
     # patience 1: the run stops right after the first evaluated epoch that does not improve
     evaluated = [row for row in res.history if "val_loss" in row]
@@ -153,7 +153,7 @@ def test_task_module_sums_named_losses_and_exports_the_model(tmp_path):
             terms = model(batch)
             return sum_losses(terms), scalar_logs(terms)
 
-    cfg = _cfg(tmp_path, "epochs=1")
+    cfg = _cfg(tmp_path, "epochs=1", "log_every_steps=1")
     res = run_training(Task(cfg), cfg)
     assert isinstance(res.model, tiny.TinyNet)  # the exported model, not the task module
     assert read_pretrained_config(res.final_dir)["model_name"] == "tiny-cnn"

@@ -229,7 +229,7 @@ def test_mgca_small_yaml_trains_two_steps_on_synthetic_mirror(weights, tmp_path)
     rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     losses = [r for r in rows if "loss" in r]
     assert [r["step"] for r in losses] == [1, 2]
-    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "loss_ita", "loss_cta", "loss_cpa"))
+    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "ita_loss", "cta_loss", "cpa_loss"))
     adapter = load_adapter(final)
     assert adapter.info.normalisation == "imagenet" and adapter.info.image_size == 128
     assert adapter.preprocess(np.zeros((90, 80), np.float32)).shape == (3, 128, 128)
