@@ -7,6 +7,7 @@ import torch
 from cxrvlp.core.testing import judge_parity
 from cxrvlp.mgca.testing import run_parity_fixture
 from safetensors.torch import load_file
+from torch import nn
 
 pytestmark = pytest.mark.shared
 
@@ -33,3 +34,22 @@ def test_mgca_parity_every_tensor(shared_dir, variant):
     got = run_parity_fixture(fixture)
     report = judge_parity(got, expected, _tol, lambda: run_parity_fixture(fixture, dtype=torch.float64))
     report.assert_ok()
+
+
+def test_mgca_error_in_ill_conditioned_tensors_still_fails(shared_dir, monkeypatch):
+    """The train-mode BN heads are where float32 rounding earns an allowance; a wrong BatchNorm eps there
+    (1e-4 instead of 1e-5, in both our float32 and float64 runs) must still fail, allowance or not."""
+    fixture = shared_dir / "parity" / "mgca" / "vit"
+    expected = load_file(str(fixture / "outputs.safetensors"))
+    forward = nn.BatchNorm1d.forward
+
+    def wrong_eps(self, x):
+        self.eps = 1e-4
+        return forward(self, x)
+
+    monkeypatch.setattr(nn.BatchNorm1d, "forward", wrong_eps)
+    report = judge_parity(
+        run_parity_fixture(fixture), expected, _tol, run_parity_fixture(fixture, dtype=torch.float64)
+    )
+    failing = {f.split(":")[0] for f in report.failures}
+    assert {"trainbn.img_emb_prenorm", "trainbn.report_emb_prenorm"} <= failing, report.summary()

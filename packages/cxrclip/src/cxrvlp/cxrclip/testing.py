@@ -116,7 +116,9 @@ def _text_intermediates(
     return res
 
 
-def run_parity_fixture(fixture_dir: str | Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def run_parity_fixture(
+    fixture_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """Every tensor named in the fixture's outputs.safetensors, computed by our implementation.
 
     dtype=torch.float64 gives the float64 twin through the same code path (model, weights and float inputs

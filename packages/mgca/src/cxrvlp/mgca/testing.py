@@ -144,7 +144,9 @@ def _side_tensors(img, txt, cfg: MGCAConfig) -> dict[str, torch.Tensor]:
     return out
 
 
-def run_parity_fixture(fixture_dir: str | Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def run_parity_fixture(
+    fixture_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """Build the fixture's model, load its official weights, run its inputs; every tensor named in
     outputs.safetensors under the same name (eval pass, `trainbn.*` pass, `grad_norm.*`).
 

@@ -31,7 +31,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ DEFAULT_K = 4.0
 DEFAULT_MAX_NOISE = 1e-2
 
 Tol = tuple[float, float]  # (rtol, atol)
-Tolerances = Union[Tol, Mapping[str, Tol], Callable[[str], Tol]]
+Tolerances = Tol | Mapping[str, Tol] | Callable[[str], Tol]
 
 
 class ParityAllowanceWarning(UserWarning):
@@ -117,11 +117,15 @@ def _judge_one(name: str, ours, ref, tol: Tol, twin, k: float, max_noise: float)
     rtol, atol = float(tol[0]), float(tol[1])
     ours, ref = torch.as_tensor(ours).detach().cpu(), torch.as_tensor(ref).detach().cpu()
     if tuple(ours.shape) != tuple(ref.shape):
-        return TensorVerdict(name, False, math.inf, rtol, atol, message=f"shape {tuple(ours.shape)} vs {tuple(ref.shape)}")
+        return TensorVerdict(
+            name, False, math.inf, rtol, atol, message=f"shape {tuple(ours.shape)} vs {tuple(ref.shape)}"
+        )
     if not (ref.is_floating_point() or ref.is_complex()):
         same = torch.equal(ours.to(ref.dtype), ref)
         err = 0.0 if same else (ours.double() - ref.double()).abs().max().item()
-        return TensorVerdict(name, same, err, 0.0, 0.0, message="" if same else "(integer tensor: must be equal)")
+        return TensorVerdict(
+            name, same, err, 0.0, 0.0, message="" if same else "(integer tensor: must be equal)"
+        )
     o, r = ours.double(), ref.double()
     nan_o, nan_r = torch.isnan(o), torch.isnan(r)
     if not torch.equal(nan_o, nan_r):
@@ -187,7 +191,9 @@ def judge_parity(
         if name not in ours:
             continue
         twin = None if fp64_reference is None else fp64_reference.get(name)
-        report.verdicts[name] = _judge_one(name, ours[name], ref, _tol_for(tolerances, name), twin, k, max_noise)
+        report.verdicts[name] = _judge_one(
+            name, ours[name], ref, _tol_for(tolerances, name), twin, k, max_noise
+        )
     return report
 
 
