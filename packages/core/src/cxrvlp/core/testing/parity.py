@@ -20,8 +20,8 @@ alone applies. The twin may be passed as a callable: it is then run only when so
 tolerance alone (the verdict is the same; the float64 run is skipped where nothing needs it).
 
 A modelling error is in both our float32 and float64 results, so it does not grow `d` and still fails. A
-twin that is far from float32 (more than `max_noise` x the tensor's rms) is not rounding: such tensors get
-no allowance and are reported. Non-floating tensors must be equal; NaN positions must match.
+twin that is far from float32 (more than `max_noise` x the tensor's largest |value|) is not rounding: such
+tensors get no allowance and are reported. Non-floating tensors must be equal; NaN positions must match.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ import torch
 from torch import nn
 
 DEFAULT_K = 4.0
-# A float64 twin further than this (relative to the tensor's rms) from our float32 is not float32 rounding.
-DEFAULT_MAX_NOISE = 1e-2
+# A float64 twin further than this (relative to the tensor's largest |value|) from our float32 is not float32
+# rounding. The worst seen in the MGCA / CXR-CLIP fixtures is 0.45% (train-mode BN over 2 samples, then a
+# gradient norm; Sinkhorn codes after train-mode BN): 2% leaves a 4x margin.
+DEFAULT_MAX_NOISE = 2e-2
 
 Tol = tuple[float, float]  # (rtol, atol)
 Tolerances = Tol | Mapping[str, Tol] | Callable[[str], Tol]
@@ -152,7 +154,7 @@ def _judge_one(name: str, ours, ref, tol: Tol, twin, k: float, max_noise: float)
     ok = bool((err <= allowed).all())
     ratio = (err / allowed).max().item()
     used = ok and not base_ok
-    scale = t.pow(2).mean().sqrt().item()
+    scale = t.abs().max().item()
     if used and noise.item() > max_noise * scale:
         msg = f"(float64 twin differs by {noise.item():.3g} on a scale of {scale:.3g}: not float32 rounding)"
         return TensorVerdict(name, False, max_err, rtol, atol, noise.item(), ratio, False, msg)
@@ -173,7 +175,7 @@ def judge_parity(
     fixture's own tolerances. fp64_reference: our float64 twin (same code path in float64, e.g.
     run_parity_fixture(dir, dtype=torch.float64)), or a callable returning it (called only when some tensor
     fails the fixture tolerance alone); None = fixture tolerance only. k: conditioning allowance factor
-    (module docstring). max_noise: a twin further than this x the tensor's rms gives no allowance.
+    (module docstring). max_noise: a twin further than this x the tensor's max |value| gives no allowance.
     """
     if callable(fp64_reference):
         first = judge_parity(ours, reference, tolerances, None, k, max_noise)
