@@ -141,7 +141,8 @@ def _judge_one(name: str, ours, ref, tol: Tol, twin, k: float, max_noise: float)
     max_err = err.max().item()
     base_ok = bool((err <= base).all())
     if twin is None or k <= 0:
-        return TensorVerdict(name, base_ok, max_err, rtol, atol, ratio=(err / base).max().item())
+        base_ratio = (err / base.clamp_min(1e-300)).max().item()
+        return TensorVerdict(name, base_ok, max_err, rtol, atol, ratio=base_ratio)
     t = torch.as_tensor(twin).detach().cpu().double()
     if tuple(t.shape) != tuple(ours.shape):
         return TensorVerdict(name, base_ok, max_err, rtol, atol, message="(float64 twin has another shape)")
@@ -152,7 +153,7 @@ def _judge_one(name: str, ours, ref, tol: Tol, twin, k: float, max_noise: float)
     noise = d.max()  # the largest float32 rounding movement seen in this tensor (module docstring)
     allowed = base + k * noise
     ok = bool((err <= allowed).all())
-    ratio = (err / allowed).max().item()
+    ratio = (err / allowed.clamp_min(1e-300)).max().item()
     used = ok and not base_ok
     scale = t.abs().max().item()
     if used and noise.item() > max_noise * scale:
