@@ -6,7 +6,15 @@ import warnings
 
 import pytest
 import torch
-from cxrvlp.core.testing import DEFAULT_K, default_dtype, judge_parity, run_in_float64, to_dtype
+from cxrvlp.core.testing import (
+    DEFAULT_K,
+    default_dtype,
+    float64_twin,
+    judge_parity,
+    run_in_float64,
+    simulated_float32_rounding,
+    to_dtype,
+)
 from cxrvlp.core.testing.parity import ParityAllowanceWarning
 from torch import nn
 
@@ -134,3 +142,24 @@ def test_run_in_float64_casts_floats_keeps_ids_and_restores_default_dtype():
         to_dtype((torch.ones(1), [torch.ones(1, dtype=torch.int32)]), torch.float64)[1][0].dtype
         == torch.int32
     )
+
+
+def test_simulated_rounding_is_an_independent_float32_sized_draw():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 4)).double()
+    x = torch.randn(8, 16, dtype=torch.float64)
+    exact = model(x)
+    with simulated_float32_rounding(seed=1):
+        a = model(x)
+    with simulated_float32_rounding(seed=1):
+        b = model(x)
+    rel = ((a - exact).abs().max() / exact.abs().max()).item()
+    assert torch.equal(a, b) and 1e-9 < rel < 1e-5  # seeded, float32-sized (2^-24 = 6e-8 per op)
+    assert torch.equal(model(x), exact)  # hook removed
+    assert torch.equal(model.float()(x.float()), model(x.float()))  # float32 runs are never touched
+
+    def run(inp, dtype=torch.float32):
+        return {"y": model.to(dtype)(inp.to(dtype))}
+
+    twin = float64_twin(run, x)
+    assert twin["y"].dtype == torch.float64 and not torch.equal(twin["y"], exact)

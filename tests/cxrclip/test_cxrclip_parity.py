@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from cxrvlp.core.testing import judge_parity
+from cxrvlp.core.testing import float64_twin, judge_parity
 from cxrvlp.cxrclip.testing import run_parity_fixture
 from safetensors.torch import load_file
 
@@ -34,7 +34,7 @@ def test_every_tensor_matches(parity):
     # Fixture tolerance, plus the float32-conditioning allowance of cxrvlp.core.testing.parity where our own
     # float64 twin shows that rounding alone moves a tensor that far (train-mode BN, deep ResNet projections).
     ours, ref, fixture = parity
-    report = judge_parity(ours, ref, _tolerance, lambda: run_parity_fixture(fixture, dtype=torch.float64))
+    report = judge_parity(ours, ref, _tolerance, lambda: float64_twin(run_parity_fixture, fixture))
     report.assert_ok()
 
 
@@ -53,7 +53,7 @@ def test_modelling_errors_still_fail(shared_dir, monkeypatch):
 
     monkeypatch.setattr(CxrClip, "forward", wrong_scale)
     report = judge_parity(
-        run_parity_fixture(fixture), ref, _tolerance, run_parity_fixture(fixture, dtype=torch.float64)
+        run_parity_fixture(fixture), ref, _tolerance, float64_twin(run_parity_fixture, fixture)
     )
     assert not report.ok
     failing = {f.split(":")[0] for f in report.failures}

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from cxrvlp.core.testing import judge_parity
+from cxrvlp.core.testing import float64_twin, judge_parity
 from cxrvlp.mgca.testing import run_parity_fixture
 from safetensors.torch import load_file
 from torch import nn
@@ -32,7 +31,7 @@ def test_mgca_parity_every_tensor(shared_dir, variant):
     fixture = shared_dir / "parity" / "mgca" / variant
     expected = load_file(str(fixture / "outputs.safetensors"))
     got = run_parity_fixture(fixture)
-    report = judge_parity(got, expected, _tol, lambda: run_parity_fixture(fixture, dtype=torch.float64))
+    report = judge_parity(got, expected, _tol, lambda: float64_twin(run_parity_fixture, fixture))
     report.assert_ok()
 
 
@@ -49,7 +48,7 @@ def test_mgca_error_in_ill_conditioned_tensors_still_fails(shared_dir, monkeypat
 
     monkeypatch.setattr(nn.BatchNorm1d, "forward", wrong_eps)
     report = judge_parity(
-        run_parity_fixture(fixture), expected, _tol, run_parity_fixture(fixture, dtype=torch.float64)
+        run_parity_fixture(fixture), expected, _tol, float64_twin(run_parity_fixture, fixture)
     )
     failing = {f.split(":")[0] for f in report.failures}
     assert {"trainbn.img_emb_prenorm", "trainbn.report_emb_prenorm"} <= failing, report.summary()

@@ -5,8 +5,10 @@ from cxrvlp.core.testing.parity import (
     ParityReport,
     TensorVerdict,
     default_dtype,
+    float64_twin,
     judge_parity,
     run_in_float64,
+    simulated_float32_rounding,
     to_dtype,
 )
 
@@ -15,7 +17,9 @@ __all__ = [
     "ParityReport",
     "TensorVerdict",
     "default_dtype",
+    "float64_twin",
     "judge_parity",
     "run_in_float64",
+    "simulated_float32_rounding",
     "to_dtype",
 ]

@@ -230,6 +230,38 @@ def to_dtype(obj: Any, dtype: torch.dtype) -> Any:
     return obj
 
 
+@contextlib.contextmanager
+def simulated_float32_rounding(seed: int = 0, relative: float = 2.0**-24) -> Iterator[None]:
+    """Inside the block, the float64 output of every leaf module (Linear, Conv, BatchNorm, LayerNorm, ...) is
+    multiplied by (1 + relative * N(0, 1)) (seeded): a float64 run then carries a rounding error of float32
+    size drawn independently of our float32 run, so |ours_fp32 - twin| measures what two float32
+    implementations differ by even where our own float32 result happens to land near the exact value."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def hook(module: nn.Module, args: Any, output: Any) -> Any:
+        if (
+            not isinstance(output, torch.Tensor)
+            or output.dtype != torch.float64
+            or next(module.children(), None)
+        ):
+            return None
+        noise = torch.randn(output.shape, generator=gen, dtype=torch.float64).to(output.device)
+        return output * (1.0 + relative * noise)
+
+    handle = nn.modules.module.register_module_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def float64_twin(run: Callable[..., Any], *args: Any, seed: int = 0, **kwargs: Any) -> Any:
+    """The twin judge_parity expects: run(*args, dtype=torch.float64, **kwargs) (a method's
+    run_parity_fixture) under simulated_float32_rounding(seed)."""
+    with simulated_float32_rounding(seed):
+        return run(*args, dtype=torch.float64, **kwargs)
+
+
 def run_in_float64(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """fn(*args, **kwargs) in float64: modules and floating tensors among the arguments are cast to float64
     (modules in place), integer tensors kept, and torch's default dtype is float64 during the call (so tensors
