@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.testing.parity import default_dtype
 from cxrvlp.core.zeroshot import ClassPrompts
 from cxrvlp.cxrclip.config import CxrClipModelConfig
 from cxrvlp.cxrclip.loss import CxrClipLoss
@@ -116,9 +117,19 @@ def _text_intermediates(
     return res
 
 
-def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor named in the fixture's outputs.safetensors, computed by our implementation."""
-    fixture = Path(fixture_dir)
+def run_parity_fixture(
+    fixture_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """Every tensor named in the fixture's outputs.safetensors, computed by our implementation.
+
+    dtype=torch.float64 gives the float64 twin through the same code path (model, weights and float inputs
+    in float64, token ids unchanged) for `cxrvlp.core.testing.judge_parity`.
+    """
+    with default_dtype(dtype):
+        return _run_parity_fixture(Path(fixture_dir), dtype)
+
+
+def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     cfg = json.loads((fixture / "config.json").read_text())
     variant = cfg["variant"]
     wanted = set(load_file(str(fixture / "outputs.safetensors")))
@@ -130,7 +141,7 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     torch.manual_seed(int(cfg.get("seed", 0)))
     model = CxrClip(model_config_from_fixture(cfg))
     load_official_checkpoint(_fixture_weights(fixture, cfg), model=model, strict=True)
-    model.eval()
+    model.to(dtype).eval()
     loss_cfg = cfg.get("loss", {})
     loss_fn = CxrClipLoss(
         i2i_weight=loss_cfg.get("i2i_weight", 1.0),
@@ -140,7 +151,7 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     )
 
     suffix = f"_{variant}" if f"images_{variant}" in inputs else ""
-    images, views = inputs[f"images{suffix}"], inputs[f"image_views{suffix}"]
+    images, views = inputs[f"images{suffix}"].to(dtype), inputs[f"image_views{suffix}"].to(dtype)
     max_len = cfg["text"]["text_max_length"]
     t1 = _text_tokens(inputs, raw, "text", "texts", tok, max_len)
     t2 = _text_tokens(inputs, raw, "text2", "texts2", tok, max_len)

@@ -71,6 +71,11 @@ def unique_texts(texts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
     return list(index), torch.tensor(target, dtype=torch.long)
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 (the parity twin) unchanged."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class CxrClipAdapter:
     """`cxrvlp.core.zeroshot.ZeroShotAdapter` for CXR-CLIP models (ours or imported official weights)."""
 
@@ -141,7 +146,7 @@ class CxrClipAdapter:
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, D) unit-norm image embeddings (batched)."""
         parts = [self.model.encode_image(b.to(self.device)) for b in images.split(self.batch_size)]
-        return torch.cat(parts).float()
+        return _at_least_float32(torch.cat(parts))
 
     @torch.no_grad()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -166,7 +171,7 @@ class CxrClipAdapter:
             self.model.encode_text(**self.tokenize(texts[i : i + self.batch_size]))
             for i in range(0, len(texts), self.batch_size)
         ]
-        return torch.cat(parts).float()
+        return _at_least_float32(torch.cat(parts))
 
     PROMPT_CACHE_SIZE = 256  # prompt lists kept (a benchmark uses a few dozen)
 

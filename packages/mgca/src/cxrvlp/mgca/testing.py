@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 from cxrvlp.core.errors import ConfigError, DatasetNotFoundError
+from cxrvlp.core.testing.parity import default_dtype
 from cxrvlp.mgca.config import MedBertConfig, MGCAConfig
 from cxrvlp.mgca.loss import topk_accuracy
 from cxrvlp.mgca.official import load_official_checkpoint, official_to_ours
@@ -144,12 +145,22 @@ def _side_tensors(img, txt, cfg: MGCAConfig) -> dict[str, torch.Tensor]:
     return out
 
 
-def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
+def run_parity_fixture(
+    fixture_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """Build the fixture's model, load its official weights, run its inputs; every tensor named in
-    outputs.safetensors under the same name (eval pass, `trainbn.*` pass, `grad_norm.*`)."""
+    outputs.safetensors under the same name (eval pass, `trainbn.*` pass, `grad_norm.*`).
+
+    dtype=torch.float64 gives the float64 twin through the same code path (model, weights and float inputs
+    in float64, token ids unchanged) for `cxrvlp.core.testing.judge_parity`.
+    """
+    with default_dtype(dtype):
+        return _run_parity_fixture(Path(fixture_dir), dtype)
+
+
+def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
-    fixture = Path(fixture_dir)
     cfg_doc = json.loads((fixture / "config.json").read_text())
     shared = cfg_doc.get("shared_files", {})
     vocab = _find(fixture, shared.get("vocab"), "vocab.txt").read_text(encoding="utf-8").splitlines()
@@ -159,11 +170,11 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     with safe_open(str(fixture / "outputs.safetensors"), "pt") as f:
         wanted = list(f.keys())
     batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "piece_mask")}
-    batch["images"] = inputs["images"].float()
+    batch["images"] = inputs["images"].to(dtype)
     results: dict[str, torch.Tensor] = {}
 
     # 1) eval mode
-    model = load_official_checkpoint(sd, config=cfg)
+    model = load_official_checkpoint(sd, config=cfg).to(dtype)
     model.eval()
     with torch.no_grad():
         out = MGCATrainModule(model).run(batch)
@@ -185,7 +196,7 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
         results["patch_attended_first16"] = d["patch_attended"][..., :16]
 
     # 2) BN in train mode, dropout off, one backward
-    model = load_official_checkpoint(sd, config=cfg)
+    model = load_official_checkpoint(sd, config=cfg).to(dtype)
     model.train()
     _no_dropout(model)
     out = MGCATrainModule(model).run(batch)
