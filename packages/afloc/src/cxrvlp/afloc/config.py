@@ -44,6 +44,9 @@ class AFLocConfig:
     # ImageNet weights for EfficientNet-Lite0); a weights name or a file
     image_pretrained: bool | str | None = None
     upsample_to: int | None = 299  # GLoRIA legacy, part of the method (ResNet-50 only)
+    # bottleneck blocks per stage and inner width (ResNet-50: 3, 4, 6, 3 / 64); smaller only for the tiny config
+    resnet_layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    resnet_width_per_group: int = 64
     image_size: int = 224  # input size S of the training and zero-shot transforms
     normalisation: Literal["mean0.5-std0.5", "imagenet"] = "mean0.5-std0.5"
     # the BERT's transformers config (used when text_pretrained is None, and for sizes)
@@ -91,6 +94,8 @@ class AFLocConfig:
         if unknown:
             raise ConfigError(f"AFLocConfig: unknown keys {unknown}")
         d = dict(d)
+        if d.get("resnet_layers") is not None:
+            d["resnet_layers"] = tuple(d["resnet_layers"])
         if "bert" in d:
             d["bert"] = {**BIO_CLINICAL_BERT, **dict(d["bert"] or {})}
         cfg = cls(**d)

@@ -79,7 +79,13 @@ class AFLocImageEncoder(nn.Module):
 
             # the paper: torchvision resnet50(pretrained=True) of torchvision 0.9 = IMAGENET1K_V1
             pretrained = "IMAGENET1K_V1" if cfg.image_pretrained is True else cfg.image_pretrained
-            self.model = build_resnet50(pretrained=pretrained, upsample_to=cfg.upsample_to)
+            layers = tuple(cfg.resnet_layers)
+            self.model = build_resnet50(
+                pretrained=pretrained,
+                upsample_to=cfg.upsample_to,
+                layers=None if layers == (3, 4, 6, 3) else layers,
+                width_per_group=cfg.resnet_width_per_group,
+            )
             c2, c3, c4 = 512, 1024, 2048
         elif cfg.image_encoder == "efficientnet-lite0":
             if cfg.upsample_to is not None:

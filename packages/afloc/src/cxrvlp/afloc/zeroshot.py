@@ -6,9 +6,13 @@ Localisation (official `inference.py` / `eval/common.py`, spec §6.1), per image
   (align_corners=False) -> the 14-px border (BioViL's 448/512 crop at 224) set to NaN, excluded from every
   metric. IoU/Dice/CNR/pointing then follow core.metrics.grounding (min-max to [-1, 1], thresholds 0.1..0.5).
 
-Classification is NOT in the official code (spec §6.2): the protocol here is the spec's inference from the
-paper's figure: p_c = softmax([temp3 cos(v_g, t_r(pos_c)), temp3 cos(v_g, t_r(neg_c))])[0], global
-embeddings; several prompts of one side are averaged (report embeddings) first. It is labelled 'inferred'.
+Classification, two protocols (the studied snapshot 940e3d7 has none, spec §6.2):
+* "official" (default): the authors' later `classification/model_afloc.py` (commit b1f6b8dc, `--multi_class`
+  as in their run.sh): class vectors = mean of the prompts' UNnormalised report embeddings t_r; logits = raw
+  dot products v_g . t_pos, v_g . t_neg (no normalisation, no temperature); p_c = softmax([pos, neg])[0].
+* "inferred": the spec's reading of the paper's figure: p_c = softmax([temp3 cos(v_g, t_pos), temp3 cos(v_g,
+  t_neg)])[0]. Labelled 'inferred' wherever it is used.
+Without negative prompts both return the positive logit (official: dot product; inferred: cosine).
 """
 
 from __future__ import annotations
@@ -28,11 +32,16 @@ SIGMA = 1.5
 # BioViL's set_margin defaults reused by AFLoc at 224: valid square int(448 * 224 / 512) = 196 -> 14 px
 MARGIN_RESIZE, MARGIN_CROP = 512, 448
 
-ZS_PROTOCOL = (
-    "inferred (not in the official code; spec 6.2): softmax([10 cos(v_g, pos), 10 cos(v_g, neg)])[pos] on the "
-    "global image and report embeddings; cosine to the positive prompt when no negative is given; several "
-    "prompts of one side are averaged first"
-)
+ZS_PROTOCOLS = {
+    "official": (
+        "official (authors' classification code, commit b1f6b8dc, multi_class): softmax([v_g . mean t_r(pos), "
+        "v_g . mean t_r(neg)])[pos], raw dot products of the unnormalised global embeddings"
+    ),
+    "inferred": (
+        "inferred (spec 6.2, not in the official code): softmax([10 cos(v_g, pos), 10 cos(v_g, neg)])[pos] "
+        "on the global embeddings; prompts of one side averaged first"
+    ),
+}
 GROUNDING = (
     "official: 19x19 deep-local patch embeddings . prompt report embedding, Gaussian sigma 1.5 (scipy "
     "reflect, truncate 4), bilinear upsampling, 14-px border (BioViL 448/512 margin) NaN = excluded"
@@ -60,7 +69,8 @@ def grounding_heatmaps(
 
 
 def pos_neg_probability(cos_pos: torch.Tensor, cos_neg: torch.Tensor, temp: float = 10.0) -> torch.Tensor:
-    """INFERRED scorer: softmax over (temp cos_pos, temp cos_neg), probability of the positive."""
+    """softmax over (temp pos, temp neg), probability of the positive (inferred: cosines, temp 10; official:
+    raw dot products, temp 1)."""
     return torch.softmax(torch.stack([cos_pos, cos_neg], dim=-1) * temp, dim=-1)[..., 0]
 
 
@@ -85,6 +95,7 @@ class AFLocZeroShotAdapter:
         checkpoint_sha256: str | None = None,
         batch_size: int = 64,
         exclude_border: bool = True,
+        protocol: str = "official",
     ) -> None:
         from cxrvlp.core.data.transforms import build_transform
 
@@ -93,6 +104,9 @@ class AFLocZeroShotAdapter:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.exclude_border = exclude_border
+        if protocol not in ZS_PROTOCOLS:
+            raise ValueError(f"protocol must be one of {sorted(ZS_PROTOCOLS)}, got '{protocol}'")
+        self.protocol = protocol
         # frozen-encoder tasks: the ResNet-50 trunk (forward -> ImageEncoderOutput); the small config's
         # EfficientNet stages return a dict of maps, so that task is skipped for it
         trunk = self.model.img_encoder.model
@@ -106,7 +120,7 @@ class AFLocZeroShotAdapter:
             model_name=model_name,
             image_size=size,
             normalisation=norm,
-            zero_shot_protocol=ZS_PROTOCOL,
+            zero_shot_protocol=ZS_PROTOCOLS[protocol],
             grounding=GROUNDING if exclude_border else GROUNDING.replace("NaN = excluded", "NOT applied (ours)"),
             checkpoint_sha256=checkpoint_sha256,
             extra={
@@ -153,15 +167,20 @@ class AFLocZeroShotAdapter:
         return self._prompt_cache[key]
 
     def classify(self, image_emb: ImageEmbedding, classes: Sequence[ClassPrompts]) -> torch.Tensor:
-        """(B, C) INFERRED protocol: softmax(10 cos pos, 10 cos neg)[pos], or cos pos without negatives."""
-        v = F.normalize(image_emb.global_emb, dim=-1)
-        temp = self.model.cfg.temp3
+        """(B, C) probability of the positive prompt (module docstring: "official" or "inferred")."""
+        official = self.protocol == "official"
+        v = image_emb.global_emb if official else F.normalize(image_emb.global_emb, dim=-1)
+
+        def vec(prompts: Sequence[str]) -> torch.Tensor:
+            t = self._class_vector(prompts)
+            return t if official else F.normalize(t, dim=-1)
+
         cols = []
         for c in classes:
-            pos = v @ F.normalize(self._class_vector(c.positive), dim=-1)
+            pos = v @ vec(c.positive)
             if c.negative:
-                neg = v @ F.normalize(self._class_vector(c.negative), dim=-1)
-                cols.append(pos_neg_probability(pos, neg, temp))
+                neg = v @ vec(c.negative)
+                cols.append(pos_neg_probability(pos, neg, 1.0 if official else self.model.cfg.temp3))
             else:
                 cols.append(pos)
         return torch.stack(cols, dim=1)
