@@ -84,7 +84,8 @@ def mode_losses(out_dir: Path) -> None:
 def mode_train(out_dir: Path, synth: str) -> None:
     from cxrvlp.afloc.train import train
 
-    run = train("tiny", [f"output_dir={out_dir / 'run'}", "overwrite=true", "max_steps=2", "log_every_steps=1",
+    run = train("tiny", [f"output_dir={out_dir / 'run'}", "overwrite=true", "max_steps=2",
+                         "log_every_steps=1",
                          "batch_size=6", "num_threads=1", f"data.synthetic_dir={synth}",
                          "data.synthetic_patients=24"])  # fmt: skip
     rank = int(os.environ.get("RANK", "0"))

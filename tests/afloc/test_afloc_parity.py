@@ -113,7 +113,7 @@ def test_afloc_raw_inputs_through_our_pipeline(fixture_dir):
         assert torch.equal(one, inputs[f"raw/{k}_input_ids"])
     zs = tok.prompts(meta["zeroshot_prompts"])
     assert torch.equal(zs["input_ids"], inputs["zeroshot/input_ids"])
-    # the stored grounding rows are the JSON prompts in another order (a permutation of the batch rows): compare
+    # the stored grounding rows are the JSON prompts in another order (a permutation of the rows): compare
     # the tokenised prompts as a set of rows
     gr = tok.prompts(meta["grounding_prompts_of_rows"])["input_ids"]
     assert sorted(map(tuple, gr.tolist())) == sorted(map(tuple, inputs["grounding/input_ids"].tolist()))

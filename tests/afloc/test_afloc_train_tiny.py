@@ -1,4 +1,4 @@
-"""The tiny config trains on the synthetic MIMIC-CXR mirror; the adapter loads the result (classify, localize)."""
+"""The tiny config trains on the synthetic MIMIC-CXR mirror; the adapter loads the result."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def _train(tmp_path, extra):
     from cxrvlp.core.registry import get_method
 
     afloc = get_method("afloc")
-    run = afloc.train("tiny", [f"output_dir={tmp_path / 'run'}", f"data.synthetic_dir={tmp_path / 'synth'}", *extra])
+    run = afloc.train(
+        "tiny", [f"output_dir={tmp_path / 'run'}", f"data.synthetic_dir={tmp_path / 'synth'}", *extra]
+    )
     return afloc, run
 
 
@@ -35,7 +37,9 @@ def _zero_shot_auroc(adapter, root):
     ds = MimicCxrDataset(root, split=None, views=("PA", "AP"), blank_policy="zeros")
     images = torch.stack([adapter.preprocess(ds[i].image) for i in range(len(ds))])
     labels = np.stack([r.labels for r in ds.records])
-    classes = [ClassPrompts(c, [f"findings suggesting {p}"], [f"no evidence of {p}"]) for c, p in CLASSES.items()]
+    classes = [
+        ClassPrompts(c, [f"findings suggesting {p}"], [f"no evidence of {p}"]) for c, p in CLASSES.items()
+    ]
     scores = adapter.classify(adapter.encode_images(images), classes).numpy()
     aucs = {}
     for j, c in enumerate(CLASSES):
@@ -72,7 +76,11 @@ def test_afloc_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     assert img.shape == (3, 64, 64) and img.min() >= -1 and img.max() <= 1
     images = torch.stack([img, img.flip(-1)])
     emb = adapter.encode_images(images)
-    cls = [ClassPrompts("Effusion", ["findings suggesting pleural effusion"], ["no evidence of pleural effusion"])]
+    cls = [
+        ClassPrompts(
+            "Effusion", ["findings suggesting pleural effusion"], ["no evidence of pleural effusion"]
+        )
+    ]
     scores = adapter.classify(emb, cls)
     assert scores.shape == (2, 1) and torch.all((scores > 0) & (scores < 1))
     sim = adapter.similarity(emb, adapter.encode_texts(["pleural effusion", "normal heart size"]))

@@ -14,7 +14,9 @@ from cxrvlp.afloc.loss import global_logits, local_loss
 
 def _ce(logits):
     labels = torch.arange(logits.shape[0])
-    return torch.nn.functional.cross_entropy(logits, labels), torch.nn.functional.cross_entropy(logits.t(), labels)
+    return torch.nn.functional.cross_entropy(logits, labels), torch.nn.functional.cross_entropy(
+        logits.t(), labels
+    )
 
 
 def test_global_loss_spec_values():
@@ -33,8 +35,18 @@ def test_local_loss_spec_values_and_invariances():
     units = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 1.0]]], dtype=torch.float64)
     n = torch.tensor([2, 2])
     i2t, t2i, logits, attn = local_loss(regions, units, n, 4.0, 5.0, 10.0)
-    torch.testing.assert_close(logits / 10, torch.tensor([[5.6323, 5.3124], [5.0895, 5.5663]], dtype=torch.float64), atol=1e-4, rtol=0)
-    torch.testing.assert_close(attn[0].reshape(2, 2), torch.tensor([[0.8639, 0.1361], [0.1361, 0.8639]], dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        logits / 10,
+        torch.tensor([[5.6323, 5.3124], [5.0895, 5.5663]], dtype=torch.float64),
+        atol=1e-4,
+        rtol=0,
+    )
+    torch.testing.assert_close(
+        attn[0].reshape(2, 2),
+        torch.tensor([[0.8639, 0.1361], [0.1361, 0.8639]], dtype=torch.float64),
+        atol=1e-4,
+        rtol=0,
+    )
     assert float(i2t) == pytest.approx(0.0242391, abs=1e-6)
     assert float(t2i) == pytest.approx(0.0401973, abs=1e-6)
     # not invariant to rescaling the units (raw dot products in the attention)
@@ -46,7 +58,9 @@ def test_local_loss_spec_values_and_invariances():
     assert float(i2t3 + t2i3) == pytest.approx(float(i2t + t2i), abs=1e-12)
     # equal cosines r: s = log T + temp2 r
     same = torch.ones(1, 2, 1, 1, dtype=torch.float64)
-    _, _, lg, _ = local_loss(same, torch.ones(1, 3, 2, dtype=torch.float64), torch.tensor([3]), 4.0, 5.0, 10.0)
+    _, _, lg, _ = local_loss(
+        same, torch.ones(1, 3, 2, dtype=torch.float64), torch.tensor([3]), 4.0, 5.0, 10.0
+    )
     assert float(lg) == pytest.approx(10 * (math.log(3) + 5.0))
 
 
@@ -72,7 +86,9 @@ def test_word_and_sentence_units_spec_example():
         hidden = model.text_encoder(ids[:, :9], mask[:, :9]).last_hidden_state[0]  # sum of the last 4 layers
     words = txt.word_emb[0]
     # words [CLS], a, bs, ., c, d, e, [SEP], zeros
-    want = torch.stack([hidden[0], hidden[1], hidden[2] + hidden[3], hidden[4], hidden[5], hidden[6], hidden[7], hidden[8]])
+    want = torch.stack(
+        [hidden[0], hidden[1], hidden[2] + hidden[3], hidden[4], hidden[5], hidden[6], hidden[7], hidden[8]]
+    )
     torch.testing.assert_close(words[:8], want)
     assert torch.all(words[8:] == 0)
     assert int(txt.word_units) == 7  # [CLS] + 6 words
@@ -96,7 +112,11 @@ def test_heatmap_pipeline_one_hot_peak_and_border():
     sim = torch.zeros(19, 19)
     sim[9, 9] = 1.0
     hm = grounding_heatmaps(sim, 224)["heatmap"]
-    assert torch.isnan(hm[:14]).all() and torch.isnan(hm[:, -14:]).all() and not torch.isnan(hm[14:-14, 14:-14]).any()
+    assert (
+        torch.isnan(hm[:14]).all()
+        and torch.isnan(hm[:, -14:]).all()
+        and not torch.isnan(hm[14:-14, 14:-14]).any()
+    )
     r, c = divmod(int(torch.nan_to_num(hm, nan=-1).argmax()), 224)
     assert abs(r - 112) <= 6 and abs(c - 112) <= 6
     from cxrvlp.core.metrics.grounding import iou_at_thresholds, minmax_normalize
@@ -117,7 +137,9 @@ def test_sentence_sampling_matches_official_distribution():
     assert sample_caption(["only one"], rng) == "only one"
     a = [sample_caption(sents, np.random.default_rng(7)) for _ in range(3)]
     assert len(set(a)) == 1  # a reseeded generator gives the same draw (exact resume)
-    assert report_sentences("There are five words here. Second sentence is dropped.") == ["there are five words here"]
+    assert report_sentences("There are five words here. Second sentence is dropped.") == [
+        "there are five words here"
+    ]
 
 
 @pytest.mark.shared

@@ -44,7 +44,7 @@ class AFLocConfig:
     # ImageNet weights for EfficientNet-Lite0); a weights name or a file
     image_pretrained: bool | str | None = None
     upsample_to: int | None = 299  # GLoRIA legacy, part of the method (ResNet-50 only)
-    # bottleneck blocks per stage and inner width (ResNet-50: 3, 4, 6, 3 / 64); smaller only for the tiny config
+    # bottleneck blocks per stage and inner width (ResNet-50: 3, 4, 6, 3 / 64); smaller for the tiny config
     resnet_layers: tuple[int, int, int, int] = (3, 4, 6, 3)
     resnet_width_per_group: int = 64
     image_size: int = 224  # input size S of the training and zero-shot transforms
@@ -107,9 +107,13 @@ class AFLocConfig:
         from cxrvlp.core.errors import ConfigError
 
         if self.image_encoder not in IMAGE_ENCODERS:
-            raise ConfigError(f"AFLocConfig.image_encoder: '{self.image_encoder}' is not one of {IMAGE_ENCODERS}")
+            raise ConfigError(
+                f"AFLocConfig.image_encoder: '{self.image_encoder}' is not one of {IMAGE_ENCODERS}"
+            )
         if self.normalisation not in ("mean0.5-std0.5", "imagenet"):
-            raise ConfigError(f"AFLocConfig.normalisation: '{self.normalisation}' is not 'mean0.5-std0.5'/'imagenet'")
+            raise ConfigError(
+                f"AFLocConfig.normalisation: '{self.normalisation}' is not 'mean0.5-std0.5'/'imagenet'"
+            )
         depth = int(self.bert.get("num_hidden_layers", 12))
         if not 1 <= self.last_n_layers <= depth:
             raise ConfigError(f"AFLocConfig.last_n_layers must be in 1..{depth}, got {self.last_n_layers}")

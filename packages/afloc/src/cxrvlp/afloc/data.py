@@ -1,4 +1,4 @@
-"""AFLoc pretraining data (spec §2): report cleaning, per-draw sentence sampling, tokenisation, dataset, collate.
+"""AFLoc pretraining data (spec §2): report cleaning, per-draw sentence sampling, tokenisation, collate.
 
 * report text = findings + " " + impression (the last paragraph when both are missing), as core's "afloc"
   master table builds the `report` column; cleaned with core's GLoRIA recipe incl. the cnt == 5 early stop.
@@ -48,7 +48,7 @@ def sample_caption(sentences: Sequence[str], rng: np.random.Generator) -> str:
 
 class AFLocTokenizer:
     """A BERT WordPiece tokenizer padded to `max_length` (97), plus the masks the model needs per token:
-    `piece_mask` ("##" continuation) and `bracket_mask` (token string starts with "[": the official unit count)."""
+    `piece_mask` ("##" continuation) and `bracket_mask` (token starts with "[": the official unit count)."""
 
     def __init__(self, tokenizer: Any, max_length: int = 97) -> None:
         from cxrvlp.core.encoders.text import continuation_table, token_prefix_table
@@ -87,7 +87,7 @@ class AFLocTokenizer:
         return {"piece_mask": self.continuation[input_ids], "bracket_mask": self.bracket[input_ids]}
 
     def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Captions (already cleaned) -> input_ids, attention_mask, token_type_ids, piece_mask, bracket_mask."""
+        """Cleaned captions -> input_ids, attention_mask, token_type_ids, piece_mask, bracket_mask."""
         enc = self.tokenizer(
             list(texts),
             truncation=True,
@@ -105,7 +105,7 @@ class AFLocTokenizer:
         }
 
     def prompts(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Inference prompts: official `process_text` cleaning (sentences joined by a space), then tokenised."""
+        """Prompts: official `process_text` cleaning (sentences joined by a space), then tokenised."""
         return self([clean_prompt(t) for t in texts])
 
 

@@ -97,8 +97,22 @@ class AFLocLoss(nn.Module):
         else:
             out["global_report_loss"] = zero
         levels = (
-            ("sent", c.use_local_sent_loss, img.emb_l, txt.sent_emb, txt.sent_units, c.local_sent_loss_weight),
-            ("word", c.use_local_word_loss, img.emb_l2, txt.word_emb, txt.word_units, c.local_word_loss_weight),
+            (
+                "sent",
+                c.use_local_sent_loss,
+                img.emb_l,
+                txt.sent_emb,
+                txt.sent_units,
+                c.local_sent_loss_weight,
+            ),
+            (
+                "word",
+                c.use_local_word_loss,
+                img.emb_l2,
+                txt.word_emb,
+                txt.word_units,
+                c.local_word_loss_weight,
+            ),
         )
         for name, used, regions, units, n, weight in levels:
             key = f"local_{name}_loss"
@@ -106,7 +120,9 @@ class AFLocLoss(nn.Module):
                 out[key] = zero
                 continue
             i2t, t2i, logits, attn = local_loss(regions, units, n, c.temp1, c.temp2, c.temp3, c.text_chunk)
-            out.update({f"{name}_logits": logits, f"{name}_i2t": i2t, f"{name}_t2i": t2i, f"{name}_attn": attn})
+            out.update(
+                {f"{name}_logits": logits, f"{name}_i2t": i2t, f"{name}_t2i": t2i, f"{name}_attn": attn}
+            )
             out[key] = (i2t + t2i) * weight
         for k in TERMS:
             total = total + out[k]

@@ -1,4 +1,4 @@
-"""The AFLoc model (spec §3): ResNet-50 (224 -> 299 inside) with three embedders + Bio_ClinicalBERT, no text head.
+"""The AFLoc model (spec §3): ResNet-50 (224 -> 299 inside), three embedders, Bio_ClinicalBERT, no text head.
 
 State-dict names are the official module paths (`img_encoder.model.*` torchvision ResNet-50 without fc,
 `img_encoder.{global,local,local2,local_f}_embedder.*`, `text_encoder.model.*` HF BertModel), so the released
@@ -6,7 +6,7 @@ State-dict names are the official module paths (`img_encoder.model.*` torchvisio
 
 Shapes (paper, B images, 224 input): V2 (B, D, 38, 38), V3 (B, D, 19, 19), v_g (B, D); words / sentence
 units (B, W, D) with W = text_max_length = 97 slots (the official code stores them as (B, D, W)).
-The small config (NOT the paper) swaps in EfficientNet-Lite0 (stride-8 / stride-16 / final maps) and MiniLM-L6.
+The small config (NOT the paper) uses EfficientNet-Lite0 (stride-8 / stride-16 / final maps) and MiniLM-L6.
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class _EfficientNetStages(nn.Module):
         try:
             enc = create_image_encoder("efficientnet-lite0", pretrained=pretrained or False)
         except ImportError as err:
-            raise ConfigError(f"image_encoder 'efficientnet-lite0' needs its packaged weights: {err}") from err
+            raise ConfigError(
+                f"image_encoder 'efficientnet-lite0' needs its packaged weights: {err}"
+            ) from err
         self.model = enc.model
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -144,7 +146,7 @@ def word_unit_count(
 ) -> torch.Tensor:
     """Official `cap_len = #word labels not starting with "[" + 1`, vectorised over (B, L) tokens.
 
-    A word label starts with "[" iff its first piece does ([CLS], [SEP], [UNK], ...), so the count is the number
+    A word label starts with "[" iff its first piece does ([CLS], [SEP], [UNK], ...): the count is the number
     of word-opening tokens whose token string does not start with "[", plus one. As in the official code an
     [UNK] word lowers the count, and the local loss then drops the *last* real words (spec correction 1).
     """

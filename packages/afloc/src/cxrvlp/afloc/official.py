@@ -119,7 +119,11 @@ def _read(source: str | os.PathLike | Mapping[str, Any]) -> tuple[dict[str, torc
             return load_safetensors(path), None, str(path)
         obj = safe_load(path, stub_globals=_HPARAM_CLASSES)
         hp = obj.get("hyper_parameters") if isinstance(obj, Mapping) else None
-        return extract_state_dict(obj, source=str(path)), stub_to_plain(hp) if hp is not None else None, str(path)
+        return (
+            extract_state_dict(obj, source=str(path)),
+            stub_to_plain(hp) if hp is not None else None,
+            str(path),
+        )
     if isinstance(source, Mapping):
         return extract_state_dict(dict(source), source="state dict"), None, "state dict"
     raise TypeError(f"source must be a path or a state dict, got {type(source).__name__}")

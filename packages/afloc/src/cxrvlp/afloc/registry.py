@@ -1,4 +1,4 @@
-"""AFLoc's entry in the cxrvlp registry: named model configs and the method contract (`get_method("afloc")`)."""
+"""AFLoc in the cxrvlp registry: named model configs and the method contract (get_method("afloc"))."""
 
 from __future__ import annotations
 
@@ -78,14 +78,19 @@ def with_overrides(base: AFLocConfig, overrides: Mapping[str, Any]) -> AFLocConf
     return AFLocConfig.from_dict(d)
 
 
-@register_model("afloc-r50", method=METHOD, description="AFLoc ResNet-50 (224->299) + Bio_ClinicalBERT (paper)")
+@register_model(
+    "afloc-r50", method=METHOD, description="AFLoc ResNet-50 (224->299) + Bio_ClinicalBERT (paper)"
+)
 def afloc_r50(**overrides: Any) -> AFLoc:
     """The paper's model (random init unless image_pretrained / text_pretrained are given)."""
     return AFLoc(with_overrides(PAPER, overrides))
 
 
 @register_model(
-    "afloc-tiny", method=METHOD, description="tiny AFLoc for demos/tests (NOT the paper's sizes)", paper_config=False
+    "afloc-tiny",
+    method=METHOD,
+    description="tiny AFLoc for demos/tests (NOT the paper's sizes)",
+    paper_config=False,
 )
 def afloc_tiny(**overrides: Any) -> AFLoc:
     """1-block ResNet + 4-layer 64-wide BERT; same modules, losses and wiring."""
@@ -95,7 +100,7 @@ def afloc_tiny(**overrides: Any) -> AFLoc:
 @register_model(
     "afloc-small",
     method=METHOD,
-    description="AFLoc embedders/losses on EfficientNet-Lite0 (ImageNet) + MiniLM-L6 (NOT the paper's backbones)",
+    description="AFLoc embedders/losses on EfficientNet-Lite0 + MiniLM-L6 (NOT the paper's backbones)",
     paper_config=False,
 )
 def afloc_small(**overrides: Any) -> AFLoc:
@@ -155,7 +160,10 @@ def load_official_adapter(
     model = load_official_checkpoint(source, name=name or "afloc-r50")
     tok = AFLocTokenizer.from_pretrained(tokenizer or model.cfg.tokenizer, model.cfg.text_max_length)
     model.cfg = dataclasses.replace(
-        model.cfg, cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id, period_token_id=tok.period_token_id
+        model.cfg,
+        cls_token_id=tok.cls_token_id,
+        sep_token_id=tok.sep_token_id,
+        period_token_id=tok.period_token_id,
     )
     sha = None
     if isinstance(source, (str, os.PathLike)):
@@ -165,7 +173,9 @@ def load_official_adapter(
     adapter = AFLocZeroShotAdapter(
         model, tok, model_name="afloc-r50 (official)", device=device, checkpoint_sha256=sha, **kw
     )
-    adapter.info.extra["import"] = {k: v for k, v in getattr(model, "import_info", {}).items() if k != "missing"}
+    adapter.info.extra["import"] = {
+        k: v for k, v in getattr(model, "import_info", {}).items() if k != "missing"
+    }
     return adapter
 
 
@@ -194,7 +204,7 @@ METHOD_SPEC = MethodSpec(
         PretrainedRecord(
             "afloc-r50", "Pretrained_CXR.ckpt", _RELEASE, 224, "mean0.5-std0.5",
             "emilyalsentzer/Bio_ClinicalBERT", 97,
-            notes="PyTorch-Lightning 1.1.4 .ckpt ('afloc.' keys, OmegaConf hyper_parameters); 224 -> 299 inside",
+            notes="PyTorch-Lightning 1.1.4 .ckpt ('afloc.' keys, OmegaConf hparams); 224 -> 299 inside",
         ),
     ),
 )  # fmt: skip

@@ -102,7 +102,9 @@ def _bn_train_only(model: nn.Module) -> None:
             m.train()
 
 
-def run_parity_fixture(fixture_dir: str | Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def run_parity_fixture(
+    fixture_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """Every tensor of the fixture's outputs.safetensors, computed by our code (eval pass, backward for the
     gradient norms, BN-train pass), under the same names."""
     from cxrvlp.core.metrics.grounding import AFLOC_THRESHOLDS, cnr, iou_at_thresholds, minmax_normalize

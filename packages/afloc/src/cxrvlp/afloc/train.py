@@ -3,7 +3,7 @@
     accelerate launch -m cxrvlp.afloc.train CONFIG.yaml [key=value ...]     (or: python -m cxrvlp.afloc.train)
 
 CONFIG is a path or a packaged config name (`afloc_r50`, `tiny`, `small`). The paper recipe refuses to start
-without `data.root`; the synthetic MIMIC-CXR mirror is used only with `data.synthetic=true` (tiny/small demos).
+without `data.root`; the synthetic MIMIC-CXR mirror is used only with `data.synthetic=true` (demos).
 The run folder's `final/` holds model.safetensors + config.json (+ tokenizer/), read by `load_adapter`.
 
 Distributed semantics = the official run (Lightning DataParallel, 2 GPUs x 64): every loss uses the local
@@ -75,7 +75,10 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
     packaged = CONFIG_DIR / f"{Path(str(config)).stem}.yaml"
     if packaged.is_file():
         return packaged
-    raise ConfigError(f"config '{config}' is neither a file nor a packaged config {sorted(q.stem for q in CONFIG_DIR.glob('*.yaml'))}")
+    raise ConfigError(
+        f"config '{config}' is neither a file nor a packaged config "
+        f"{sorted(q.stem for q in CONFIG_DIR.glob('*.yaml'))}"
+    )
 
 
 def synthetic_mimic_root(d: AFLocDataConfig) -> Path:
@@ -87,7 +90,8 @@ def synthetic_mimic_root(d: AFLocDataConfig) -> Path:
         root = Path(d.synthetic_dir).expanduser()
     else:
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        tag = f"mimic-cxr-{d.synthetic_patients}-{d.synthetic_seed}-{d.synthetic_image_size}-g{GENERATOR_VERSION}"
+        n, seed, size = d.synthetic_patients, d.synthetic_seed, d.synthetic_image_size
+        tag = f"mimic-cxr-{n}-{seed}-{size}-g{GENERATOR_VERSION}"
         root = cache / "cxrvlp" / "synthetic" / tag
     if not (root / "synthetic.json").is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +143,9 @@ class AFLocTask:
             period_token_id=t.period_token_id,
             image_size=d.image_size,  # the adapter preprocesses at the trained size
             tokenizer=cfg.model.tokenizer if d.tokenizer != "build" else TOKENIZER_DIR,
-            bert={**cfg.model.bert, "vocab_size": t.vocab_size} if not cfg.model.text_pretrained else cfg.model.bert,
+            bert={**cfg.model.bert, "vocab_size": t.vocab_size}
+            if not cfg.model.text_pretrained
+            else cfg.model.bert,
         )
         self._dataset: AFLocPretrainDataset | None = None
 
@@ -156,7 +162,9 @@ class AFLocTask:
 
             tmp = tempfile.mkdtemp(prefix="afloc-tokenizer-")
             texts = [". ".join(s) for s in self._dataset_view().sentences]
-            tok = AFLocTokenizer(build_tokenizer_from_texts(texts, tmp, vocab_size=d.build_vocab_size), m.text_max_length)
+            tok = AFLocTokenizer(
+                build_tokenizer_from_texts(texts, tmp, vocab_size=d.build_vocab_size), m.text_max_length
+            )
             self._tokenizer_to_save = True
         if state.num_processes > 1:
             from accelerate.utils import broadcast_object_list
@@ -173,7 +181,7 @@ class AFLocTask:
 
     # ---------------------------------------------------------------- TrainingTask
     def build_model(self) -> nn.Module:
-        """AFLoc with the parameters no loss reaches frozen (pooler, local_f_embedder: Adam never moves them)."""
+        """AFLoc; parameters no loss reaches are frozen (pooler, local_f_embedder: Adam never moves them)."""
         if self._tokenizer_to_save:
             from accelerate import PartialState
 

@@ -1,4 +1,4 @@
-"""AFLoc zero-shot localisation (the method's purpose, official protocol) and zero-shot classification (INFERRED).
+"""AFLoc zero-shot localisation (the method's purpose, official protocol) and zero-shot classification.
 
 Localisation (official `inference.py` / `eval/common.py`, spec §6.1), per image and phrase:
   prompt -> `process_text` cleaning -> report embedding t_r;  map = V3 (19x19 deep-local patches) . t_r (plain
@@ -34,7 +34,8 @@ MARGIN_RESIZE, MARGIN_CROP = 512, 448
 
 ZS_PROTOCOLS = {
     "official": (
-        "official (authors' classification code, commit b1f6b8dc, multi_class): softmax([v_g . mean t_r(pos), "
+        "official (authors' classification code, commit b1f6b8dc, multi_class): "
+        "softmax([v_g . mean t_r(pos), "
         "v_g . mean t_r(neg)])[pos], raw dot products of the unnormalised global embeddings"
     ),
     "inferred": (
@@ -121,7 +122,9 @@ class AFLocZeroShotAdapter:
             image_size=size,
             normalisation=norm,
             zero_shot_protocol=ZS_PROTOCOLS[protocol],
-            grounding=GROUNDING if exclude_border else GROUNDING.replace("NaN = excluded", "NOT applied (ours)"),
+            grounding=GROUNDING
+            if exclude_border
+            else GROUNDING.replace("NaN = excluded", "NOT applied (ours)"),
             checkpoint_sha256=checkpoint_sha256,
             extra={
                 "image_encoder": model.cfg.image_encoder,
@@ -149,7 +152,11 @@ class AFLocZeroShotAdapter:
             enc = self.tokenizer.prompts(list(texts[i : i + self.batch_size]))
             enc = {k: v.to(self.device) for k, v in enc.items()}
             txt = self.model.encode_text(
-                enc["input_ids"], enc["attention_mask"], enc["piece_mask"], enc["bracket_mask"], enc["token_type_ids"]
+                enc["input_ids"],
+                enc["attention_mask"],
+                enc["piece_mask"],
+                enc["bracket_mask"],
+                enc["token_type_ids"],
             )
             outs.append(txt.report_emb)
         return torch.cat(outs)
