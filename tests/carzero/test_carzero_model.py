@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from cxrvlp.carzero.loss import carzero_loss, symmetric_ce
-from cxrvlp.carzero.model import CarzeroFusion, fusion_reference, score_pairs
+from cxrvlp.carzero.model import CarzeroFusion, compact_pad_memory, fusion_reference, score_pairs
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +107,23 @@ def test_loss_values_from_the_spec():
     assert abs(terms["i2t_loss"].item() - 0.153926) < 1e-6
     assert abs(terms["loss"].item() - 0.307853) < 1e-6
     assert abs(symmetric_ce(torch.eye(3))[0].item() - 0.551445) < 1e-6
+
+
+def test_compacted_pad_memory_gives_the_same_scores_and_gradients(fusion):
+    torch.manual_seed(5)
+    t, s = 4, 12
+    first = torch.tensor([3, 5, 12, 4])  # row 2 has no pad slot
+    words = torch.randn(t, s, 32)
+    words = torch.where(torch.arange(s)[None, :, None] < first[:, None, None], words, torch.zeros(()))
+    words.requires_grad_(True)
+    queries = torch.randn(3, 32, requires_grad=True)
+    full = score_pairs(fusion, words, queries).logits
+    mem, bias, _ = compact_pad_memory(words, first)
+    assert mem.shape[1] == 12  # max(first) + 1 capped at S
+    mem2, bias2, _ = compact_pad_memory(words[[0, 1, 3]], first[[0, 1, 3]])
+    assert mem2.shape[1] == 6
+    small = score_pairs(fusion, mem2, queries, memory_bias=bias2).logits
+    torch.testing.assert_close(small, full[[0, 1, 3]], rtol=1e-5, atol=1e-5)
+    g_full = torch.autograd.grad(full[[0, 1, 3]].sum(), [queries])[0]
+    g_small = torch.autograd.grad(small.sum(), [queries])[0]
+    torch.testing.assert_close(g_small, g_full, rtol=1e-4, atol=1e-6)

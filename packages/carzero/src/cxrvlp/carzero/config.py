@@ -62,6 +62,8 @@ class CarzeroModelConfig:
     fusion_memory: Literal["global_local", "local"] = "global_local"  # released: global_local
     # [ours, CHANGES the numbers] mask the zero-padded text slots out of the t2i memory (official: attended)
     text_padding_mask: bool = False
+    # [ours, EXACT up to rounding] fold the identical zero-pad slots of the t2i memory into one weighted slot
+    compact_text_pads: bool = True
     image_size: int = 224
     normalisation: str = "cxr-mae"  # (x - 0.4978) / 0.2449 on all three channels
 

@@ -114,6 +114,7 @@ def score_pairs(
     need_weights: bool = False,
     return_states: bool = False,
     memory_mask: torch.Tensor | None = None,
+    memory_bias: torch.Tensor | None = None,
 ) -> PairScores:
     """Score every (memory item n, query t) pair with the fusion's weights, batched.
 
@@ -121,7 +122,8 @@ def score_pairs(
     True = ignore (None: the official behaviour, nothing masked). Same maths as `fusion_reference` (up to
     float rounding): keys/values are projected once per memory item; layer 0 normalises and projects the T
     distinct queries once and broadcasts them over N; later layers work on (N, T, D) query states.
-    need_weights returns the head-averaged attention maps (explicit softmax); otherwise SDPA.
+    need_weights returns the head-averaged attention maps (explicit softmax); otherwise SDPA. memory_bias
+    (N, S) is added to every attention score (`compact_pad_memory` uses it to stand for repeated slots).
     """
     ln = fusion.decoder_norm
     n, s, d = memory.shape
@@ -131,8 +133,10 @@ def score_pairs(
     mem = ln(memory)  # (N, S, D)
     x: torch.Tensor = ln(queries)[None]  # (1, T, D): broadcast over N until layer 0's residual
     bias = None
+    if memory_bias is not None:
+        bias = memory_bias.to(mem.dtype)[:, None, None, :]
     if memory_mask is not None:
-        bias = torch.zeros(n, 1, 1, s, dtype=mem.dtype, device=mem.device)
+        bias = torch.zeros(n, 1, 1, s, dtype=mem.dtype, device=mem.device) if bias is None else bias
         bias = bias.masked_fill(memory_mask[:, None, None, :].bool(), float("-inf"))
     maps: list[torch.Tensor] = []
     states: list[torch.Tensor] = []
@@ -167,6 +171,29 @@ def score_pairs(
     simr = fusion.decoder.norm(x)
     logits = fusion.mlp_head(fusion.dropout_feas(simr)).squeeze(-1)  # (N, T)
     return PairScores(logits, maps, states, simr if return_states else None)
+
+
+def compact_pad_memory(
+    memory: torch.Tensor, first_pad: torch.Tensor, mask: torch.Tensor | None = None, keep: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Drop the repeated zero-pad slots of a text memory, keeping their attention weight (EXACT).
+
+    memory (T, S, D) whose slots first_pad[j]..S-1 are zero vectors (the word slots after [SEP]: identical
+    after the LayerNorm, so identical keys and values). Keeps the first max(first_pad) + keep slots and adds
+    log(P_j / c_j) to the c_j kept pad slots of row j (P_j = its total pad count): softmax then gives the
+    pads the same total weight and the output is unchanged up to rounding. The head-averaged maps of the
+    compacted memory are not the full-length ones; use it where no maps are read (training).
+    Returns (memory (T, S', D), bias (T, S'), mask (T, S') or None).
+    """
+    t, s, _ = memory.shape
+    width = min(s, int(first_pad.max()) + keep)
+    pos = torch.arange(width, device=memory.device)[None]  # (1, S')
+    first = first_pad[:, None].to(memory.device)
+    total = (s - first).clamp(min=0)  # P_j
+    kept = (width - first).clamp(min=0)  # c_j
+    ratio = torch.where(kept > 0, total.double() / kept.clamp(min=1).double(), torch.ones_like(total.double()))
+    bias = torch.where(pos >= first, ratio.log(), torch.zeros_like(ratio)).to(memory.dtype)
+    return memory[:, :width], bias, (mask[:, :width] if mask is not None else None)
 
 
 def fusion_reference(
@@ -360,9 +387,20 @@ class Carzero(nn.Module):
             self.fusion_module, self.image_memory(img_g, img_l), txt_g, need_weights, return_states
         )
 
-    def score_t2i(self, img_g, txt_g, txt_l, word_mask=None, need_weights=False, return_states=False):
-        """t2i[j, i]: memory = text j tokens, query = image i global -> PairScores (T, B)."""
+    def score_t2i(
+        self, img_g, txt_g, txt_l, word_mask=None, need_weights=False, return_states=False, compact=None
+    ):
+        """t2i[j, i]: memory = text j tokens, query = image i global -> PairScores (T, B).
+
+        compact (default: config.compact_text_pads, off when maps are asked for) scores against the memory
+        with its trailing zero-pad slots folded into one weighted slot (`compact_pad_memory`, EXACT).
+        """
         mem, mask = self.text_memory(txt_g, txt_l, word_mask)
+        compact = self.config.compact_text_pads if compact is None else compact
+        if compact and word_mask is not None and not need_weights:
+            first = word_mask.sum(dim=1) + (0 if self.config.fusion_memory == "local" else 1)
+            mem, bias, mask = compact_pad_memory(mem, first, mask)
+            return score_pairs(self.fusion_module, mem, img_g, False, return_states, mask, bias)
         return score_pairs(self.fusion_module, mem, img_g, need_weights, return_states, mask)
 
     def forward(self, images: torch.Tensor, tokens: dict[str, torch.Tensor]) -> CarzeroOutput:

@@ -145,8 +145,8 @@ def run_parity_fixture(fixture_dir: str | Path, dtype: torch.dtype = torch.float
         p_g, p_l, pout = model.encode_text(**prompts, return_all=True)
         out["prompt_text_emb_g"], out["prompt_text_emb_l"] = p_g, p_l.transpose(1, 2)
         zs_i2t = score_pairs(fusion, i_mem, p_g, need_weights=True)
-        p_mem, p_mask = model.text_memory(p_g, p_l, pout["word_mask"])
-        zs_t2i = score_pairs(fusion, p_mem, img_g, memory_mask=p_mask).logits.t()  # (B, C)
+        # the adapter's path: the prompt memory with its zero pads folded (compact_text_pads)
+        zs_t2i = model.score_t2i(img_g, p_g, p_l, pout["word_mask"]).logits.t()  # (B, C)
         out["zs_i2t"], out["zs_t2i"] = zs_i2t.logits, zs_t2i
         out["zs_scores"] = (zs_i2t.logits + zs_t2i) / 2
         m14, m224 = grounding_maps(zs_i2t.maps, side, mcfg.image_size, has_global=mcfg.fusion_memory != "local")

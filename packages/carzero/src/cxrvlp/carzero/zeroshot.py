@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cxrvlp.carzero.model import Carzero, score_pairs
+from cxrvlp.carzero.model import Carzero
 from cxrvlp.core.zeroshot import AdapterInfo, ClassPrompts
 
 PROTOCOL = (
@@ -135,12 +135,11 @@ class CarzeroAdapter:
         """(B, P) = (i2t + t2i^T) / 2 for every image-text pair (chunked over images to bound memory)."""
         n_txt = text_emb["global"].shape[0]
         step = max(1, self.pair_chunk // max(1, n_txt))
-        t_mem, t_mask = self.model.text_memory(text_emb["global"], text_emb["words"], text_emb["word_mask"])
         rows = []
         for s in range(0, image_emb["global"].shape[0], step):
             g, loc = image_emb["global"][s : s + step], image_emb["local"][s : s + step]
             i2t = self.model.score_i2t(g, loc, text_emb["global"]).logits  # (b, P)
-            t2i = score_pairs(self.model.fusion_module, t_mem, g, memory_mask=t_mask).logits  # (P, b)
+            t2i = self.model.score_t2i(g, text_emb["global"], text_emb["words"], text_emb["word_mask"]).logits
             rows.append((i2t + t2i.t()) / 2)
         return torch.cat(rows).float().cpu()
 
