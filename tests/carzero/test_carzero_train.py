@@ -149,12 +149,12 @@ def test_llm_column_is_used_when_given(tmp_path):
     root = write_mimic_cxr(tmp_path / "m", n_patients=6, seed=3, image_size=64)
     recs = MimicCxrDataset(root, split="train", label_source=None).records
     rows = [{"Path": r.image_path, "Frontal/Lateral": "Frontal", "Report Impression": "Mild cardiomegaly",
-             "xinhuo": f"There is finding number {i}. Support devices."} for i, r in enumerate(recs)]  # fmt: skip
+             "xinhuo": f"There is finding number {i} here. Support devices."} for i, r in enumerate(recs)]  # fmt: skip
     pd.DataFrame(rows).to_csv(tmp_path / "llm.csv", index=False)
     ds = build_train_dataset(CarzeroDataConfig(root=str(root), llm_csv=str(tmp_path / "llm.csv"), image_size=64))
     assert len(ds) == len(recs)
     # impression + LLM text concatenated without a separator: "cardiomegalythere" (official quirk)
-    assert ds.sentences[0][0] == "mild cardiomegalythere is finding number 0"
+    assert ds.sentences[0][0] == "mild cardiomegalythere is finding number 0 here"
     assert ds.sentences[0][1] == "support devices"
 
 
