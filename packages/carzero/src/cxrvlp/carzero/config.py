@@ -59,6 +59,9 @@ class CarzeroModelConfig:
     fusion_dropout: float = 0.1
     fusion_head: Literal["mlp", "linear"] = "mlp"  # released: mlp (768-1024-512-256-1); paper text: linear
     mlp_hidden: tuple[int, ...] = (1024, 512, 256)
+    # [paper] N(0, 0.02) for every fusion Linear / MHA projection. At small widths this leaves the logits
+    # constant to float precision (a 64-d tiny model does not train); tiny/small configs raise it ([ours]).
+    fusion_init_std: float = 0.02
     fusion_memory: Literal["global_local", "local"] = "global_local"  # released: global_local
     # [ours, CHANGES the numbers] mask the zero-padded text slots out of the t2i memory (official: attended)
     text_padding_mask: bool = False

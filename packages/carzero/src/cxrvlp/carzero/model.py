@@ -51,6 +51,7 @@ class CarzeroFusion(nn.Module):
         dropout: float = 0.1,
         head: str = "mlp",
         mlp_hidden: tuple[int, ...] = (1024, 512, 256),
+        init_std: float = 0.02,
     ) -> None:
         super().__init__()
         self.d_model, self.nhead = d_model, nhead
@@ -74,21 +75,21 @@ class CarzeroFusion(nn.Module):
             self.mlp_head = nn.Sequential(nn.Linear(d_model, 1))  # UNVERIFIED key name of that variant
         else:
             raise ConfigError(f"fusion head must be 'mlp' or 'linear', got '{head}'")
-        self.apply(_init_fusion_weights)
+        self.apply(lambda m: _init_fusion_weights(m, init_std))
 
     def forward(self, memory, queries, need_weights: bool = False, memory_mask=None) -> PairScores:
         """(N, S, D) memory, (T, D) queries -> PairScores with logits (N, T) (batched scorer)."""
         return score_pairs(self, memory, queries, need_weights=need_weights, memory_mask=memory_mask)
 
 
-def _init_fusion_weights(module: nn.Module) -> None:
+def _init_fusion_weights(module: nn.Module, std: float = 0.02) -> None:
     # Official `_init_weights`: every Linear weight (out_proj included) and MHA in_proj ~ N(0, 0.02); biases
     # keep PyTorch defaults (MHA biases 0, Linear biases U(+-1/sqrt(fan_in))).
     if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, 0.0, 0.02)
+        nn.init.normal_(module.weight, 0.0, std)
     elif isinstance(module, nn.MultiheadAttention):
-        nn.init.normal_(module.in_proj_weight, 0.0, 0.02)
-        nn.init.normal_(module.out_proj.weight, 0.0, 0.02)
+        nn.init.normal_(module.in_proj_weight, 0.0, std)
+        nn.init.normal_(module.out_proj.weight, 0.0, std)
 
 
 @dataclass
@@ -332,7 +333,7 @@ class Carzero(nn.Module):
         self.text_local_embedder = nn.Identity() if txt_dim == d else nn.Linear(txt_dim, d)
         self.fusion_module = CarzeroFusion(
             d, config.fusion_heads, config.fusion_ffn, config.fusion_layers, config.fusion_dropout,
-            config.fusion_head, tuple(config.mlp_hidden),
+            config.fusion_head, tuple(config.mlp_hidden), config.fusion_init_std,
         )  # fmt: skip
         self.embed_dim = d
 

@@ -56,7 +56,8 @@ def carzero_tiny(**overrides) -> Carzero:
     """Tiny demo model (same modules and loss, toy sizes)."""
     base = dict(
         vit=dict(TINY_VIT), text_config=dict(TINY_BERT), tokenizer=None, text_max_length=32,
-        fusion_layers=2, fusion_heads=4, fusion_ffn=128, mlp_hidden=(64, 32, 16), image_size=64,
+        fusion_layers=2, fusion_heads=4, fusion_ffn=128, mlp_hidden=(64, 32, 16), fusion_init_std=0.15, fusion_dropout=0.0,
+        image_size=64,
     )  # fmt: skip
     return build_model(_config(base, overrides))
 
