@@ -10,6 +10,7 @@ import pytest
 import torch
 from cxrvlp.core.zeroshot import ClassPrompts, ZeroShotAdapter
 
+EPOCHS = int(__import__("os").environ.get("CARZERO_TINY_EPOCHS", "12"))
 CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion", "Pneumothorax")
 
 
@@ -163,7 +164,7 @@ def test_carzero_tiny_config_learns_zero_shot_signal(tmp_path):
     from cxrvlp.carzero.registry import load_adapter
     from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
 
-    _, run = _train_tiny(tmp_path, [])
+    _, run = _train_tiny(tmp_path, [f"epochs={EPOCHS}"])
     rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if "loss" in x]
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert np.mean([r["loss"] for r in rows[-3:]]) < np.mean([r["loss"] for r in rows[:2]])
