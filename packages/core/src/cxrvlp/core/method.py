@@ -78,6 +78,9 @@ class MethodSpec:
     load_official_adapter: Callable[..., Any] | None = None
     pretrained: tuple[PretrainedRecord, ...] = ()
     random_init_overrides: tuple[str, ...] = ("model.image_pretrained=null", "model.text_pretrained=null")
+    # (model_name, batch_size) -> (task module, synthetic batch): one training step of any registered model
+    # through the method's own task module (the registry-wide contract test and `cxrvlp-bench perf` use it)
+    example_batch: Callable[..., tuple[Any, dict[str, Any]]] | None = None
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -132,6 +132,13 @@ def load_official_adapter(source: str | Path, name: str | None = None, device=No
     )
 
 
+def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0):
+    """A task module of `model_name` and a synthetic batch (`cxrvlp.cxrclip.testing.example_batch`)."""
+    from cxrvlp.cxrclip.testing import example_batch
+
+    return example_batch(model_name, batch_size, seed)
+
+
 def _load_official_checkpoint(source, name=None, strict=True):
     """The released checkpoint as a CXR-CLIP model (`cxrvlp.cxrclip.official.load_official_checkpoint`)."""
     from cxrvlp.cxrclip.official import load_official_checkpoint
@@ -161,6 +168,7 @@ METHOD_SPEC = MethodSpec(
     load_adapter=load_adapter,
     load_official_adapter=load_official_adapter,
     load_official_checkpoint=_load_official_checkpoint,
+    example_batch=_example_batch,
     configs_dir=Path(__file__).parent / "configs",
     prompts={
         "*": PromptChoice("cxrclip-binary", official=True),

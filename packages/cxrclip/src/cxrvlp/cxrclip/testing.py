@@ -285,3 +285,30 @@ def distributed_loss_worker(rank: int, world: int, port: int, inputs, queue) -> 
         queue.put((rank, (total / world).item(), [g.numpy() for g in grads]))
     finally:
         dist.destroy_process_group()
+
+
+def example_batch(model_name: str, batch_size: int = 4, seed: int = 0):
+    """The registered model `model_name` as a task module (pooler frozen) and a synthetic batch."""
+    from cxrvlp.core.registry import create_model
+    from cxrvlp.core.testing.batches import random_images, random_token_batch
+    from cxrvlp.cxrclip.loss import CxrClipLoss
+    from cxrvlp.cxrclip.train import CxrClipTrainModule
+
+    model = create_model(model_name)
+    for name, p in model.named_parameters():
+        if ".pooler." in name:
+            p.requires_grad_(False)
+    c = model.config
+    vocab = int(c.text_config.get("vocab_size", 100))
+    length = min(c.text_max_length, 24)
+
+    def tokens(s: int) -> dict[str, torch.Tensor]:
+        return random_token_batch(batch_size, length, vocab, cls_id=2, sep_id=3, first_word_id=5, seed=s)
+
+    batch = {
+        "images": random_images(batch_size, c.image_size, seed),
+        "image_views": random_images(batch_size, c.image_size, seed + 1),
+        "text_tokens": tokens(seed),
+        "text_tokens2": tokens(seed + 1),
+    }
+    return CxrClipTrainModule(model, CxrClipLoss()), batch

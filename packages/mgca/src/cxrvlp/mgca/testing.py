@@ -240,3 +240,26 @@ def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Te
     if missing:
         raise KeyError(f"run_parity_fixture: no computation for fixture tensors {missing}")
     return {n: results[n] for n in wanted}
+
+
+def example_batch(model_name: str, batch_size: int = 4, seed: int = 0) -> tuple[MGCATrainModule, dict]:
+    """The registered model `model_name` as a task module (dead parameters frozen) and a synthetic batch."""
+    from cxrvlp.core.registry import create_model
+    from cxrvlp.core.testing.batches import random_images, random_token_batch
+
+    model = create_model(model_name)
+    for p in model.dead_parameters():
+        p.requires_grad_(False)
+    c = model.cfg
+    size = c.image_size or (int(c.vit.get("img_size", 224)) if c.is_vit else 224)
+    tok = random_token_batch(
+        batch_size, min(c.max_words, 24), c.bert.vocab_size, cls_id=c.sep_token_id - 1, sep_id=c.sep_token_id,
+        first_word_id=c.sep_token_id + 1, seed=seed,
+    )  # fmt: skip
+    batch = {
+        "images": random_images(batch_size, size, seed),
+        "input_ids": tok["input_ids"],
+        "attention_mask": tok["attention_mask"],
+        "piece_mask": torch.zeros_like(tok["input_ids"], dtype=torch.bool),
+    }
+    return MGCATrainModule(model), batch
