@@ -152,3 +152,12 @@ def test_unreadable_image_never_shifts_captions(tmp_path):
     strict = MGCAPretrainDataset(base, tok, lambda img: img, on_error="raise")
     with pytest.raises(Exception, match=base.records[broken].image_path):
         strict[0]
+
+
+def test_prompts_are_cleaned_like_training_captions():
+    from cxrvlp.mgca.data import clean_text, report_caption
+
+    text = "Findings suggesting Pleural-Effusion. 2. No pneumothorax; heart size 4.5 cm."
+    assert clean_text(text) == report_caption(text, None)  # the same cleaning as a training caption
+    assert clean_text("Pneumonia.") == "pneumonia"  # a one-word prompt is kept (no report drop rule)
+    assert clean_text("Edema\ufffd\ufffdsmall") == "edema small"

@@ -35,6 +35,18 @@ def report_sentences(impression: str | None, findings: str | None) -> list[str]:
     return sentences if count >= 3 else []
 
 
+def clean_text(text: str) -> str:
+    """A prompt cleaned exactly as a training caption's sentences (same splitter, word rule, ASCII filter),
+    without the report-level drop rule, so a one-word prompt stays a prompt."""
+    pieces = [s for point in _NUMBERED.split(text.replace("\n", " ")) for s in point.split(".")]
+    words = []
+    for cap in pieces:
+        tokens = _WORD.findall(cap.replace("\ufffd\ufffd", " ").lower())
+        kept = [t.encode("ascii", "ignore").decode("ascii") for t in tokens]
+        words.extend(t for t in kept if t)
+    return " ".join(words)
+
+
 def report_caption(impression: str | None, findings: str | None) -> str | None:
     """The caption MGCA tokenises (sentences joined by one space), or None when the report is dropped."""
     sents = report_sentences(impression, findings)
