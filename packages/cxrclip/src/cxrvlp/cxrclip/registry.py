@@ -132,11 +132,11 @@ def load_official_adapter(source: str | Path, name: str | None = None, device=No
     )
 
 
-def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0):
+def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
     """A task module of `model_name` and a synthetic batch (`cxrvlp.cxrclip.testing.example_batch`)."""
     from cxrvlp.cxrclip.testing import example_batch
 
-    return example_batch(model_name, batch_size, seed)
+    return example_batch(model_name, batch_size, seed, text_length)
 
 
 def _load_official_checkpoint(source, name=None, strict=True):

@@ -287,7 +287,7 @@ def distributed_loss_worker(rank: int, world: int, port: int, inputs, queue) -> 
         dist.destroy_process_group()
 
 
-def example_batch(model_name: str, batch_size: int = 4, seed: int = 0):
+def example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
     """The registered model `model_name` as a task module (pooler frozen) and a synthetic batch."""
     from cxrvlp.core.registry import create_model
     from cxrvlp.core.testing.batches import random_images, random_token_batch
@@ -300,7 +300,7 @@ def example_batch(model_name: str, batch_size: int = 4, seed: int = 0):
             p.requires_grad_(False)
     c = model.config
     vocab = int(c.text_config.get("vocab_size", 100))
-    length = min(c.text_max_length, 24)
+    length = text_length or min(c.text_max_length, 24)
 
     def tokens(s: int) -> dict[str, torch.Tensor]:
         return random_token_batch(batch_size, length, vocab, cls_id=2, sep_id=3, first_word_id=5, seed=s)

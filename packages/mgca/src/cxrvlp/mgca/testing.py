@@ -242,8 +242,11 @@ def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Te
     return {n: results[n] for n in wanted}
 
 
-def example_batch(model_name: str, batch_size: int = 4, seed: int = 0) -> tuple[MGCATrainModule, dict]:
-    """The registered model `model_name` as a task module (dead parameters frozen) and a synthetic batch."""
+def example_batch(
+    model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None
+) -> tuple[MGCATrainModule, dict]:
+    """The registered model `model_name` as a task module (dead parameters frozen) and a synthetic batch
+    (token rows of varied length up to `text_length`, default min(max_words, 24))."""
     from cxrvlp.core.registry import create_model
     from cxrvlp.core.testing.batches import random_images, random_token_batch
 
@@ -252,8 +255,9 @@ def example_batch(model_name: str, batch_size: int = 4, seed: int = 0) -> tuple[
         p.requires_grad_(False)
     c = model.cfg
     size = c.image_size or (int(c.vit.get("img_size", 224)) if c.is_vit else 224)
+    length = text_length or min(c.max_words, 24)
     tok = random_token_batch(
-        batch_size, min(c.max_words, 24), c.bert.vocab_size, cls_id=c.sep_token_id - 1, sep_id=c.sep_token_id,
+        batch_size, length, c.bert.vocab_size, cls_id=c.sep_token_id - 1, sep_id=c.sep_token_id,
         first_word_id=c.sep_token_id + 1, seed=seed,
     )  # fmt: skip
     batch = {
