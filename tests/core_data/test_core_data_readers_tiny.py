@@ -69,8 +69,11 @@ def test_chexpert_malformed(tmp_path):
     ds = get_dataset("chexpert", root, split="valid", on_error="skip")
     assert len(ds) == 1 and len(ds.skipped) == 1
     p.write_text(p.read_text() + "a,b\n,,,,,,,,,,,,,,,,,,,,,,,,,,,,\n")
-    with pytest.raises(MalformedRecordError, match=r"valid.csv: row 5"):
+    # row 4 is too short (issue 24: no longer padded with NaN and kept), row 5 too long
+    with pytest.raises(MalformedRecordError, match=r"valid.csv: row 4: 2 fields, fewer than the 19"):
         get_dataset("chexpert", root, split="valid")
+    ds = get_dataset("chexpert", root, split="valid", on_error="skip")
+    assert len(ds) == 1 and sorted(r.split(": ")[1] for _, r in ds.skipped) == ["row 2", "row 4", "row 5"]
 
 
 def make_cxr14(root):

@@ -16,9 +16,11 @@ def _reference_pre_norm(layer: DecoderLayer, tgt, mem):
         h = m.num_heads
         wq, wk, wv = m.in_proj_weight.split(d)
         bq, bk, bv = m.in_proj_bias.split(d)
+
         def heads(x, w, b):  # (L, N, D) -> (N, h, L, d/h)
             y = x @ w.T + b
             return y.reshape(y.shape[0], y.shape[1], h, d // h).permute(1, 2, 0, 3)
+
         qh, kh, vh = heads(q, wq, bq), heads(k, wk, bk), heads(v, wv, bv)
         p = torch.softmax(qh @ kh.transpose(-1, -2) / (d // h) ** 0.5, -1)
         o = (p @ vh).permute(2, 0, 1, 3).reshape(q.shape[0], q.shape[1], d)

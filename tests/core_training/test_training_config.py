@@ -111,8 +111,11 @@ def test_missing_file(tmp_path):
         load_config(MethodConfig, tmp_path / "nope.yaml")
 
 
-def test_empty_file_gives_defaults(tmp_path):
-    assert load_config(MethodConfig, write(tmp_path, "")) == MethodConfig()
+def test_empty_file_is_an_error(tmp_path):
+    # issue 24: an empty file silently meant every default; defaults are asked for by passing no file
+    with pytest.raises(ConfigError, match="config file is empty"):
+        load_config(MethodConfig, write(tmp_path, ""))
+    assert load_config(MethodConfig, None) == MethodConfig()
 
 
 def test_save_then_load_round_trip(tmp_path):

@@ -74,7 +74,8 @@ def test_classify_memoises_prompts_exactly(adapter, monkeypatch, classes):
 
 def _config(tmp_path, extra=()):
     from cxrvlp.core.training import load_config
-    from cxrvlp.cxrclip.train import CxrClipTrainConfig, resolve_config
+    from cxrvlp.cxrclip.config import CxrClipTrainConfig
+    from cxrvlp.cxrclip.train import resolve_config
 
     overrides = [
         f"output_dir={tmp_path / 'run'}",
@@ -105,18 +106,3 @@ def test_built_tokenizer_is_reused_on_resume(tmp_path, monkeypatch):
     assert tok2.get_vocab() == tok1.get_vocab()
     assert tok2(TEXTS)["input_ids"] == tok1(TEXTS)["input_ids"]
     assert second.cfg.model.text_config["vocab_size"] == len(tok1)
-
-
-def test_synthetic_cache_folder_is_tagged_with_the_generator_version(tmp_path, monkeypatch):
-    import cxrvlp.core.data.synthetic as synthetic
-    from cxrvlp.cxrclip.data import CxrClipDataConfig, ensure_synthetic_mimic
-
-    written = []
-    monkeypatch.setattr(synthetic, "write_mimic_cxr", lambda root, **kw: written.append(root))
-    cfg = CxrClipDataConfig(synthetic_dir=str(tmp_path))
-    a = ensure_synthetic_mimic(cfg)
-    assert synthetic.GENERATOR_VERSION in a.name
-    assert ensure_synthetic_mimic(cfg) == a and len(written) == 1  # same generator: the mirror is reused
-    monkeypatch.setattr(synthetic, "GENERATOR_VERSION", "999.0.0")
-    b = ensure_synthetic_mimic(cfg)
-    assert b != a and "999.0.0" in b.name and len(written) == 2  # new generator: a fresh mirror

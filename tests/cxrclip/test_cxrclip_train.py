@@ -58,7 +58,7 @@ def test_tiny_train_few_steps_and_adapter(synthetic_dir, tmp_path):
     rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     losses = [r for r in rows if "loss" in r]
     assert [r["step"] for r in losses] == [1, 2, 3]
-    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "loss_i2t", "loss_i2i", "loss_t2t"))
+    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "i2t_loss", "i2i_loss", "t2t_loss"))
     final = run / "final"
     assert (final / "model.safetensors").is_file() and any((final / "tokenizer").iterdir())
     adapter = method.load_adapter(final, device="cpu")

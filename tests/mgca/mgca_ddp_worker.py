@@ -34,7 +34,9 @@ def tiny_batch(n: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 def mode_losses(out_dir: Path) -> None:
+    from cxrvlp.core.training import sum_losses
     from cxrvlp.mgca.registry import mgca_tiny
+    from cxrvlp.mgca.train import MGCATrainModule
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     dist.init_process_group("gloo")
@@ -54,18 +56,18 @@ def mode_losses(out_dir: Path) -> None:
     ref = copy.deepcopy(model)
     batch = tiny_batch(8 * world, seed=1)
     shards = [{k: v[r * 8 : (r + 1) * 8] for k, v in batch.items()} for r in range(world)]
-    ddp = DDP(model)
-    out = ddp(shards[rank], compute_loss=True).loss
-    out.loss.backward()
-    res = {"rank": rank, "ddp": {k: v.item() for k, v in out.terms.items()}}
+    ddp = DDP(MGCATrainModule(model))  # model + loss: what the training loop wraps
+    terms = ddp(shards[rank])
+    sum_losses(terms).backward()
+    res = {"rank": rank, "ddp": {k: v.item() for k, v in terms.items() if k.endswith("_loss")}}
     # single process on every shard, in this process
     grads = []
     for r in range(world):
         m = copy.deepcopy(ref)
-        lo = m(shards[r], compute_loss=True).loss
-        lo.loss.backward()
+        terms = MGCATrainModule(m)(shards[r])
+        sum_losses(terms).backward()
         if r == rank:
-            res["single"] = {k: v.item() for k, v in lo.terms.items()}
+            res["single"] = {k: v.item() for k, v in terms.items() if k.endswith("_loss")}
         grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
     worst = 0.0
     for n, p in model.named_parameters():

@@ -37,7 +37,7 @@ def test_mgca_ddp_per_rank_losses_equal_single_process_on_the_shard(tmp_path):
             assert res["ddp"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), (res["rank"], k)
         assert res["grad_rel_err"] < 1e-4  # DDP averages the per-shard gradients, nothing else is shared
     # the two shards really differ (otherwise the check above proves nothing)
-    assert ranks[0]["ddp"]["loss_ita"] != pytest.approx(ranks[1]["ddp"]["loss_ita"], rel=1e-3)
+    assert ranks[0]["ddp"]["ita_loss"] != pytest.approx(ranks[1]["ddp"]["ita_loss"], rel=1e-3)
 
 
 @pytest.mark.slow

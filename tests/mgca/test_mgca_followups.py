@@ -71,7 +71,8 @@ def test_classify_memoises_prompts_exactly(adapter, monkeypatch):
 
 def _task_config(tmp_path, extra=()):
     from cxrvlp.core.training import load_config
-    from cxrvlp.mgca.train import MGCATrainConfig, resolve_config_path
+    from cxrvlp.mgca.config import MGCATrainConfig
+    from cxrvlp.mgca.train import resolve_config_path
 
     overrides = [
         f"output_dir={tmp_path / 'run'}",
@@ -110,7 +111,8 @@ def test_built_tokenizer_is_saved_in_the_run_folder_and_reused(tmp_path, monkeyp
 def test_synthetic_cache_folder_is_tagged_with_the_generator_version(tmp_path, monkeypatch):
     import cxrvlp.core.data.synthetic as synthetic
     import cxrvlp.core.data.synthetic.mimic_cxr as mimic
-    from cxrvlp.mgca.train import MGCADataConfig, synthetic_mimic_root
+    from cxrvlp.core.data.pretraining import synthetic_mimic_root
+    from cxrvlp.mgca.config import MGCADataConfig
 
     written = []
 
@@ -127,3 +129,35 @@ def test_synthetic_cache_folder_is_tagged_with_the_generator_version(tmp_path, m
     monkeypatch.setattr(synthetic, "GENERATOR_VERSION", "999.0.0")
     b = synthetic_mimic_root(data)
     assert b != a and "999.0.0" in b.name and len(written) == 2  # new generator: a fresh mirror
+
+
+def test_unreadable_image_never_shifts_captions(tmp_path):
+    """on_error=skip: item k of a corrupt record k is record k+1 whole (its image AND its caption)."""
+    from cxrvlp.core.data import MimicCxrDataset
+    from cxrvlp.core.data.pretraining import MimicSourceConfig, synthetic_mimic_root
+    from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
+    from cxrvlp.mgca.data import MGCAPretrainDataset, MGCATokenizer
+
+    root = synthetic_mimic_root(MimicSourceConfig(synthetic_dir=str(tmp_path / "s"), synthetic_patients=6))
+    base = MimicCxrDataset(root, split="train", label_source=None, on_error="skip")
+    tok = MGCATokenizer(build_tokenizer_from_texts(["no acute findings"] * 4, tmp_path / "tok", 200), 32)
+    ds = MGCAPretrainDataset(base, tok, lambda img: img, on_error="skip")
+    assert len(ds) >= 3
+    broken = ds.indices[0]
+    open(base.records[broken].image_path, "wb").write(b"garbage")
+    item = ds[0]
+    assert item["sample_id"] == base.records[ds.indices[1]].image_path
+    assert item["input_ids"].equal(ds.tokens["input_ids"][1])  # the caption of the record whose image it is
+    assert len(item["skipped"]) == 1 and base.records[broken].image_path in item["skipped"][0]
+    strict = MGCAPretrainDataset(base, tok, lambda img: img, on_error="raise")
+    with pytest.raises(Exception, match=base.records[broken].image_path):
+        strict[0]
+
+
+def test_prompts_are_cleaned_like_training_captions():
+    from cxrvlp.mgca.data import clean_text, report_caption
+
+    text = "Findings suggesting Pleural-Effusion. 2. No pneumothorax; heart size 4.5 cm."
+    assert clean_text(text) == report_caption(text, None)  # the same cleaning as a training caption
+    assert clean_text("Pneumonia.") == "pneumonia"  # a one-word prompt is kept (no report drop rule)
+    assert clean_text("Edema\ufffd\ufffdsmall") == "edema small"

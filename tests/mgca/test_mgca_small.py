@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from cxrvlp.core.errors import ConfigError
+from cxrvlp.mgca.train import MGCATrainModule
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -120,7 +121,7 @@ def test_mgca_small_losses_finite_and_reach_both_backbones(small):
             ],
         ),
     }
-    out = model(batch, compute_loss=True)
+    out = MGCATrainModule(model).run(batch)
     terms = out.loss.terms
     assert set(terms) == {"loss_ita", "loss_cta", "loss_cpa"}
     assert all(math.isfinite(v.item()) and v.item() > 0 for v in terms.values())
@@ -228,7 +229,7 @@ def test_mgca_small_yaml_trains_two_steps_on_synthetic_mirror(weights, tmp_path)
     rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     losses = [r for r in rows if "loss" in r]
     assert [r["step"] for r in losses] == [1, 2]
-    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "loss_ita", "loss_cta", "loss_cpa"))
+    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "ita_loss", "cta_loss", "cpa_loss"))
     adapter = load_adapter(final)
     assert adapter.info.normalisation == "imagenet" and adapter.info.image_size == 128
     assert adapter.preprocess(np.zeros((90, 80), np.float32)).shape == (3, 128, 128)

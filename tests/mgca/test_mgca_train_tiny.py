@@ -58,7 +58,7 @@ def test_mgca_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
     losses = [r for r in rows if "loss" in r]
     assert [r["step"] for r in losses] == [1, 2, 3]
-    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "loss_ita", "loss_cta", "loss_cpa"))
+    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "ita_loss", "cta_loss", "cpa_loss"))
     adapter = mgca.load_adapter(final)
     assert isinstance(adapter, ZeroShotAdapter)
     assert "not from the paper" in adapter.info.zero_shot_protocol
@@ -89,7 +89,7 @@ def test_mgca_tiny_config_learns_zero_shot_signal(tmp_path):
     mgca, run = _train_tiny(tmp_path, [])
     rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if "loss" in x]
     assert all(math.isfinite(r["loss"]) for r in rows)
-    assert np.mean([r["loss_cta"] for r in rows[-3:]]) < np.mean([r["loss_cta"] for r in rows[:2]])
+    assert np.mean([r["cta_loss"] for r in rows[-3:]]) < np.mean([r["cta_loss"] for r in rows[:2]])
     eval_root = write_mimic_cxr(tmp_path / "eval", n_patients=60, seed=7, image_size=256)  # unseen patients
     trained, per_class = _zero_shot_auroc(load_adapter(run / "final"), eval_root)
     print(f"tiny MGCA zero-shot mean AUROC on the synthetic eval set: {trained:.3f} {per_class}")

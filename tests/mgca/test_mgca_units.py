@@ -10,6 +10,7 @@ from cxrvlp.mgca.config import MedBertConfig, MGCAConfig
 from cxrvlp.mgca.data import report_caption, report_sentences
 from cxrvlp.mgca.loss import clip_to_quantiles, ita_loss, word_weights
 from cxrvlp.mgca.model import MGCA
+from cxrvlp.mgca.train import MGCATrainModule
 
 TINY_BERT = MedBertConfig(
     vocab_size=30,
@@ -119,7 +120,7 @@ def test_mgca_forward_losses_and_prototype_normalisation():
         ),
     }
     batch["attention_mask"] = (batch["input_ids"] != 0).long()
-    out = model(batch, compute_loss=True)
+    out = MGCATrainModule(model).run(batch)
     lo = out.loss
     assert set(lo.terms) == {"loss_ita", "loss_cta", "loss_cpa"}
     assert torch.isfinite(lo.loss)

@@ -36,10 +36,11 @@ def _env() -> dict[str, str]:
 
 def test_mgca_tiny_sigkill_and_resume_matches_uninterrupted(tmp_path):
     from cxrvlp.core.training import load_config
-    from cxrvlp.mgca.train import MGCATask, MGCATrainConfig, resolve_config_path
+    from cxrvlp.mgca.config import MGCATrainConfig
+    from cxrvlp.mgca.train import MGCATask, resolve_config_path
 
     cfg = load_config(MGCATrainConfig, resolve_config_path("tiny"), [f"output_dir={tmp_path / 'tok'}"])
-    MGCATask(cfg).save_tokenizer(tmp_path / "tok")
+    MGCATask(cfg).save_resources(tmp_path / "tok")
     tok = f"data.tokenizer={tmp_path / 'tok' / 'tokenizer'}"
     ref = tmp_path / "ref"
     subprocess.run(_cmd(ref, tok), check=True, capture_output=True, timeout=900, env=_env())

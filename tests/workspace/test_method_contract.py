@@ -6,7 +6,13 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from cxrvlp.core.method import MethodContractError, MethodSpec, PromptChoice, check_method_spec, resolve_recipe
+from cxrvlp.core.method import (
+    MethodContractError,
+    MethodSpec,
+    PromptChoice,
+    check_method_spec,
+    resolve_recipe,
+)
 from cxrvlp.core.registry import get_method, installed_methods, list_models
 
 METHODS = sorted(installed_methods())

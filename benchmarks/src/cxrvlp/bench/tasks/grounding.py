@@ -16,13 +16,16 @@ from cxrvlp.bench.prompts import prompts_for
 from cxrvlp.bench.record import prompts_record
 from cxrvlp.bench.tasks.base import TaskContext, TaskSkipped
 from cxrvlp.core.data.contract import Sample
+from cxrvlp.core.errors import MalformedRecordError
 
 
 def gt_mask(sample: Sample, cls: str, any_label: bool = False) -> np.ndarray | None:
     """(H, W) uint8 mask of class `cls` in the sample's own pixels, from its mask or boxes; None if absent.
 
     Boxes count when their label names `cls`; with `any_label` (single-class datasets such as RSNA, whose
-    boxes say "Lung Opacity") every box counts.
+    boxes say "Lung Opacity") every box counts. Box edges are clamped to the image before slicing (a
+    negative coordinate must never wrap around as a Python index); a box that is empty or lies wholly
+    outside the image is a `MalformedRecordError` naming the image (the readers reject such boxes first).
     """
     h, w = sample.image.shape[:2]
     if sample.mask is not None:
@@ -38,7 +41,17 @@ def gt_mask(sample: Sample, cls: str, any_label: bool = False) -> np.ndarray | N
         for k, (x0, y0, x1, y1) in enumerate(np.asarray(sample.boxes, np.float64)):
             if not any_label and k < len(labels) and labels[k] != want:
                 continue
-            m[max(int(np.floor(y0)), 0) : int(np.ceil(y1)), max(int(np.floor(x0)), 0) : int(np.ceil(x1))] = 1
+            given = [float(x0), float(y0), float(x1), float(y1)]
+            x0, x1 = np.clip([x0, x1], 0, w)  # NaN stays NaN and fails the check below
+            y0, y1 = np.clip([y0, y1], 0, h)
+            ok = np.isfinite([x0, y0, x1, y1]).all()
+            c0, c1 = (int(np.floor(x0)), int(np.ceil(x1))) if ok else (0, 0)
+            r0, r1 = (int(np.floor(y0)), int(np.ceil(y1))) if ok else (0, 0)
+            if not (ok and c1 > c0 and r1 > r0):
+                raise MalformedRecordError(
+                    sample.image_path, k, f"box {given} is empty or outside the {w}x{h} image"
+                )
+            m[r0:r1, c0:c1] = 1
         return m if m.any() else None
     return None
 

@@ -78,11 +78,14 @@ class MethodSpec:
     load_official_adapter: Callable[..., Any] | None = None
     pretrained: tuple[PretrainedRecord, ...] = ()
     random_init_overrides: tuple[str, ...] = ("model.image_pretrained=null", "model.text_pretrained=null")
+    # (model_name, batch_size) -> (task module, synthetic batch): one training step of any registered model
+    # through the method's own task module (the registry-wide contract test and `cxrvlp-bench perf` use it)
+    example_batch: Callable[..., tuple[Any, dict[str, Any]]] | None = None
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def recipe(self, name: str) -> Path:
-        """Path of the packaged recipe `name` ('tiny', 'small', 'mgca_vit_b16', ...); ConfigError lists them."""
+        """Path of the packaged recipe `name` ('tiny', 'small', ...); ConfigError lists them."""
         path = Path(self.configs_dir) / f"{name}.yaml"
         if not path.is_file():
             raise ConfigError(f"{self.name}: no packaged recipe '{name}'; available: {self.recipes()}")
@@ -101,7 +104,9 @@ class MethodSpec:
         for rec in self.pretrained:
             if name in (rec.name, rec.file_name):
                 return rec
-        raise KeyError(f"{self.name}: no pretrained record '{name}'; known: {[r.name for r in self.pretrained]}")
+        raise KeyError(
+            f"{self.name}: no pretrained record '{name}'; known: {[r.name for r in self.pretrained]}"
+        )
 
 
 def resolve_recipe(spec: MethodSpec, config: str | os.PathLike) -> Path:

@@ -94,6 +94,18 @@ def get_model_entry(name: str) -> ModelEntry:
     return _MODELS[name]
 
 
+def check_model_name(name: str, method: str, where: str = "config") -> str:
+    """`name` if it is a registered model of `method`, else a ConfigError listing that method's names."""
+    from cxrvlp.core.errors import ConfigError
+
+    names = list_models(method)
+    if name not in names:
+        raise ConfigError(
+            f"{where}: key 'model_name': '{name}' is not a registered {method} model; one of {names}"
+        )
+    return name
+
+
 def create_model(name: str, **overrides) -> nn.Module:
     """Build the registered model `name` with config overrides."""
     return get_model_entry(name).builder(**overrides)

@@ -13,38 +13,25 @@ map is given (one section: (orig, bt) or (bt, orig)). Sentence shuffling is a no
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from cxrvlp.core.errors import DatasetNotFoundError, MalformedRecordError
+from cxrvlp.core.data.pretraining import (
+    load_with_substitute,
+    read_exact,
+    resolve_mimic_root,
+)
+from cxrvlp.core.errors import ConfigError, DatasetNotFoundError, MalformedRecordError
+from cxrvlp.cxrclip.config import CxrClipDataConfig
 from cxrvlp.cxrclip.prompts import chexpert_text_labels, generate_report_from_labels, load_prompt_bank
 from torch.utils.data import Dataset
 
-
-@dataclass
-class CxrClipDataConfig:
-    """Where the training data comes from and how a sample is drawn."""
-
-    root: str | None = None  # MIMIC-CXR-JPG 2.0.0 root; None = the synthetic mirror (generated once)
-    synthetic_dir: str = "~/.cache/cxrvlp/synthetic/mimic_cxr"
-    synthetic_patients: int = 120
-    synthetic_image_size: int = 256
-    reports_root: str | None = None  # mimic-cxr-reports (files/pXX/...txt); default: root
-    sectioned_csv: str | None = None
-    split: str = "train"
-    views: list[str] | None = None  # None: every image of the study (official), e.g. ["PA", "AP"] to filter
-    view_sampling: str = "official"  # "official" (P1 quirk) | "distinct_views" (fix)
-    back_translation: str | None = None  # JSON {section text: back-translated text}
-    chexpert_root: str | None = None  # add CheXpert as prompt reports (needs prompt_json)
-    prompt_json: str | None = None  # the official datasets/train_prompts_all.json
-    transform: str = "cxrclip-r50"  # core transform preset (cxrclip-r50 | cxrclip-swint)
-    image_size: int | None = None  # None: the preset's (224)
-    cache_dir: str | None = None  # core resized-image cache
+logger = logging.getLogger("cxrvlp.cxrclip")
 
 
 def text_sections(sections: dict[str, str]) -> list[str]:
@@ -103,8 +90,9 @@ class MimicStudyDataset(Dataset):
         train: bool = True,
         view_sampling: str = "official",
         back_translation: dict[str, str] | None = None,
+        on_error: str = "raise",
     ) -> None:
-        self.images, self.transform, self.train = images, transform, train
+        self.images, self.transform, self.train, self.on_error = images, transform, train, on_error
         self.view_sampling, self.augment = view_sampling, back_translation
         self.studies: list[tuple[str, dict[str, list[int]], list[str]]] = []
         for study, idxs in images.study_groups().items():
@@ -125,42 +113,98 @@ class MimicStudyDataset(Dataset):
         """Every section text (e.g. to build a tokenizer)."""
         return [t for _, _, texts in self.studies for t in texts]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _item(self, index: int, rng: random.Random) -> dict[str, Any]:
         study, by_view, texts = self.studies[index]
-        # Seeded by the training loop per (seed, epoch, index): draw everything from the global RNGs.
-        rng = random.Random(random.getrandbits(64))
         i1, i2 = draw_image_pair(by_view, self.train, rng, self.view_sampling)
         _reseed(self.transform)
-        img1 = self.transform(self.images[i1].image)
-        img2 = self.transform(self.images[i2].image)
+        img1 = self.transform(read_exact(self.images, i1).image)
+        img2 = self.transform(read_exact(self.images, i2).image)
         t1, t2 = draw_text_pair(texts, self.augment, rng)
         return {"image": img1, "image_view": img2, "text": t1, "text2": t2, "sample_id": f"mimic/{study}"}
 
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        # Seeded by the training loop per (seed, epoch, index): draw everything from the global RNGs.
+        rng = random.Random(random.getrandbits(64))
+        # images and texts of ONE study; an unreadable image (on_error="skip") passes to the next study whole
+        item, skipped = load_with_substitute(
+            index, len(self), lambda j: self._item(j, rng), self.on_error, "mimic-cxr"
+        )
+        item["skipped"] = skipped
+        return item
+
 
 class LabelPromptDataset(Dataset):
-    """A label-only dataset (CheXpert) as image-text pairs: two prompt reports, two augmentations."""
+    """A label-only dataset (CheXpert) as image-text pairs, one item per study (official `imagetext`).
 
-    def __init__(self, images, transform, bank, train: bool = True, name: str = "chexpert") -> None:
+    The two images are two images of the same study (the same one, augmented twice, when the study has one
+    image); the two texts are two prompt reports generated from the first image's labels.
+    """
+
+    def __init__(
+        self, images, transform, bank, train: bool = True, name: str = "chexpert", on_error: str = "raise"
+    ) -> None:
         self.images, self.transform, self.bank, self.train, self.name = images, transform, bank, train, name
+        self.on_error = on_error
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, rec in enumerate(images.records):
+            groups.setdefault((str(rec.patient_id), str(rec.study_id)), []).append(i)
+        self.studies = list(groups.items())
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.studies)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.images[index]
-        labels = chexpert_text_labels(sample.labels, sample.classes)
-        rng = random.Random(random.getrandbits(64))
+    def _item(self, index: int, rng: random.Random) -> dict[str, Any]:
+        (patient, study), idxs = self.studies[index]
+        if self.train and len(idxs) >= 2:
+            i1, i2 = rng.sample(idxs, 2)
+        else:
+            i1 = i2 = idxs[0] if not self.train else rng.choice(idxs)
+            if not self.train and len(idxs) >= 2:
+                i2 = idxs[1]
+        s1 = read_exact(self.images, i1)
+        s2 = s1 if i2 == i1 else read_exact(self.images, i2)
+        labels = chexpert_text_labels(s1.labels, s1.classes)
         t1 = generate_report_from_labels(labels, self.bank, deterministic=not self.train, rng=rng)
         t2 = generate_report_from_labels(labels, self.bank, deterministic=not self.train, rng=rng)
         _reseed(self.transform)
-        img = sample.image
         return {
-            "image": self.transform(img),
-            "image_view": self.transform(img),
+            "image": self.transform(s1.image),
+            "image_view": self.transform(s2.image),
             "text": t1,
             "text2": t2,
-            "sample_id": f"{self.name}/{index}",
+            "sample_id": f"{self.name}/{patient}/{study}",
         }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = random.Random(random.getrandbits(64))
+        item, skipped = load_with_substitute(
+            index, len(self), lambda j: self._item(j, rng), self.on_error, self.name
+        )
+        item["skipped"] = skipped
+        return item
+
+
+def chexpert_5x200_patients(path: str | Path) -> set[str]:
+    """Patient ids ('patient64541') of GLoRIA's chexpert_5x200.csv (its `Path` column)."""
+    import csv
+    import re
+
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetNotFoundError("chexpert-5x200", p, "chexpert_5x200.csv (GLoRIA, column Path)")
+    with open(p, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "Path" not in reader.fieldnames:
+            raise MalformedRecordError(p, "header", f"no 'Path' column in {reader.fieldnames}")
+        found = set()
+        for row_no, row in enumerate(reader, start=2):
+            m = re.search(r"(patient\d+)", row["Path"] or "")
+            if m is None:
+                raise MalformedRecordError(p, f"row {row_no}", f"no patientNNNNN in Path {row['Path']!r}")
+            found.add(m.group(1))
+    if not found:
+        raise MalformedRecordError(p, "rows", "no patient listed")
+    return found
 
 
 def _reseed(transform) -> None:
@@ -183,47 +227,71 @@ def load_back_translation(path: str | Path | None) -> dict[str, str] | None:
     return data
 
 
-def ensure_synthetic_mimic(cfg: CxrClipDataConfig) -> Path:
-    """The synthetic MIMIC-CXR mirror (written once into `synthetic_dir`)."""
-    from cxrvlp.core.data.synthetic import GENERATOR_VERSION, write_mimic_cxr
+def build_train_dataset(
+    cfg: CxrClipDataConfig, train: bool = True, split: str | None = None, root: Path | None = None
+) -> Dataset:
+    """MIMIC-CXR studies (+ CheXpert prompt reports when configured), concatenated as officially.
 
-    # the generator version is in the folder name: a mirror written by an older generator is never reused
-    tag = f"n{cfg.synthetic_patients}_s{cfg.synthetic_image_size}_g{GENERATOR_VERSION}"
-    root = Path(cfg.synthetic_dir).expanduser() / tag
-    done = root / ".complete"
-    if not done.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        write_mimic_cxr(root, n_patients=cfg.synthetic_patients, seed=0, image_size=cfg.synthetic_image_size)
-        done.write_text("ok\n")
-    return root
-
-
-def build_train_dataset(cfg: CxrClipDataConfig, train: bool = True) -> Dataset:
-    """MIMIC-CXR studies (+ CheXpert prompt reports when configured), concatenated as officially."""
+    `split` defaults to `cfg.split` for training; validation passes `cfg.val_split` with train=False
+    (eval transform, deterministic draws) and gets CheXpert's `valid` split when CheXpert is configured.
+    """
     from cxrvlp.core.data.mimic_cxr import MimicCxrDataset
     from cxrvlp.core.data.transforms import build_transform
 
-    root = Path(cfg.root).expanduser() if cfg.root else ensure_synthetic_mimic(cfg)
+    root = root or resolve_mimic_root(cfg, "cxrclip")
+    split = split or cfg.split
     transform = build_transform(cfg.transform, train=train, image_size=cfg.image_size)
     images = MimicCxrDataset(
         root,
-        split=cfg.split,
+        split=split,
         views=cfg.views,
         reports_root=cfg.reports_root,
         sectioned_csv=cfg.sectioned_csv,
-        cache_dir=cfg.cache_dir,
+        cache_dir=cfg.image_cache_dir,
         label_source=None,
+        on_error=cfg.on_error,
     )
     parts: list[Dataset] = [
         MimicStudyDataset(
-            images, transform, train, cfg.view_sampling, load_back_translation(cfg.back_translation)
+            images,
+            transform,
+            train,
+            cfg.view_sampling,
+            load_back_translation(cfg.back_translation),
+            cfg.on_error,
         )
     ]
     if cfg.chexpert_root:
-        from cxrvlp.core.data.chexpert import CheXpertDataset
-
-        if not cfg.prompt_json:
-            raise DatasetNotFoundError("cxrclip prompts", "data.prompt_json", "train_prompts_all.json")
-        chex = CheXpertDataset(cfg.chexpert_root, split="train", uncertain_policy="keep")
-        parts.append(LabelPromptDataset(chex, transform, load_prompt_bank(cfg.prompt_json), train))
+        parts.append(_chexpert_prompts(cfg, transform, train))
     return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
+
+
+def _chexpert_prompts(cfg: CxrClipDataConfig, transform, train: bool) -> LabelPromptDataset:
+    from cxrvlp.core.data.chexpert import CheXpertDataset
+
+    if not cfg.prompt_json:
+        raise DatasetNotFoundError("cxrclip prompts", "data.prompt_json", "train_prompts_all.json")
+    if cfg.chexpert_5x200_csv is None and not cfg.allow_5x200_overlap:
+        raise ConfigError(
+            "cxrclip: data.chexpert_root is set but data.chexpert_5x200_csv is not: the official pretraining "
+            "removes every CheXpert 5x200 patient (223,414 -> 216,478 images), or the 5x200 zero-shot score "
+            "is contaminated. Give GLoRIA's chexpert_5x200.csv, or data.allow_5x200_overlap=true to skip it."
+        )
+    chex = CheXpertDataset(
+        cfg.chexpert_root, split="train" if train else "valid", uncertain_policy="keep", on_error=cfg.on_error
+    )
+    if cfg.chexpert_5x200_csv is not None:
+        excluded = chexpert_5x200_patients(cfg.chexpert_5x200_csv)
+        before = len(chex.records)
+        chex.records = [r for r in chex.records if _patient_of(r) not in excluded]
+        logger.info("cxrclip: CheXpert %d -> %d images without the 5x200 patients", before, len(chex.records))
+    return LabelPromptDataset(
+        chex, transform, load_prompt_bank(cfg.prompt_json), train, on_error=cfg.on_error
+    )
+
+
+def _patient_of(rec) -> str:
+    import re
+
+    m = re.search(r"(patient\d+)", str(rec.image_path))
+    return m.group(1) if m else str(rec.patient_id)

@@ -9,59 +9,15 @@ L2-normalised embeddings, `logit_scale` initialised to ln(1/0.07) and never clam
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from cxrvlp.core.encoders import create_image_encoder
 from cxrvlp.core.encoders.base import TextEncoderOutput
+from cxrvlp.cxrclip.config import CxrClipModelConfig
 from torch import nn
 from transformers import BertConfig, BertModel
-
-# emilyalsentzer/Bio_ClinicalBERT (BERT-base, cased vocab of 28,996)
-BIO_CLINICAL_BERT = dict(
-    vocab_size=28996,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=512,
-    type_vocab_size=2,
-    hidden_act="gelu",
-    hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1,
-    layer_norm_eps=1e-12,
-    initializer_range=0.02,
-    pad_token_id=0,
-)
-
-NORMALISATION = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "mean0.5-std0.5": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-}
-
-
-@dataclass
-class CxrClipModelConfig:
-    """Everything that builds a CXR-CLIP model (saved as JSON next to the weights)."""
-
-    image_encoder: str = "resnet50"  # a core image-encoder name: resnet50 | swin-tiny | efficientnet-lite0
-    image_encoder_kwargs: dict[str, Any] = field(default_factory=lambda: {"sync_batchnorm": True})
-    image_pretrained: str | bool | None = None  # e.g. "IMAGENET1K_V1", a hub name or a local file/folder
-    text_encoder: str = "bert"  # "bert" (HF BertModel, as the paper) or a core text-encoder name
-    text_config: dict[str, Any] = field(default_factory=lambda: dict(BIO_CLINICAL_BERT))
-    text_pretrained: str | bool | None = None  # e.g. "emilyalsentzer/Bio_ClinicalBERT" or a local folder
-    tokenizer: str | None = "emilyalsentzer/Bio_ClinicalBERT"  # hub name / folder; None = built at train time
-    text_max_length: int = 256
-    proj_dim: int = 512
-    temperature_init: float = 0.07
-    normalisation: str = "imagenet"  # official: ImageNet stats for ResNet, 0.5/0.5 for Swin (pitfall P5)
-    image_size: int = 224
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable dict."""
-        return asdict(self)
 
 
 class BertTextEncoder(nn.Module):

@@ -9,7 +9,8 @@ from typing import Any
 from cxrvlp.core.errors import ConfigError
 from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
 from cxrvlp.core.registry import register_model
-from cxrvlp.cxrclip.model import BIO_CLINICAL_BERT, CxrClip, CxrClipModelConfig, build_model
+from cxrvlp.cxrclip.config import BIO_CLINICAL_BERT, CxrClipModelConfig
+from cxrvlp.cxrclip.model import CxrClip, build_model
 
 METHOD = "cxrclip"
 
@@ -131,6 +132,13 @@ def load_official_adapter(source: str | Path, name: str | None = None, device=No
     )
 
 
+def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
+    """A task module of `model_name` and a synthetic batch (`cxrvlp.cxrclip.testing.example_batch`)."""
+    from cxrvlp.cxrclip.testing import example_batch
+
+    return example_batch(model_name, batch_size, seed, text_length)
+
+
 def _load_official_checkpoint(source, name=None, strict=True):
     """The released checkpoint as a CXR-CLIP model (`cxrvlp.cxrclip.official.load_official_checkpoint`)."""
     from cxrvlp.cxrclip.official import load_official_checkpoint
@@ -141,8 +149,14 @@ def _load_official_checkpoint(source, name=None, strict=True):
 def _release(model: str, data: str, norm: str) -> PretrainedRecord:
     stem = f"{'r50' if model == 'cxrclip-r50' else 'swint'}_{data}"
     return PretrainedRecord(
-        model, f"{stem}.tar", "kakaocdn links of the official README (cxrclip.md section 8)", 224, norm,
-        "emilyalsentzer/Bio_ClinicalBERT", 256, notes=f"trained on {data.upper()} (M: MIMIC, C: CheXpert, "
+        model,
+        f"{stem}.tar",
+        "kakaocdn links of the official README (cxrclip.md section 8)",
+        224,
+        norm,
+        "emilyalsentzer/Bio_ClinicalBERT",
+        256,
+        notes=f"trained on {data.upper()} (M: MIMIC, C: CheXpert, "
         "C: ChestX-ray14); torch.save dict, key 'model'",
     )
 
@@ -154,6 +168,7 @@ METHOD_SPEC = MethodSpec(
     load_adapter=load_adapter,
     load_official_adapter=load_official_adapter,
     load_official_checkpoint=_load_official_checkpoint,
+    example_batch=_example_batch,
     configs_dir=Path(__file__).parent / "configs",
     prompts={
         "*": PromptChoice("cxrclip-binary", official=True),

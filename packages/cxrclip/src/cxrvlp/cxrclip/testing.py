@@ -8,9 +8,11 @@ from typing import Any
 
 import torch
 from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.testing.parity import default_dtype
 from cxrvlp.core.zeroshot import ClassPrompts
+from cxrvlp.cxrclip.config import CxrClipModelConfig
 from cxrvlp.cxrclip.loss import CxrClipLoss
-from cxrvlp.cxrclip.model import CxrClip, CxrClipModelConfig
+from cxrvlp.cxrclip.model import CxrClip
 from cxrvlp.cxrclip.official import load_official_checkpoint, ours_to_official
 from cxrvlp.cxrclip.zeroshot import (
     CxrClipAdapter,
@@ -115,9 +117,19 @@ def _text_intermediates(
     return res
 
 
-def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor named in the fixture's outputs.safetensors, computed by our implementation."""
-    fixture = Path(fixture_dir)
+def run_parity_fixture(
+    fixture_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """Every tensor named in the fixture's outputs.safetensors, computed by our implementation.
+
+    dtype=torch.float64 gives the float64 twin through the same code path (model, weights and float inputs
+    in float64, token ids unchanged) for `cxrvlp.core.testing.judge_parity`.
+    """
+    with default_dtype(dtype):
+        return _run_parity_fixture(Path(fixture_dir), dtype)
+
+
+def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     cfg = json.loads((fixture / "config.json").read_text())
     variant = cfg["variant"]
     wanted = set(load_file(str(fixture / "outputs.safetensors")))
@@ -129,7 +141,7 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     torch.manual_seed(int(cfg.get("seed", 0)))
     model = CxrClip(model_config_from_fixture(cfg))
     load_official_checkpoint(_fixture_weights(fixture, cfg), model=model, strict=True)
-    model.eval()
+    model.to(dtype).eval()
     loss_cfg = cfg.get("loss", {})
     loss_fn = CxrClipLoss(
         i2i_weight=loss_cfg.get("i2i_weight", 1.0),
@@ -139,7 +151,7 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     )
 
     suffix = f"_{variant}" if f"images_{variant}" in inputs else ""
-    images, views = inputs[f"images{suffix}"], inputs[f"image_views{suffix}"]
+    images, views = inputs[f"images{suffix}"].to(dtype), inputs[f"image_views{suffix}"].to(dtype)
     max_len = cfg["text"]["text_max_length"]
     t1 = _text_tokens(inputs, raw, "text", "texts", tok, max_len)
     t2 = _text_tokens(inputs, raw, "text2", "texts2", tok, max_len)
@@ -273,3 +285,30 @@ def distributed_loss_worker(rank: int, world: int, port: int, inputs, queue) -> 
         queue.put((rank, (total / world).item(), [g.numpy() for g in grads]))
     finally:
         dist.destroy_process_group()
+
+
+def example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
+    """The registered model `model_name` as a task module (pooler frozen) and a synthetic batch."""
+    from cxrvlp.core.registry import create_model
+    from cxrvlp.core.testing.batches import random_images, random_token_batch
+    from cxrvlp.cxrclip.loss import CxrClipLoss
+    from cxrvlp.cxrclip.train import CxrClipTrainModule
+
+    model = create_model(model_name)
+    for name, p in model.named_parameters():
+        if ".pooler." in name:
+            p.requires_grad_(False)
+    c = model.config
+    vocab = int(c.text_config.get("vocab_size", 100))
+    length = text_length or min(c.text_max_length, 24)
+
+    def tokens(s: int) -> dict[str, torch.Tensor]:
+        return random_token_batch(batch_size, length, vocab, cls_id=2, sep_id=3, first_word_id=5, seed=s)
+
+    batch = {
+        "images": random_images(batch_size, c.image_size, seed),
+        "image_views": random_images(batch_size, c.image_size, seed + 1),
+        "text_tokens": tokens(seed),
+        "text_tokens2": tokens(seed + 1),
+    }
+    return CxrClipTrainModule(model, CxrClipLoss()), batch

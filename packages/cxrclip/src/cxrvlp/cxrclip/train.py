@@ -11,57 +11,62 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from cxrvlp.core.training import TrainConfig, load_config, run_training
-from cxrvlp.cxrclip.data import CxrClipDataConfig, build_train_dataset
+from cxrvlp.core.training import TaskModule, load_config, run_training, scalar_logs, sum_losses
+from cxrvlp.core.training.loop import process_state
+from cxrvlp.cxrclip.config import CxrClipTrainConfig
+from cxrvlp.cxrclip.data import build_train_dataset
 from cxrvlp.cxrclip.loss import CxrClipLoss
-from cxrvlp.cxrclip.model import CxrClip, CxrClipModelConfig, build_model, trim_padding
+from cxrvlp.cxrclip.model import build_model, trim_padding
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-@dataclass
-class CxrClipLossConfig:
-    """Loss weights (`configs/loss/cxr_clip.yaml`); 0 / 0 gives the plain-CLIP ablation."""
+class CxrClipTrainModule(TaskModule):
+    """CXR-CLIP + its loss as one module (what DDP wraps). Terms are weighted so they sum to the total."""
 
-    i2i_weight: float = 1.0
-    t2t_weight: float = 0.5
-    loss_ratio: float = 1.0
-    label_smoothing: float = 0.0
-
-
-@dataclass
-class CxrClipTrainConfig(TrainConfig):
-    """A CXR-CLIP run: the shared loop's settings plus model, data and loss sections."""
-
-    model_name: str = "cxrclip"
-    model: CxrClipModelConfig = field(default_factory=CxrClipModelConfig)
-    data: CxrClipDataConfig = field(default_factory=CxrClipDataConfig)
-    loss: CxrClipLossConfig = field(default_factory=CxrClipLossConfig)
-    tokenizer_vocab_size: int = 2000  # only when model.tokenizer is null: WordPiece built from the reports
-    pad_to_longest: bool = True  # EXACT speed-up: pads cut to the batch's longest (EOS pooling is masked)
-    sync_batchnorm_on_cpu: bool = False  # torch cannot sync BN across CPU processes: plain BN there
-    num_threads: int | None = None  # torch CPU threads (1 avoids OpenMP oversubscription on a busy CPU)
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """`i2t_loss + t2i_loss + i2i_loss + t2t_loss` = loss_ratio x the official contrastive loss."""
+        out = self.model(batch["images"], batch["image_views"], batch["text_tokens"], batch["text_tokens2"])
+        t = self.loss(
+            out["image_embeddings"],
+            out["image_view_embeddings"],
+            out["text_embeddings"],
+            out["text_embeddings2"],
+            out["logit_scale"],
+            is_train=self.training,
+        )
+        r, lo = self.loss.loss_ratio, self.loss
+        return {
+            "i2t_loss": r * 0.5 * t["loss_i2t"],
+            "t2i_loss": r * 0.5 * t["loss_t2i"],
+            "i2i_loss": r * lo.i2i_weight * t["loss_i2i"],
+            "t2t_loss": r * lo.t2t_weight * t["loss_t2t"],
+            "loss_contrastive": t["loss_contrastive"],
+            "logit_scale": out["logit_scale"],
+        }
 
 
 class CxrClipTask:
     """`cxrvlp.core.training.TrainingTask` for CXR-CLIP."""
 
-    model_name = "cxrclip"
-
     def __init__(self, cfg: CxrClipTrainConfig) -> None:
+        from cxrvlp.core.data.pretraining import resolve_mimic_root
+
         self.cfg = cfg
-        self.loss_fn = CxrClipLoss(**vars(cfg.loss))
+        self.model_name = cfg.model_name
+        # before anything heavy: a paper recipe without data.root stops here, naming the key
+        with process_state(cfg).main_process_first():
+            self.data_root = resolve_mimic_root(cfg.data, "cxrclip")
         self._dataset = None
         self.tokenizer = None
 
     def dataset(self):
         if self._dataset is None:
-            self._dataset = build_train_dataset(self.cfg.data, train=True)
+            self._dataset = build_train_dataset(self.cfg.data, train=True, root=self.data_root)
         return self._dataset
 
     def _build_tokenizer(self):
@@ -92,7 +97,7 @@ class CxrClipTask:
         mcfg.text_config = {**mcfg.text_config, "vocab_size": len(tok)}
         return tok
 
-    def build_model(self) -> CxrClip:
+    def build_model(self) -> CxrClipTrainModule:
         self.tokenizer = self._build_tokenizer()
         mcfg = self.cfg.model
         on_cpu = not torch.cuda.is_available()
@@ -107,10 +112,23 @@ class CxrClipTask:
         for name, p in model.named_parameters():
             if ".pooler." in name:
                 p.requires_grad_(False)
-        return model
+        return CxrClipTrainModule(model, CxrClipLoss(**vars(self.cfg.loss)))
 
     def build_train_dataset(self):
         return self.dataset()
+
+    def build_val_dataset(self):
+        """The official validation data (MIMIC `validate` (+ CheXpert valid)), eval transform, same loss."""
+        if self.cfg.data.val_split is None:
+            return None
+        return build_train_dataset(
+            self.cfg.data, train=False, split=self.cfg.data.val_split, root=self.data_root
+        )
+
+    def save_resources(self, folder: Path) -> None:
+        """The tokenizer next to the weights (final/, best/): the adapter tokenises prompts with it."""
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(Path(folder) / "tokenizer"))
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         from cxrvlp.core.text.tokenize import tokenize
@@ -126,20 +144,13 @@ class CxrClipTask:
             "text_tokens": t1,
             "text_tokens2": t2,
             "sample_ids": [s["sample_id"] for s in samples],
+            "skipped": [x for s in samples for x in s.get("skipped", ())],
         }
 
     def training_step(self, model, batch, state):
-        out = model(batch["images"], batch["image_views"], batch["text_tokens"], batch["text_tokens2"])
-        terms = self.loss_fn(
-            out["image_embeddings"],
-            out["image_view_embeddings"],
-            out["text_embeddings"],
-            out["text_embeddings2"],
-            out["logit_scale"],
-        )
-        logs = {k: terms[k].detach() for k in ("loss_i2t", "loss_t2i", "loss_i2i", "loss_t2t")}
-        logs["logit_scale"] = out["logit_scale"].detach()
-        return terms["loss"], logs
+        """The four weighted terms of the local queries against the gathered keys (official DDP run)."""
+        terms = model(batch)
+        return sum_losses(terms), scalar_logs(terms)
 
 
 def resolve_config(path: str | Path | None) -> Path | None:
@@ -167,13 +178,7 @@ def main(config: str | Path | None = None, overrides: list[str] | None = None) -
     cfg = load_config(CxrClipTrainConfig, resolve_config(config), list(overrides or []))
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    task = CxrClipTask(cfg)
-    result = run_training(task, cfg)
-    from cxrvlp.core.losses.infonce import world_info
-
-    if world_info()[0] == 0 and task.tokenizer is not None:
-        task.tokenizer.save_pretrained(str(result.final_dir / "tokenizer"))
-    return result.output_dir
+    return run_training(CxrClipTask(cfg), cfg).output_dir
 
 
 if __name__ == "__main__":

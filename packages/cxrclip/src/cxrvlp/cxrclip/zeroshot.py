@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cxrvlp.core.data.transforms import build_transform
 from cxrvlp.core.text.prompts import chexpert_5x200_prompts  # noqa: F401  (the official 5x200 protocol)
 from cxrvlp.core.zeroshot import AdapterInfo, ClassPrompts
-from cxrvlp.cxrclip.model import NORMALISATION, CxrClip, CxrClipModelConfig
+from cxrvlp.cxrclip.config import CxrClipModelConfig
+from cxrvlp.cxrclip.model import CxrClip
 
 BIOVIL_PNEUMONIA = ClassPrompts("Pneumonia", ["Findings suggesting pneumonia."], ["No evidence of pneumonia"])
 
@@ -69,6 +71,11 @@ def unique_texts(texts: Sequence[str]) -> tuple[list[str], torch.Tensor]:
     return list(index), torch.tensor(target, dtype=torch.long)
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 -> float32; float32 and float64 (the parity twin) unchanged."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class CxrClipAdapter:
     """`cxrvlp.core.zeroshot.ZeroShotAdapter` for CXR-CLIP models (ours or imported official weights)."""
 
@@ -96,7 +103,9 @@ class CxrClipAdapter:
         # classify() runs once per image batch with the same prompts: encode them once.
         self._prompt_cache: dict[tuple[str, ...], torch.Tensor] = {}
         self.size = cfg.image_size
-        self.mean, self.std = NORMALISATION[cfg.normalisation]
+        self._transform = build_transform(
+            "cxrclip-r50", train=False, image_size=self.size, normalisation=cfg.normalisation
+        )
         self.info = AdapterInfo(
             method="cxrclip",
             model_name=model_name,
@@ -120,26 +129,15 @@ class CxrClipAdapter:
 
     # --- images ------------------------------------------------------------------------------------------
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """(H, W) float [0, 1] -> (3, S, S): official test path, PIL Resize(S) + CenterCrop + normalise."""
-        from PIL import Image
-
-        img = np.asarray(image, dtype=np.float32)
-        pil = Image.fromarray(np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)).convert("RGB")
-        w, h = pil.size
-        s = self.size
-        nw, nh = (s, int(s * h / w)) if w <= h else (int(s * w / h), s)  # torchvision Resize(int) on PIL
-        pil = pil.resize((nw, nh), Image.BILINEAR)
-        top, left = int(round((nh - s) / 2.0)), int(round((nw - s) / 2.0))
-        pil = pil.crop((left, top, left + s, top + s))
-        x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).permute(2, 0, 1)  # (3, S, S)
-        mean, std = torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
-        return (x - mean) / std
+        """(H, W) float [0, 1] -> (3, S, S): the official test path (core's cxrclip eval preset: PIL
+        Resize(S) on the shorter side, CenterCrop S, the model's normalisation)."""
+        return self._transform(np.asarray(image, dtype=np.float32))
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, D) unit-norm image embeddings (batched)."""
         parts = [self.model.encode_image(b.to(self.device)) for b in images.split(self.batch_size)]
-        return torch.cat(parts).float()
+        return _at_least_float32(torch.cat(parts))
 
     @torch.no_grad()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -164,7 +162,7 @@ class CxrClipAdapter:
             self.model.encode_text(**self.tokenize(texts[i : i + self.batch_size]))
             for i in range(0, len(texts), self.batch_size)
         ]
-        return torch.cat(parts).float()
+        return _at_least_float32(torch.cat(parts))
 
     PROMPT_CACHE_SIZE = 256  # prompt lists kept (a benchmark uses a few dozen)
 

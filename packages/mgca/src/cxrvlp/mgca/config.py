@@ -1,10 +1,14 @@
-"""Typed configs of the MGCA model (sizes, temperatures, loss weights, named fixes of official quirks)."""
+"""Every MGCA config dataclass: the model (sizes, temperatures, loss weights, named fixes of official
+quirks), the pretraining data and the training run (paper values as defaults)."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from cxrvlp.core.data.pretraining import MimicSourceConfig
+from cxrvlp.core.training.config import TrainConfig
 
 
 @dataclass
@@ -110,3 +114,48 @@ class MGCAConfig:
             raise ConfigError(
                 f"MGCAConfig.normalisation: '{self.normalisation}' is not 'mean0.5-std0.5' or 'imagenet'"
             )
+
+
+@dataclass
+class MGCADataConfig(MimicSourceConfig):
+    """MIMIC-CXR source (core's `MimicSourceConfig`: root, cache, on_error, synthetic) + MGCA's fields."""
+
+    image_size: int = 224  # crop size (resize-pad to round(S * 256 / 224) first, as the official 256/224)
+    data_pct: float = 1.0
+    # None: the model's tokenizer (hub id / folder / "minilm-l6"); "build": a WordPiece vocab trained on the
+    # captions
+    tokenizer: str | None = None
+    build_vocab_size: int = 1000
+
+
+@dataclass
+class MGCATrainConfig(TrainConfig):
+    """The full MGCA run: core loop settings + model + data."""
+
+    model_name: str = "mgca-vit-b16"
+    model: MGCAConfig = field(default_factory=MGCAConfig)
+    data: MGCADataConfig = field(default_factory=MGCADataConfig)
+
+    def validate(self) -> None:
+        """Cross-checks run by core's load_config before anything is built (issue 24)."""
+        from cxrvlp.core.errors import ConfigError
+
+        TrainConfig.validate(self)
+        vit = self.model.vit or {}
+        if self.model.is_vit and "img_size" in vit and vit["img_size"] != self.data.image_size:
+            raise ConfigError(
+                f"key 'model.vit.img_size': {vit['img_size']!r} differs from key 'data.image_size' "
+                f"{self.data.image_size!r} (the ViT would get images of the wrong size)"
+            )
+        if (
+            self.model.is_vit
+            and isinstance(vit.get("img_size"), int)
+            and isinstance(vit.get("patch_size"), int)
+        ):
+            if vit["patch_size"] <= 0 or vit["img_size"] % vit["patch_size"]:
+                raise ConfigError(
+                    f"key 'model.vit.patch_size': {vit['patch_size']!r} must divide model.vit.img_size "
+                    f"{vit['img_size']!r}"
+                )
+        if not 0 < self.data.data_pct <= 1:
+            raise ConfigError(f"key 'data.data_pct': must be in (0, 1], got {self.data.data_pct!r}")

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from cxrvlp.core.data.pretraining import load_with_substitute, read_exact
 from torch.utils.data import Dataset
 
 _NUMBERED = re.compile(r"[0-9]+\.")  # official splitter: also eats the integer part of decimals ("4.5")
@@ -32,6 +33,18 @@ def report_sentences(impression: str | None, findings: str | None) -> list[str]:
             sentences.append(" ".join(kept))
         count += len(kept)
     return sentences if count >= 3 else []
+
+
+def clean_text(text: str) -> str:
+    """A prompt cleaned exactly as a training caption's sentences (same splitter, word rule, ASCII filter),
+    without the report-level drop rule, so a one-word prompt stays a prompt."""
+    pieces = [s for point in _NUMBERED.split(text.replace("\n", " ")) for s in point.split(".")]
+    words = []
+    for cap in pieces:
+        tokens = _WORD.findall(cap.replace("\ufffd\ufffd", " ").lower())
+        kept = [t.encode("ascii", "ignore").decode("ascii") for t in tokens]
+        words.extend(t for t in kept if t)
+    return " ".join(words)
 
 
 def report_caption(impression: str | None, findings: str | None) -> str | None:
@@ -88,7 +101,9 @@ class MGCAPretrainDataset(Dataset):
     """Frontal MIMIC-CXR images with their MGCA captions (pre-tokenised once: no per-draw tokenisation).
 
     Wraps a `cxrvlp.core.data.MimicCxrDataset`; images whose report gives no caption are dropped and counted
-    in `dropped` (the official rule: fewer than 3 kept tokens)."""
+    in `dropped` (the official rule: fewer than 3 kept tokens). Image and caption always come from the same
+    record; with on_error="skip" an unreadable image is replaced by the next readable record as a whole.
+    """
 
     def __init__(
         self,
@@ -97,28 +112,31 @@ class MGCAPretrainDataset(Dataset):
         transform: Callable[[np.ndarray], torch.Tensor],
         data_pct: float = 1.0,
         seed: int = 42,
+        captions: Sequence[str | None] | None = None,
+        on_error: str = "raise",
     ) -> None:
-        self.base, self.transform = base, transform
-        keep, captions = [], []
-        for i, rec in enumerate(base.records):
-            _, secs = base.report_for(rec.patient_id, rec.study_id)
-            cap = report_caption(secs.get("impression"), secs.get("findings"))
-            if cap is not None:
-                keep.append(i)
-                captions.append(cap)
+        self.base, self.transform, self.on_error = base, transform, on_error
+        if captions is None:  # one report read per record (the task passes the list it already has)
+            captions = []
+            for rec in base.records:
+                _, secs = base.report_for(rec.patient_id, rec.study_id)
+                captions.append(report_caption(secs.get("impression"), secs.get("findings")))
+        keep = [i for i, c in enumerate(captions) if c is not None]
+        kept_captions = [captions[i] for i in keep]
         self.dropped = len(base.records) - len(keep)
         if data_pct < 1.0:  # official: df.sample(frac, random_state=42) on the train split
             rng = np.random.default_rng(seed)
             sel = np.sort(rng.choice(len(keep), max(1, int(round(data_pct * len(keep)))), replace=False))
-            keep, captions = [keep[i] for i in sel], [captions[i] for i in sel]
-        self.indices, self.captions = keep, captions
-        self.tokens = tokenizer(captions) if captions else None
+            keep, kept_captions = [keep[i] for i in sel], [kept_captions[i] for i in sel]
+        self.indices, self.captions = keep, kept_captions
+        self.tokens = tokenizer(kept_captions) if kept_captions else None
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        sample = self.base[self.indices[i]]
+    def _item(self, i: int) -> dict[str, Any]:
+        # image and caption of the SAME record i: pairs never shift when an image is unreadable
+        sample = read_exact(self.base, self.indices[i])
         return {
             "image": self.transform(sample.image),  # (3, S, S)
             "input_ids": self.tokens["input_ids"][i],
@@ -126,6 +144,11 @@ class MGCAPretrainDataset(Dataset):
             "piece_mask": self.tokens["piece_mask"][i],
             "sample_id": sample.image_path,
         }
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item, skipped = load_with_substitute(i, len(self), self._item, self.on_error, self.base.name)
+        item["skipped"] = skipped
+        return item
 
 
 def mgca_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -139,4 +162,5 @@ def mgca_collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "attention_mask": torch.stack([s["attention_mask"] for s in samples]),
         "piece_mask": torch.stack([s["piece_mask"] for s in samples]),
         "sample_ids": [s["sample_id"] for s in samples],
+        "skipped": [x for s in samples for x in s.get("skipped", ())],
     }

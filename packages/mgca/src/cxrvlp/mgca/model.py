@@ -9,6 +9,7 @@ State-dict names are ours; `official.py` maps the released keys (`img_encoder_q.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,6 @@ from cxrvlp.core.encoders.text import merge_word_pieces
 from cxrvlp.core.errors import ConfigError
 from cxrvlp.mgca.config import MGCAConfig
 from cxrvlp.mgca.heads import GlobalHead, LocalHead
-from cxrvlp.mgca.loss import MGCALoss, MGCALossOutput
 from cxrvlp.mgca.packaged import INSTALL_HINT, resolve_pretrained_source
 from cxrvlp.mgca.text_encoder import MedBertModel, load_bert_prefix_weights
 from torch import nn
@@ -71,11 +71,11 @@ class MGCAOutput:
 
     image: ImageSide
     text: TextSide
-    loss: MGCALossOutput | None = None
+    loss: Any = None  # an MGCALossOutput when MGCATrainModule ran the losses
 
 
 class MGCA(nn.Module):
-    """MGCA dual encoder; `forward(batch, compute_loss=True)` also runs the three losses (`MGCALoss`)."""
+    """MGCA dual encoder (image and text sides, prototypes); the losses live in `MGCALoss`."""
 
     def __init__(self, cfg: MGCAConfig | None = None) -> None:
         super().__init__()
@@ -120,7 +120,6 @@ class MGCA(nn.Module):
         # import / export is lossless. They never receive gradients.
         self.unused_patch_local_attn = nn.MultiheadAttention(e, 1, batch_first=True)
         self.unused_word_local_attn = nn.MultiheadAttention(e, 1, batch_first=True)
-        self.criterion = MGCALoss(cfg)  # no parameters
 
     def dead_parameters(self) -> list[nn.Parameter]:
         """Parameters no forward ever uses (official dead MHA layers and BERT cross-attention blocks).
@@ -211,14 +210,14 @@ class MGCA(nn.Module):
             word_index=agg.word_index,
         )
 
-    def forward(self, batch: dict, compute_loss: bool = False) -> MGCAOutput:
-        """batch with `images`, `input_ids`, `attention_mask` (and `piece_mask`) -> both sides (+ losses).
+    def forward(self, batch: dict) -> MGCAOutput:
+        """batch with `images`, `input_ids`, `attention_mask` (and `piece_mask`) -> both sides.
 
-        The losses run inside forward so that DDP sees every parameter use (prototypes included)."""
+        The losses are not here: `cxrvlp.mgca.train.MGCATrainModule` (model + `MGCALoss`, what DDP wraps)
+        runs them, prototypes included."""
         img = self.encode_image(batch["images"], need_attention=self.cfg.is_vit and self.cfg.bidirectional)
         txt = self.encode_text(batch["input_ids"], batch["attention_mask"], batch.get("piece_mask"))
-        loss = self.criterion(img, txt, self.prototypes) if compute_loss else None
-        return MGCAOutput(img, txt, loss)
+        return MGCAOutput(img, txt, None)
 
     @torch.no_grad()
     def normalize_prototypes_(self) -> None:

@@ -183,6 +183,13 @@ def load_official_adapter(
     )
 
 
+def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
+    """A task module of `model_name` and a synthetic batch (`cxrvlp.mgca.testing.example_batch`)."""
+    from cxrvlp.mgca.testing import example_batch
+
+    return example_batch(model_name, batch_size, seed, text_length)
+
+
 def _load_official_checkpoint(source, name=None, strict=True):
     """The released checkpoint as an MGCA model (`cxrvlp.mgca.official.load_official_checkpoint`)."""
     from cxrvlp.mgca.official import load_official_checkpoint
@@ -198,6 +205,7 @@ METHOD_SPEC = MethodSpec(
     load_adapter=load_adapter,
     load_official_adapter=load_official_adapter,
     load_official_checkpoint=_load_official_checkpoint,
+    example_batch=_example_batch,
     configs_dir=Path(__file__).parent / "configs",
     # MGCA defines no zero-shot prompts: ours, labelled in every result (not from the paper)
     prompts={
@@ -208,12 +216,24 @@ METHOD_SPEC = MethodSpec(
     text_length_key="model.max_words",
     pretrained=(
         PretrainedRecord(
-            "mgca-vit-b16", "vit_base.ckpt", _RELEASE, 224, "mean0.5-std0.5",
-            "emilyalsentzer/Bio_ClinicalBERT", 112, notes="PyTorch-Lightning 1.5 .ckpt",
+            "mgca-vit-b16",
+            "vit_base.ckpt",
+            _RELEASE,
+            224,
+            "mean0.5-std0.5",
+            "emilyalsentzer/Bio_ClinicalBERT",
+            112,
+            notes="PyTorch-Lightning 1.5 .ckpt",
         ),
         PretrainedRecord(
-            "mgca-r50", "resnet_50.ckpt", _RELEASE, 224, "mean0.5-std0.5",
-            "emilyalsentzer/Bio_ClinicalBERT", 112, notes="PyTorch-Lightning 1.5 .ckpt; 224 -> 299 inside",
+            "mgca-r50",
+            "resnet_50.ckpt",
+            _RELEASE,
+            224,
+            "mean0.5-std0.5",
+            "emilyalsentzer/Bio_ClinicalBERT",
+            112,
+            notes="PyTorch-Lightning 1.5 .ckpt; 224 -> 299 inside",
         ),
     ),
 )

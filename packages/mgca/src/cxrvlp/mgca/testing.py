@@ -9,9 +9,11 @@ from typing import Any
 
 import torch
 from cxrvlp.core.errors import ConfigError, DatasetNotFoundError
+from cxrvlp.core.testing.parity import default_dtype
 from cxrvlp.mgca.config import MedBertConfig, MGCAConfig
 from cxrvlp.mgca.loss import topk_accuracy
 from cxrvlp.mgca.official import load_official_checkpoint, official_to_ours
+from cxrvlp.mgca.train import MGCATrainModule
 from torch import nn
 
 
@@ -143,12 +145,22 @@ def _side_tensors(img, txt, cfg: MGCAConfig) -> dict[str, torch.Tensor]:
     return out
 
 
-def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
+def run_parity_fixture(
+    fixture_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """Build the fixture's model, load its official weights, run its inputs; every tensor named in
-    outputs.safetensors under the same name (eval pass, `trainbn.*` pass, `grad_norm.*`)."""
+    outputs.safetensors under the same name (eval pass, `trainbn.*` pass, `grad_norm.*`).
+
+    dtype=torch.float64 gives the float64 twin through the same code path (model, weights and float inputs
+    in float64, token ids unchanged) for `cxrvlp.core.testing.judge_parity`.
+    """
+    with default_dtype(dtype):
+        return _run_parity_fixture(Path(fixture_dir), dtype)
+
+
+def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
-    fixture = Path(fixture_dir)
     cfg_doc = json.loads((fixture / "config.json").read_text())
     shared = cfg_doc.get("shared_files", {})
     vocab = _find(fixture, shared.get("vocab"), "vocab.txt").read_text(encoding="utf-8").splitlines()
@@ -158,14 +170,14 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     with safe_open(str(fixture / "outputs.safetensors"), "pt") as f:
         wanted = list(f.keys())
     batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "piece_mask")}
-    batch["images"] = inputs["images"].float()
+    batch["images"] = inputs["images"].to(dtype)
     results: dict[str, torch.Tensor] = {}
 
     # 1) eval mode
-    model = load_official_checkpoint(sd, config=cfg)
+    model = load_official_checkpoint(sd, config=cfg).to(dtype)
     model.eval()
     with torch.no_grad():
-        out = model(batch, compute_loss=True)
+        out = MGCATrainModule(model).run(batch)
         img, txt, lo = out.image, out.text, out.loss
     results.update(_side_tensors(img, txt, cfg))
     d = lo.details
@@ -184,10 +196,10 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
         results["patch_attended_first16"] = d["patch_attended"][..., :16]
 
     # 2) BN in train mode, dropout off, one backward
-    model = load_official_checkpoint(sd, config=cfg)
+    model = load_official_checkpoint(sd, config=cfg).to(dtype)
     model.train()
     _no_dropout(model)
-    out = model(batch, compute_loss=True)
+    out = MGCATrainModule(model).run(batch)
     img, txt, lo = out.image, out.text, out.loss
     lo.loss.backward()
     tb = {**_side_tensors(img, txt, cfg), **lo.details}
@@ -228,3 +240,30 @@ def run_parity_fixture(fixture_dir: str | Path) -> dict[str, torch.Tensor]:
     if missing:
         raise KeyError(f"run_parity_fixture: no computation for fixture tensors {missing}")
     return {n: results[n] for n in wanted}
+
+
+def example_batch(
+    model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None
+) -> tuple[MGCATrainModule, dict]:
+    """The registered model `model_name` as a task module (dead parameters frozen) and a synthetic batch
+    (token rows of varied length up to `text_length`, default min(max_words, 24))."""
+    from cxrvlp.core.registry import create_model
+    from cxrvlp.core.testing.batches import random_images, random_token_batch
+
+    model = create_model(model_name)
+    for p in model.dead_parameters():
+        p.requires_grad_(False)
+    c = model.cfg
+    size = c.image_size or (int(c.vit.get("img_size", 224)) if c.is_vit else 224)
+    length = text_length or min(c.max_words, 24)
+    tok = random_token_batch(
+        batch_size, length, c.bert.vocab_size, cls_id=c.sep_token_id - 1, sep_id=c.sep_token_id,
+        first_word_id=c.sep_token_id + 1, seed=seed,
+    )  # fmt: skip
+    batch = {
+        "images": random_images(batch_size, size, seed),
+        "input_ids": tok["input_ids"],
+        "attention_mask": tok["attention_mask"],
+        "piece_mask": torch.zeros_like(tok["input_ids"], dtype=torch.bool),
+    }
+    return MGCATrainModule(model), batch

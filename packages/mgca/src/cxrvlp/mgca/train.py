@@ -2,9 +2,10 @@
 
     accelerate launch -m cxrvlp.mgca.train CONFIG.yaml [key=value ...]     (or: python -m cxrvlp.mgca.train)
 
-CONFIG is a path or the name of a packaged config (`mgca_vit_b16`, `mgca_r50`, `tiny`, `small`). Without
-`data.root` a synthetic MIMIC-CXR mirror is generated into a cache folder (clearly not real data). The run
-folder's `final/` holds `model.safetensors` + `config.json` (+ `tokenizer/`), loadable with `from_pretrained`.
+CONFIG is a path or the name of a packaged config (`mgca_vit_b16`, `mgca_r50`, `tiny`, `small`). The paper
+recipes need `data.root` (MIMIC-CXR-JPG); `data.synthetic=true` (set in tiny/small) trains on a generated
+mirror instead, with a banner in the log. The run folder's `final/` (and `best/`, the epoch with the lowest
+validation loss, as the official ModelCheckpoint) holds `model.safetensors` + `config.json` + `tokenizer/`.
 
 Distributed semantics = the official DDP run: every loss uses the local batch only; DDP averages gradients.
 """
@@ -16,51 +17,30 @@ import hashlib
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from cxrvlp.core.data.pretraining import resolve_mimic_root
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.training import TrainConfig, TrainState, load_config, run_training
-from cxrvlp.mgca.config import MGCAConfig
+from cxrvlp.core.training import (
+    TaskModule,
+    TrainState,
+    exported_model,
+    load_config,
+    run_training,
+    scalar_logs,
+    sum_losses,
+)
+from cxrvlp.core.training.loop import process_state
+from cxrvlp.mgca.config import MGCATrainConfig
 from cxrvlp.mgca.data import MGCAPretrainDataset, MGCATokenizer, mgca_collate, report_caption
-from cxrvlp.mgca.loss import topk_accuracy
-from cxrvlp.mgca.model import MGCA
+from cxrvlp.mgca.loss import MGCALoss, topk_accuracy
+from cxrvlp.mgca.model import MGCA, MGCAOutput
 from torch import nn
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TOKENIZER_DIR = "tokenizer"
-
-
-@dataclass
-class MGCADataConfig:
-    """Where the MIMIC-CXR-JPG images and reports are (or which synthetic mirror to generate)."""
-
-    root: str | None = None  # MIMIC-CXR-JPG 2.0.0 root; None: a synthetic mirror (see below)
-    reports_root: str | None = None  # folder with files/pXX/.../sYYY.txt (default: root)
-    sectioned_csv: str | None = None  # mimic_cxr_sectioned.csv instead of parsing the .txt reports
-    image_cache_dir: str | None = None  # core's resized-image cache
-    # default: $XDG_CACHE_HOME/cxrvlp/synthetic/mimic-cxr-<n>-<seed>-<size>-g<generator version>
-    synthetic_dir: str | None = None
-    synthetic_patients: int = 120
-    synthetic_seed: int = 0
-    synthetic_image_size: int = 256
-    image_size: int = 224  # crop size (resize-pad to round(S * 256 / 224) first, as the official 256/224)
-    data_pct: float = 1.0
-    # None: the model's tokenizer (hub id / folder / "minilm-l6"); "build": a WordPiece vocab trained on the
-    # captions
-    tokenizer: str | None = None
-    build_vocab_size: int = 1000
-
-
-@dataclass
-class MGCATrainConfig(TrainConfig):
-    """The full MGCA run: core loop settings + model + data."""
-
-    model_name: str = "mgca-vit-b16"
-    model: MGCAConfig = field(default_factory=MGCAConfig)
-    data: MGCADataConfig = field(default_factory=MGCADataConfig)
 
 
 def resolve_config_path(config: str | os.PathLike) -> Path:
@@ -75,61 +55,45 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
     raise ConfigError(f"config '{config}' is neither a file nor a packaged config {known}")
 
 
-def synthetic_mimic_root(data: MGCADataConfig) -> Path:
-    """Generate (once) and return the synthetic MIMIC-CXR mirror of `data`."""
-    from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
+class MGCATrainModule(TaskModule):
+    """MGCA + `MGCALoss` as one module (what DDP wraps): the prototypes are used inside its forward."""
 
-    if data.synthetic_dir:
-        root = Path(data.synthetic_dir).expanduser()
-    else:
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        from cxrvlp.core.data.synthetic import GENERATOR_VERSION
+    def __init__(self, model: MGCA) -> None:
+        super().__init__(model, MGCALoss(model.cfg))
 
-        # the generator version is in the tag: a mirror written by an older generator is never reused
-        n, seed, size = data.synthetic_patients, data.synthetic_seed, data.synthetic_image_size
-        tag = f"mimic-cxr-{n}-{seed}-{size}-g{GENERATOR_VERSION}"
-        root = cache / "cxrvlp" / "synthetic" / tag
-    if not (root / "synthetic.json").is_file():
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=_mkdir(root.parent)))
-        write_mimic_cxr(tmp, data.synthetic_patients, data.synthetic_seed, data.synthetic_image_size)
-        try:
-            os.replace(tmp, root)  # atomic: a concurrent writer of the same mirror simply loses the race
-        except OSError:
-            import shutil
+    def run(self, batch: dict[str, Any]) -> MGCAOutput:
+        """Both sides and the loss output with every intermediate (the parity harness reads them)."""
+        out = self.model(batch)
+        out.loss = self.loss(out.image, out.text, self.model.prototypes)
+        return out
 
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
-
-def _mkdir(p: Path) -> Path:
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """lambda-weighted `ita_loss`, `cta_loss`, `cpa_loss` (sum = the official total) + the ITA logits."""
+        lo = self.run(batch).loss
+        c = self.model.cfg
+        return {
+            "ita_loss": c.lambda_1 * lo.terms["loss_ita"],
+            "cta_loss": c.lambda_2 * lo.terms["loss_cta"],
+            "cpa_loss": c.lambda_3 * lo.terms["loss_cpa"],
+            "ita_logits": lo.details["ita_logits"],
+        }
 
 
 class MGCATask:
     """`TrainingTask` of MGCA: model, MIMIC-CXR captions, the three losses, prototype freezing."""
 
     def __init__(self, cfg: MGCATrainConfig) -> None:
-        from accelerate import PartialState
-        from cxrvlp.core.data import MimicCxrDataset
         from cxrvlp.core.data.transforms import build_transform
 
         self.cfg = cfg
         self.model_name = cfg.model_name
         d = cfg.data
-        state = PartialState()
+        state = process_state(cfg)
         with state.main_process_first():
-            root = Path(d.root) if d.root else synthetic_mimic_root(d)
-        self.data_root = root
-        self.base = MimicCxrDataset(
-            root,
-            split="train",
-            views=("PA", "AP"),
-            label_source=None,
-            reports_root=d.reports_root,
-            sectioned_csv=d.sectioned_csv,
-            cache_dir=d.image_cache_dir,
-        )
+            self.data_root = resolve_mimic_root(d, "mgca")
+        self.base = self._images(d.split)
+        # one pass over the reports: the caption of every train record (None: dropped, official rule)
+        self.captions = [self._caption(self.base, rec) for rec in self.base.records]
         self.tokenizer = self._tokenizer(state)
         # the model config follows the tokenizer actually used
         cfg.model = dataclasses.replace(
@@ -144,14 +108,25 @@ class MGCATask:
             "mgca", train=True, image_size=d.image_size, seed=cfg.seed, normalisation=cfg.model.normalisation
         )
 
-    def _captions(self) -> list[str]:
-        caps = []
-        for rec in self.base.records:
-            _, secs = self.base.report_for(rec.patient_id, rec.study_id)
-            cap = report_caption(secs.get("impression"), secs.get("findings"))
-            if cap:
-                caps.append(cap)
-        return caps
+    def _images(self, split: str):
+        from cxrvlp.core.data import MimicCxrDataset
+
+        d = self.cfg.data
+        return MimicCxrDataset(
+            self.data_root,
+            split=split,
+            views=("PA", "AP"),
+            label_source=None,
+            reports_root=d.reports_root,
+            sectioned_csv=d.sectioned_csv,
+            cache_dir=d.image_cache_dir,
+            on_error=d.on_error,
+        )
+
+    @staticmethod
+    def _caption(base: Any, rec: Any) -> str | None:
+        _, secs = base.report_for(rec.patient_id, rec.study_id)
+        return report_caption(secs.get("impression"), secs.get("findings"))
 
     def _tokenizer(self, state: Any) -> MGCATokenizer:
         d, m = self.cfg.data, self.cfg.model
@@ -164,14 +139,15 @@ class MGCATask:
         if self.cfg.resume and saved.is_dir():
             tok = MGCATokenizer.from_pretrained(saved, m.max_words)
         else:
-            from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
-
             # Built before run_training checks the run folder, so into a temp folder; `build_model`
-            # (called after that check) saves it there. Every rank trains the same vocab (deterministic).
-            tmp = tempfile.mkdtemp(prefix="mgca-tokenizer-")
-            tok = MGCATokenizer(
-                build_tokenizer_from_texts(self._captions(), tmp, vocab_size=d.build_vocab_size), m.max_words
-            )
+            # (called after that check) saves it there. The WordPiece trainer is multi-threaded and not
+            # bit-reproducible, so rank 0 builds and every other rank receives rank 0's files.
+            tmp = Path(tempfile.mkdtemp(prefix="mgca-tokenizer-"))
+            files = self._built_vocab_files(tmp, state)
+            if not state.is_main_process:
+                for name, data in files.items():
+                    (tmp / name).write_bytes(data)
+            tok = MGCATokenizer.from_pretrained(tmp, m.max_words)
             self._tokenizer_to_save = True
         if state.num_processes > 1:
             from accelerate.utils import broadcast_object_list
@@ -181,14 +157,28 @@ class MGCATask:
                 raise ConfigError("the vocab built or read on this rank differs from rank 0's")
         return tok
 
+    def _built_vocab_files(self, tmp: Path, state: Any) -> dict[str, bytes]:
+        """Rank 0 trains the WordPiece vocab on the captions into `tmp`; every rank gets its files."""
+        from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
+
+        files: dict[str, bytes] = {}
+        if state.is_main_process:
+            texts = [c for c in self.captions if c]
+            build_tokenizer_from_texts(texts, tmp, vocab_size=self.cfg.data.build_vocab_size)
+            files = {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()}
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            files = broadcast_object_list([files])[0]
+        return files
+
     def _save_run_tokenizer(self) -> None:
         """Write a freshly built tokenizer to `<output_dir>/tokenizer` (main process; atomic replace)."""
-        from accelerate import PartialState
-
-        if not self._tokenizer_to_save or not PartialState().is_main_process:
+        if not self._tokenizer_to_save or not process_state(self.cfg).is_main_process:
             return
         out = Path(self.cfg.output_dir) / TOKENIZER_DIR
-        tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=_mkdir(out.parent)))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out.parent))
         self.tokenizer.save(tmp)
         if out.is_dir():  # overwrite=true of an older run: its vocabulary is not this run's
             import shutil
@@ -198,17 +188,41 @@ class MGCATask:
         self._tokenizer_to_save = False
 
     # ---------------------------------------------------------------- TrainingTask
-    def build_model(self) -> nn.Module:
-        """MGCA with the dead parameters frozen (they never get a grad, so AdamW never touched them)."""
+    def build_model(self) -> MGCATrainModule:
+        """MGCA + its loss; dead parameters frozen (they never get a grad: AdamW never touched them)."""
         self._save_run_tokenizer()  # the run folder has passed run_training's checks by now
         model = MGCA(self.cfg.model)
         for p in model.dead_parameters():
             p.requires_grad_(False)
-        return model
+        return MGCATrainModule(model)
 
     def build_train_dataset(self) -> MGCAPretrainDataset:
         """Frontal train images with a usable caption."""
-        return MGCAPretrainDataset(self.base, self.tokenizer, self.transform, self.cfg.data.data_pct, 42)
+        d = self.cfg.data
+        return MGCAPretrainDataset(
+            self.base,
+            self.tokenizer,
+            self.transform,
+            d.data_pct,
+            42,
+            captions=self.captions,
+            on_error=d.on_error,
+        )
+
+    def build_val_dataset(self) -> MGCAPretrainDataset | None:
+        """The official validation split (MIMIC `validate`), eval transform, same captions rule and losses."""
+        from cxrvlp.core.data.transforms import build_transform
+
+        d = self.cfg.data
+        if d.val_split is None:
+            return None
+        base = self._images(d.val_split)
+        if not base.records:
+            return None
+        tf = build_transform(
+            "mgca", train=False, image_size=d.image_size, normalisation=self.cfg.model.normalisation
+        )
+        return MGCAPretrainDataset(base, self.tokenizer, tf, on_error=d.on_error)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """Stacked batch + sample_ids."""
@@ -217,24 +231,23 @@ class MGCATask:
     def training_step(
         self, model: nn.Module, batch: dict[str, Any], state: TrainState
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """lambda-weighted ITA + CTA + CPA of the local batch."""
-        out = model(batch, compute_loss=True)
-        lo = out.loss
-        logits = lo.details["ita_logits"]
-        logs = {**{k: v.detach() for k, v in lo.terms.items()}, "acc1": topk_accuracy(logits, 1)}
+        """lambda-weighted ITA + CTA + CPA of the local batch (nothing gathered, as the official DDP run)."""
+        terms = model(batch)
+        logits = terms["ita_logits"]
+        logs = {**scalar_logs(terms), "acc1": topk_accuracy(logits, 1)}
         if logits.shape[0] >= 5:
             logs["acc5"] = topk_accuracy(logits, 5)
-        return lo.loss, logs
+        return sum_losses(terms), logs
 
     def on_after_backward(self, model: nn.Module, state: TrainState) -> None:
         """Prototypes get no update in the first `freeze_prototypes_epochs` epochs (grad dropped)."""
         if state.epoch < self.cfg.model.freeze_prototypes_epochs:
             inner = state.accelerator.unwrap_model(model) if state.accelerator is not None else model
-            inner.prototypes.weight.grad = None
+            exported_model(inner).prototypes.weight.grad = None
 
-    def save_tokenizer(self, final_dir: Path) -> None:
-        """Put the tokenizer next to the final weights (main process)."""
-        self.tokenizer.save(final_dir / TOKENIZER_DIR)
+    def save_resources(self, folder: Path) -> None:
+        """The tokenizer next to the weights (final/, best/): the adapter tokenises prompts with it."""
+        self.tokenizer.save(Path(folder) / TOKENIZER_DIR)
 
 
 def train(config: str | os.PathLike | MGCATrainConfig, overrides: tuple[str, ...] | list[str] = ()) -> Path:
@@ -245,13 +258,7 @@ def train(config: str | os.PathLike | MGCATrainConfig, overrides: tuple[str, ...
             raise ConfigError("overrides apply to a YAML config; edit the MGCATrainConfig instead")
     else:
         cfg = load_config(MGCATrainConfig, resolve_config_path(config), list(overrides))
-    task = MGCATask(cfg)
-    result = run_training(task, cfg)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
-        task.save_tokenizer(Path(result.output_dir) / "final")
-    PartialState().wait_for_everyone()
+    result = run_training(MGCATask(cfg), cfg)
     return Path(result.output_dir)
 
 

@@ -99,10 +99,12 @@ class MGCAZeroShotAdapter:
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> TextEmbedding:
-        """P prompts -> unit global and word embeddings (lower-cased like the training captions)."""
+        """P prompts -> unit global and word embeddings (cleaned exactly as the training captions)."""
+        from cxrvlp.mgca.data import clean_text
+
         outs = []
         for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer([t.lower() for t in texts[i : i + self.batch_size]])
+            enc = self.tokenizer([clean_text(t) for t in texts[i : i + self.batch_size]])
             enc = {k: v.to(self.device) for k, v in enc.items()}
             txt = self.model.encode_text(enc["input_ids"], enc["attention_mask"], enc["piece_mask"])
             sep = self._sep_slots(txt)

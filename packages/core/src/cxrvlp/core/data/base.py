@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 from cxrvlp.core.data.contract import OnError, Sample
+from cxrvlp.core.data.geometry import BoxPolicy, check_box_policy, validate_boxes
 from cxrvlp.core.data.imaging import read_image
 from cxrvlp.core.errors import CorruptImageError, CxrvlpError, DatasetNotFoundError, MalformedRecordError
 
@@ -94,59 +95,117 @@ def read_table(
     skipped: list[tuple[str, str]] | None = None,
     on_error: OnError = "raise",
     strip_columns: bool = True,
+    min_fields: int | None = -1,
+    nonblank: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Read a CSV/TXT table; a malformed line -> MalformedRecordError(file, line), or skipped and counted."""
-    bad: list[tuple[int, list[str]]] = []
+    """Read a CSV/TXT table; a malformed line -> MalformedRecordError(file, line), or skipped and counted.
+
+    A malformed line is one with more fields than the header, fewer than `min_fields` (-1: as many as the
+    header; None: no lower bound; blank lines are ignored), or a blank value in a `nonblank` column.
+    """
+    bad: list[tuple[int, str]] = []
     # index_col=False: rows with extra fields must not silently become an index
     kw: dict[str, Any] = dict(
         sep=sep, header=header, dtype=dtype, nrows=nrows, keep_default_na=True, index_col=False
     )
     if names is not None:
         kw["names"] = list(names)
+    lines: list[int] = []
     try:
-        with open_text(path) as f, warnings.catch_warnings():
+        with open_text(path) as f:
+            src = _check_rows(f, sep, header, path, bad, lines, min_fields, on_error)
+        with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            src = _drop_bad_rows(f, sep, header, path, bad) if on_error == "skip" else f
-            df = pd.read_csv(src, **kw)
+            if src is None:  # every row is well-formed: pandas reads the file itself
+                with open_text(path) as f:
+                    df = pd.read_csv(f, **kw)
+            else:
+                df = pd.read_csv(src, **kw)
     except pd.errors.ParserWarning as exc:
         raise MalformedRecordError(path, "?", f"rows do not match the header: {exc}") from exc
     except pd.errors.ParserError as exc:
         m = _LINE_RE.search(str(exc))
         raise MalformedRecordError(path, int(m.group(1)) if m else "?", str(exc).strip()) from exc
-    except (UnicodeDecodeError, EOFError, OSError, zipfile.BadZipFile, pd.errors.EmptyDataError) as exc:
+    except (
+        UnicodeDecodeError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        pd.errors.EmptyDataError,
+        csv.Error,
+    ) as exc:
         raise MalformedRecordError(path, "?", f"cannot read the table: {type(exc).__name__}: {exc}") from exc
-    for line, fields in bad:
-        err = MalformedRecordError(path, line, f"{len(fields)} fields: {sep.join(fields)[:120]!r}")
-        log.warning("skipping: %s", err)
-        if skipped is not None:
-            skipped.append((str(path), str(err)))
     if strip_columns and header is not None:
         df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise MalformedRecordError(path, 1, f"missing column(s) {missing}; found {list(df.columns)[:20]}")
+    if nonblank and len(df):
+        cols = [c for c in nonblank if c in df.columns]
+        blank = (
+            df[cols].isna().to_numpy() | df[cols].astype(str).apply(lambda c: c.str.strip() == "").to_numpy()
+        )
+        rows = np.flatnonzero(blank.any(axis=1))
+        for i in rows:
+            col = cols[int(np.flatnonzero(blank[i])[0])]
+            line = lines[i] if i < len(lines) else int(i) + 2
+            err = MalformedRecordError(path, line, f"blank {col!r}")
+            if on_error == "raise":
+                raise err
+            bad.append((line, str(err)))
+        if len(rows):
+            df = df.drop(index=df.index[rows]).reset_index(drop=True)
+    for _line, msg in sorted(bad):
+        log.warning("skipping: %s", msg)
+        if skipped is not None:
+            skipped.append((str(path), msg))
     if usecols is not None:
         df = df[[c for c in usecols if c in df.columns]]
     return df
 
 
-def _drop_bad_rows(f, sep: str, header: int | None, path: Path, bad: list) -> io.StringIO:
-    """Copy the table, leaving out rows with more fields than the header (recorded with their line)."""
+def _check_rows(
+    f, sep: str, header: int | None, path: Path, bad: list, lines: list, min_fields: int | None, on_error: str
+) -> io.StringIO | None:
+    """Check every row's field count (recording where each kept record starts in `lines`).
+
+    on_error="raise": the first malformed row raises; returns None (the file itself is then read).
+    on_error="skip": returns a copy of the table without the malformed rows (each recorded in `bad`).
+    """
     reader = csv.reader(f, delimiter=sep)
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=sep, lineterminator="\n")
+    out = io.StringIO() if on_error == "skip" else None
+    writer = csv.writer(out, delimiter=sep, lineterminator="\n") if out is not None else None
     width = None
+    prev_end = 0
     for i, fields in enumerate(reader):
+        start, prev_end = prev_end + 1, reader.line_num
         if i == 0 and header is not None:
             width = len(fields)
-            writer.writerow(fields)
+            if writer is not None:
+                writer.writerow(fields)
             continue
+        if not fields:
+            continue  # a blank line: pandas skips it too
         if width is None:
             width = len(fields)
-        if len(fields) > width:
-            bad.append((reader.line_num, fields))
+        least = width if min_fields == -1 else (min_fields or 0)
+        if len(fields) > width or len(fields) < least:
+            why = "more" if len(fields) > width else "fewer"
+            err = MalformedRecordError(
+                path,
+                start,
+                f"{len(fields)} fields, {why} than the {width if why == 'more' else least} expected: "
+                f"{sep.join(fields)[:120]!r}",
+            )
+            if writer is None:
+                raise err
+            bad.append((start, str(err)))
             continue
-        writer.writerow(fields)
+        lines.append(start)
+        if writer is not None:
+            writer.writerow(fields)
+    if out is None:
+        return None
     out.seek(0)
     return out
 
@@ -242,6 +301,13 @@ class CxrDataset(torch.utils.data.Dataset):
     skipped at access time (with on_error="skip" an unreadable image is replaced by the next readable
     index and counted; counts made inside DataLoader worker processes stay in those processes, so call
     `check_images()` first when an exact count matters).
+
+    Boxes follow `box_policy` (see `geometry.BoxPolicy`): at construction they are checked against what
+    the reader knows of the image size (the source's nominal size, or only x, y >= 0), and when an image
+    is read against its real (original) size. "reject" makes a box outside the image a
+    `MalformedRecordError` (raised, or skipped and counted under on_error="skip"); "clip" clips it, logs
+    it and counts it once in `clipped`. Empty and wholly-outside boxes are always rejected. A mask whose
+    size differs from its image is a `MalformedRecordError` too.
     """
 
     name: str = ""
@@ -254,6 +320,7 @@ class CxrDataset(torch.utils.data.Dataset):
         load_images: bool = True,
         on_error: OnError = "raise",
         cache_dir: str | Path | None = None,
+        box_policy: BoxPolicy = "reject",
     ) -> None:
         self.root = require_root(self.name, root)
         self.root_str = str(self.root)
@@ -261,6 +328,8 @@ class CxrDataset(torch.utils.data.Dataset):
         self.on_error = check_on_error(on_error)
         self.skipped: list[tuple[str, str]] = []
         self._skip = RecordSkipper(self.on_error, self.skipped)
+        self.box_policy = check_box_policy(box_policy)
+        self.clipped: list[tuple[str, str]] = []  # (file, message) per clipped box row (box_policy="clip")
         self.records: list[Record] = []
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._cache: dict[str, tuple[Path, int, int]] | None = None
@@ -324,7 +393,20 @@ class CxrDataset(torch.utils.data.Dataset):
     def make_sample(self, rec: Record, img: np.ndarray | None, orig: tuple[int, int] | None) -> Sample:
         """Record + pixels -> Sample; boxes and masks follow the returned image's size."""
         boxes = None if rec.boxes is None else rec.boxes.astype(np.float32).copy()
+        row = rec.meta.get("line", "?") if isinstance(rec.meta, Mapping) else "?"
+        if img is not None and boxes is not None and len(boxes):
+            size = orig if orig is not None else (int(img.shape[0]), int(img.shape[1]))
+            checked = validate_boxes(boxes, rec.image_path, row, size, self.box_policy, self.clipped)
+            if not np.array_equal(checked, boxes):
+                rec.boxes = checked  # clipped once: later reads of this record neither clip nor count again
+            boxes = checked
         mask = self.load_mask(rec, img, orig)
+        if img is not None and mask is not None and tuple(np.shape(mask)[-2:]) != tuple(img.shape[:2]):
+            raise MalformedRecordError(
+                rec.mask_path or rec.image_path,
+                row,
+                f"mask is {tuple(np.shape(mask)[-2:])} (H, W) but its image is {tuple(img.shape[:2])}",
+            )
         if img is not None and orig is not None and boxes is not None and len(boxes):
             sy, sx = img.shape[0] / orig[0], img.shape[1] / orig[1]
             boxes *= np.array([sx, sy, sx, sy], np.float32)
@@ -364,6 +446,7 @@ class CxrDataset(torch.utils.data.Dataset):
             "n": len(self),
             "classes": list(self.classes),
             "skipped": len(self.skipped),
+            "clipped_boxes": len(self.clipped),
         }
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 from cxrvlp.core.data.base import CxrDataset, Record, find_file
 from cxrvlp.core.data.contract import OnError
-from cxrvlp.core.data.geometry import validate_boxes
+from cxrvlp.core.data.geometry import BoxPolicy, validate_boxes
 from cxrvlp.core.errors import ConfigError, MalformedRecordError
 
 NAME = "chestx-det10"
@@ -65,8 +65,12 @@ class ChestXDet10Dataset(CxrDataset):
         load_images: bool = True,
         on_error: OnError = "raise",
         cache_dir: str | Path | None = None,
+        box_policy: BoxPolicy = "reject",
+        image_size: tuple[int, int] | None = (1024, 1024),
     ) -> None:
-        super().__init__(root, load_images=load_images, on_error=on_error, cache_dir=cache_dir)
+        super().__init__(
+            root, load_images=load_images, on_error=on_error, cache_dir=cache_dir, box_policy=box_policy
+        )
         if split not in ("train", "test") or version not in ("det10", "det13"):
             raise ConfigError(f"split must be train/test and version det10/det13, got {split!r}, {version!r}")
         self.classes = DET10_CLASSES if version == "det10" else DET13_CLASSES
@@ -91,13 +95,20 @@ class ChestXDet10Dataset(CxrDataset):
                 unknown = [s for s in syms if s not in cidx]
                 if unknown:
                     raise MalformedRecordError(path, where, f"unknown categories {unknown}")
+                # one box of exactly 4 numbers per label: 8 numbers must not become 2 boxes, one unlabelled
+                for j, (s, b) in enumerate(zip(syms, bx)):
+                    if not isinstance(b, list) or len(b) != 4:
+                        n = len(b) if isinstance(b, list) else type(b).__name__
+                        raise MalformedRecordError(
+                            path, where, f"box {j} ({s}) must be [x1, y1, x2, y2], got {n} values: {b!r}"
+                        )
                 try:
                     boxes = np.array(bx, np.float32).reshape(-1, 4)
                 except (TypeError, ValueError) as exc:
                     raise MalformedRecordError(
                         path, where, f"boxes are not [x1, y1, x2, y2] lists: {exc}"
                     ) from exc
-                boxes = validate_boxes(boxes, path, where)
+                boxes = validate_boxes(boxes, path, where, image_size, self.box_policy, self.clipped)
             except MalformedRecordError as err:
                 self._skip(err)
                 continue

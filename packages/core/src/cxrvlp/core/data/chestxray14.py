@@ -21,9 +21,18 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from cxrvlp.core.data.base import CxrDataset, Record, find_file, iter_files, iter_rows, open_text, read_table
+from cxrvlp.core.data.base import (
+    CxrDataset,
+    Record,
+    find_file,
+    iter_files,
+    iter_rows,
+    log,
+    open_text,
+    read_table,
+)
 from cxrvlp.core.data.contract import OnError
-from cxrvlp.core.data.geometry import validate_boxes, xywh_to_xyxy
+from cxrvlp.core.data.geometry import BoxPolicy, validate_boxes, xywh_to_xyxy
 from cxrvlp.core.data.labels import CHESTXRAY14_CLASSES
 from cxrvlp.core.errors import ConfigError, DatasetNotFoundError, MalformedRecordError
 
@@ -38,10 +47,17 @@ def read_list(path: Path) -> list[str]:
 
 
 def read_bbox_list(
-    path: Path, on_error: OnError = "raise", skipped=None
+    path: Path,
+    on_error: OnError = "raise",
+    skipped=None,
+    image_size: tuple[int, int] | None = (1024, 1024),
+    box_policy: BoxPolicy = "reject",
+    clipped: list[tuple[str, str]] | None = None,
 ) -> dict[str, list[tuple[str, np.ndarray]]]:
-    """BBox_List_2017.csv -> Image Index -> [(finding, (4,) xyxy)], validated row by row."""
-    df = read_table(path, header=0, on_error=on_error, skipped=skipped, strip_columns=False)
+    """BBox_List_2017.csv -> Image Index -> [(finding, (4,) xyxy)], validated row by row (boxes against
+    the 1024 px PNGs of the release unless `image_size` says otherwise; see `geometry.validate_boxes`)."""
+    # the official header splits "Bbox [x,y,w,h]" into 4 names (9 in all); the rows have 6 fields
+    df = read_table(path, header=0, on_error=on_error, skipped=skipped, strip_columns=False, min_fields=6)
     if df.shape[1] < 6:
         raise MalformedRecordError(
             path, 1, f"expected 6 columns (index, label, x, y, w, h), found {df.shape[1]}"
@@ -50,20 +66,17 @@ def read_bbox_list(
     for i, row in enumerate(df.itertuples(index=False)):
         name, label = row[0], row[1]
         try:
-            xywh = np.array([float(v) for v in row[2:6]], np.float32)
-            box = validate_boxes(xywh_to_xyxy(xywh), path, i + 2)[0]
+            try:
+                xywh = np.array([float(v) for v in row[2:6]], np.float32)
+            except (ValueError, TypeError) as exc:
+                raise MalformedRecordError(path, i + 2, f"box is not numeric: {list(row[2:6])}") from exc
+            box = validate_boxes(xywh_to_xyxy(xywh), path, i + 2, image_size, box_policy, clipped)[0]
             if not isinstance(name, str) or not isinstance(label, str):
                 raise MalformedRecordError(path, i + 2, "missing Image Index or Finding Label")
-        except (ValueError, TypeError) as exc:
-            err = MalformedRecordError(path, i + 2, f"box is not numeric: {list(row[2:6])}")
-            if on_error == "raise":
-                raise err from exc
-            if skipped is not None:
-                skipped.append((str(path), str(err)))
-            continue
         except MalformedRecordError as err:
             if on_error == "raise":
                 raise
+            log.warning("skipping: %s", err)
             if skipped is not None:
                 skipped.append((str(path), str(err)))
             continue
@@ -86,21 +99,31 @@ class ChestXray14Dataset(CxrDataset):
         on_error: OnError = "raise",
         cache_dir: str | Path | None = None,
         with_boxes: bool = True,
+        box_policy: BoxPolicy = "reject",
+        image_size: tuple[int, int] | None = (1024, 1024),
     ) -> None:
-        super().__init__(root, load_images=load_images, on_error=on_error, cache_dir=cache_dir)
+        super().__init__(
+            root, load_images=load_images, on_error=on_error, cache_dir=cache_dir, box_policy=box_policy
+        )
         if split not in ("train_val", "test", "bbox", None):
             raise ConfigError(f"split must be train_val / test / bbox / None, got {split!r}")
         entry = find_file(
             NAME, self.root, ["Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv"], "Data_Entry_2017*.csv"
         )
         df = read_table(
-            entry, ("Image Index", "Finding Labels"), on_error=self.on_error, skipped=self.skipped
+            entry,
+            ("Image Index", "Finding Labels"),
+            on_error=self.on_error,
+            skipped=self.skipped,
+            nonblank=("Image Index",),
         )
         boxes: dict[str, list] = {}
         if with_boxes or split == "bbox":
             try:
                 bpath = find_file(NAME, self.root, ["BBox_List_2017.csv"], "BBox_List_2017.csv")
-                boxes = read_bbox_list(bpath, self.on_error, self.skipped)
+                boxes = read_bbox_list(
+                    bpath, self.on_error, self.skipped, image_size, self.box_policy, self.clipped
+                )
             except DatasetNotFoundError:
                 if split == "bbox":
                     raise

@@ -121,7 +121,7 @@ class CheXpertDataset(CxrDataset):
         if csv is not None and not path.is_file():
             path = find_file(NAME, self.root, [path], f"{split} CSV")
         self.csv_path = path
-        df = read_table(path, on_error=self.on_error, skipped=self.skipped)
+        df = read_table(path, on_error=self.on_error, skipped=self.skipped, nonblank=("Path", "imgpath"))
         path_col = "Path" if "Path" in df.columns else ("imgpath" if "imgpath" in df.columns else None)
         missing = [c for c in self.classes if c not in df.columns]
         if path_col is None or missing:

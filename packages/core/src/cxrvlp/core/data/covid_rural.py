@@ -43,7 +43,10 @@ class COVIDRuralDataset(CxrDataset):
             sp = Path(split_csv)
             if not sp.is_file():
                 raise DatasetNotFoundError(NAME, sp, "the split CSV (filepath column)")
-            stems = [str(s).strip() for s in read_table(sp, ("filepath",))["filepath"]]
+            table = read_table(
+                sp, ("filepath",), on_error=self.on_error, skipped=self.skipped, nonblank=("filepath",)
+            )
+            stems = [str(s).strip() for s in table["filepath"]]
         else:
             jpgs = self.root / "jpgs"
             if not jpgs.is_dir():

@@ -8,11 +8,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from cxrvlp.core.errors import MalformedRecordError
+
+log = logging.getLogger("cxrvlp.core.data")
 
 
 def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
@@ -21,18 +24,71 @@ def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
 
 
-def validate_boxes(boxes: np.ndarray, file: object, row: object) -> np.ndarray:
-    """Finite, non-negative width/height xyxy boxes or MalformedRecordError."""
-    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+BoxPolicy = Literal["reject", "clip"]
+"""What a reader does with a box that reaches outside its image: "reject" (a `MalformedRecordError`, which
+the reader's `on_error` raises or skips and counts) or "clip" (clipped to the image, logged and counted in
+the dataset's `clipped`). Either way a box that is empty (zero or negative width / height), non-finite, or
+wholly outside the image is rejected: clipping it would leave nothing."""
+
+
+def check_box_policy(policy: str) -> BoxPolicy:
+    """Validate the box_policy argument."""
+    if policy not in ("reject", "clip"):
+        raise ValueError(f"box_policy must be 'reject' or 'clip', got {policy!r}")
+    return policy  # type: ignore[return-value]
+
+
+def validate_boxes(
+    boxes: np.ndarray,
+    file: object,
+    row: object,
+    image_size: tuple[int, int] | None = None,
+    policy: BoxPolicy = "reject",
+    clipped: list[tuple[str, str]] | None = None,
+) -> np.ndarray:
+    """Finite xyxy boxes of positive width and height inside the image, or MalformedRecordError.
+
+    Coordinates are pixels of an image of `image_size` (H, W): a box must lie within [0, W] x [0, H]. Without
+    `image_size` only the lower bound (x, y >= 0) is known. A box reaching outside is rejected, or with
+    `policy="clip"` clipped to the image (each clip logged and appended to `clipped` as (where, message)).
+    """
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
     if not np.all(np.isfinite(b)):
         raise MalformedRecordError(file, row, f"non-finite box coordinates {b.tolist()}")
-    if np.any(b[:, 2] < b[:, 0]) or np.any(b[:, 3] < b[:, 1]):
-        raise MalformedRecordError(file, row, f"box with negative width/height {b.tolist()}")
-    return b
+    if np.any(b[:, 2] <= b[:, 0]) or np.any(b[:, 3] <= b[:, 1]):
+        raise MalformedRecordError(file, row, f"box with zero or negative width/height {b.tolist()}")
+    hi = (
+        np.array([np.inf, np.inf, np.inf, np.inf], np.float32)
+        if image_size is None
+        else np.array([image_size[1], image_size[0]] * 2, np.float32)
+    )
+    outside = np.any(b < 0, axis=1) | np.any(b > hi, axis=1)
+    if not outside.any():
+        return b
+    frame = "the image" if image_size is None else f"the {image_size[1]}x{image_size[0]} (WxH) image"
+    bad = b[outside].tolist()
+    if policy != "clip":
+        raise MalformedRecordError(file, row, f"box {bad[0]} lies outside {frame}")
+    c = np.clip(b, 0, hi)
+    if np.any(c[:, 2] <= c[:, 0]) or np.any(c[:, 3] <= c[:, 1]):
+        raise MalformedRecordError(file, row, f"box {bad[0]} lies wholly outside {frame}")
+    msg = f"{file}: row {row}: clipped {int(outside.sum())} box(es) {bad} to {frame}"
+    log.warning("%s", msg)
+    if clipped is not None:
+        clipped.append((str(file), msg))
+    return c
 
 
-def parse_box_string(text: object, file: object = "<string>", row: object = "?") -> np.ndarray:
-    """MAVL's RSNA "x;y;w;h|x;y;w;h" (blank / 'nan' = no box) -> (K, 4) float32 xyxy."""
+def parse_box_string(
+    text: object,
+    file: object = "<string>",
+    row: object = "?",
+    image_size: tuple[int, int] | None = None,
+    policy: BoxPolicy = "reject",
+    clipped: list[tuple[str, str]] | None = None,
+) -> np.ndarray:
+    """MAVL's RSNA "x;y;w;h|x;y;w;h" (blank / 'nan' = no box) -> (K, 4) float32 xyxy, checked by
+    `validate_boxes` (the last three arguments are its own)."""
     if text is None or (isinstance(text, float) and np.isnan(text)):
         return np.zeros((0, 4), np.float32)
     s = str(text).strip()
@@ -49,7 +105,7 @@ def parse_box_string(text: object, file: object = "<string>", row: object = "?")
             raise MalformedRecordError(file, row, f"box {part!r} is not numeric") from exc
         out.append(vals)
     b = xywh_to_xyxy(np.array(out, np.float32))
-    return validate_boxes(b, file, row)
+    return validate_boxes(b, file, row, image_size, policy, clipped)
 
 
 def boxes_to_mask(boxes: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -71,9 +71,15 @@ def read_split_metadata(root: Path, on_error: OnError = "raise", skipped=None) -
         dtype={"dicom_id": str},
         on_error=on_error,
         skipped=skipped,
+        nonblank=("dicom_id", "study_id", "subject_id"),
     )
     meta = read_table(
-        meta_path, ("dicom_id", "ViewPosition"), dtype={"dicom_id": str}, on_error=on_error, skipped=skipped
+        meta_path,
+        ("dicom_id", "ViewPosition"),
+        dtype={"dicom_id": str},
+        on_error=on_error,
+        skipped=skipped,
+        nonblank=("dicom_id",),
     )
     for col in ("study_id", "subject_id"):
         split[col] = _int_column(split, col, split_path)

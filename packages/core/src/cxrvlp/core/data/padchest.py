@@ -90,6 +90,7 @@ class PadChestDataset(CxrDataset):
             on_error=self.on_error,
             skipped=self.skipped,
             dtype={"ImageID": str},
+            nonblank=("ImageID", "ImageDir"),
         )
         if manual_only:
             df = df[df["MethodLabel"] == "Physician"]

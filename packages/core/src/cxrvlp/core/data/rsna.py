@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from cxrvlp.core.data.base import CxrDataset, Record, find_file, read_table
 from cxrvlp.core.data.contract import OnError
-from cxrvlp.core.data.geometry import parse_box_string, validate_boxes, xywh_to_xyxy
+from cxrvlp.core.data.geometry import BoxPolicy, parse_box_string, validate_boxes, xywh_to_xyxy
 from cxrvlp.core.errors import DatasetNotFoundError, MalformedRecordError
 
 NAME = "rsna-pneumonia"
@@ -39,8 +39,13 @@ class RSNAPneumoniaDataset(CxrDataset):
         load_images: bool = True,
         on_error: OnError = "raise",
         cache_dir: str | Path | None = None,
+        box_policy: BoxPolicy = "reject",
+        image_size: tuple[int, int] | None = (1024, 1024),
     ) -> None:
-        super().__init__(root, load_images=load_images, on_error=on_error, cache_dir=cache_dir)
+        super().__init__(
+            root, load_images=load_images, on_error=on_error, cache_dir=cache_dir, box_policy=box_policy
+        )
+        self.image_size = image_size  # boxes are checked against it at construction (None: x, y >= 0 only)
         if split_csv is not None:
             self._from_split_csv(Path(split_csv))
             return
@@ -55,6 +60,7 @@ class RSNAPneumoniaDataset(CxrDataset):
             ("patientId", "x", "y", "width", "height", "Target"),
             on_error=self.on_error,
             skipped=self.skipped,
+            nonblank=("patientId", "Target"),
         )
         detail: dict[str, str] = {}
         try:
@@ -64,29 +70,40 @@ class RSNAPneumoniaDataset(CxrDataset):
         except DatasetNotFoundError:
             pass
         per: dict[str, dict] = {}
+        bad: set[str] = set()  # a patient with one bad row is dropped whole (its other rows too)
         for i, row in enumerate(df.itertuples(index=False)):
             line = i + 2
-            pid = str(row.patientId).strip()
+            pid = str(row.patientId).strip() if isinstance(row.patientId, str) else ""
+            if pid in bad:
+                continue
             try:
-                target = float(row.Target)
+                if not pid:
+                    raise MalformedRecordError(path, line, f"blank patientId {row.patientId!r}")
+                try:
+                    target = float(row.Target)
+                except (ValueError, TypeError) as exc:
+                    raise MalformedRecordError(path, line, f"Target is not a number: {row.Target!r}") from exc
                 if target not in (0.0, 1.0):
                     raise MalformedRecordError(path, line, f"Target must be 0 or 1, got {row.Target!r}")
                 coords = [row.x, row.y, row.width, row.height]
                 entry = per.setdefault(pid, {"target": target, "boxes": [], "line": line})
                 if target != entry["target"]:
                     raise MalformedRecordError(path, line, f"{pid}: Target differs between its rows")
-                if target == 1.0:
+                try:
                     vals = [float(v) for v in coords]
-                    box = validate_boxes(xywh_to_xyxy(np.array(vals, np.float32)), path, line)[0]
-                    entry["boxes"].append(box)
-                elif not all(np.isnan(float(v)) for v in coords):
+                except (ValueError, TypeError) as exc:
+                    raise MalformedRecordError(path, line, f"{pid}: non-numeric box {coords}") from exc
+                if target == 1.0:
+                    xyxy = xywh_to_xyxy(np.array(vals, np.float32))
+                    box = validate_boxes(xyxy, path, line, self.image_size, self.box_policy, self.clipped)
+                    entry["boxes"].append(box[0])
+                elif not all(np.isnan(v) for v in vals):
                     raise MalformedRecordError(path, line, f"{pid}: a box on a Target=0 row")
-            except (ValueError, TypeError) as exc:
-                self._skip(MalformedRecordError(path, line, f"non-numeric field: {exc}"))
-                per.pop(pid, None)
-            except MalformedRecordError as err:
+            except MalformedRecordError as err:  # before ValueError: it is one, and has its prefix already
                 self._skip(err)
                 per.pop(pid, None)
+                if pid:
+                    bad.add(pid)
         img_dir = os.path.join(self.root_str, images_dir)
         for pid, e in per.items():
             boxes = np.stack(e["boxes"]).astype(np.float32) if e["boxes"] else np.zeros((0, 4), np.float32)
@@ -104,7 +121,7 @@ class RSNAPneumoniaDataset(CxrDataset):
     def _from_split_csv(self, path: Path) -> None:
         if not path.is_file():
             raise DatasetNotFoundError(NAME, path, "the split CSV")
-        df = read_table(path, on_error=self.on_error, skipped=self.skipped)
+        df = read_table(path, on_error=self.on_error, skipped=self.skipped, nonblank=("img_path",))
         cols = list(df.columns)
         if len(cols) < 4 or "img_path" not in cols:
             raise MalformedRecordError(path, 1, f"expected ID, img_path, boxes, classes; found {cols}")
@@ -112,13 +129,13 @@ class RSNAPneumoniaDataset(CxrDataset):
         for i, row in enumerate(df.itertuples(index=False)):
             line = i + 2
             try:
-                boxes = parse_box_string(row[2], path, line)
-                lab = float(row[3])
+                boxes = parse_box_string(row[2], path, line, self.image_size, self.box_policy, self.clipped)
+                try:
+                    lab = float(row[3])
+                except (ValueError, TypeError) as exc:
+                    raise MalformedRecordError(path, line, f"classes is not a number: {row[3]!r}") from exc
                 if lab not in (0.0, 1.0):
                     raise MalformedRecordError(path, line, f"classes must be 0/1, got {row[3]!r}")
-            except (ValueError, TypeError) as exc:
-                self._skip(MalformedRecordError(path, line, f"classes is not a number: {exc}"))
-                continue
             except MalformedRecordError as err:
                 self._skip(err)
                 continue

@@ -53,7 +53,13 @@ class SIIMPneumothoraxDataset(CxrDataset):
             path = find_file(NAME, self.root, ["train-rle.csv", "stage_2_train.csv"], "train-rle.csv")
         self.csv_path = path
         df = read_table(
-            path, ("ImageId", "EncodedPixels"), on_error=self.on_error, skipped=self.skipped, dtype=str
+            path,
+            ("ImageId", "EncodedPixels"),
+            on_error=self.on_error,
+            skipped=self.skipped,
+            dtype=str,
+            # a blank EncodedPixels is not "no pneumothorax" (that is "-1"): it is a malformed row
+            nonblank=("ImageId", "EncodedPixels"),
         )
         per: dict[str, dict] = {}
         bad_ids: set[str] = set()

@@ -13,7 +13,7 @@ float [0, 1] image to uint8 first (`ToUint8`) and divide by 255 at `ToTensor`, l
 | mgca | long side->256 (INTER_AREA) + zero pad, RandomCrop 224 | same, CenterCrop 224 | 0.5/0.5 |
 | carzero | as mgca + HFlip p=0.3, Affine(30, 0.1, 0.9-1.1), jitter(b, c 0.8-1.2) | as mgca eval | cxr-mae |
 | afloc | long side->224 + pad, CenterCrop 224 (no augmentation) | same | 0.5/0.5 |
-| cxrclip-r50 | RandomResizedCrop(224, 0.8-1.1), CLAHE(1-4, p=.5), jitter(.1, .2) | short->224, crop | in |
+| cxrclip-r50 | RandomResizedCrop(224, 0.8-1.1), CLAHE(1-4, p=.5), jitter | short->224 (PIL), crop | in |
 | cxrclip-swint | as cxrclip-r50 | as cxrclip-r50 | 0.5/0.5 |
 | mavl | RandomResizedCrop(224, 0.2-1, bicubic), HFlip 0.5, RandomAugment(2, 7) | Resize 224x224 | in |
 | imagenet | RandomResizedCrop(224) | short->256, CenterCrop 224 | in |
@@ -119,7 +119,10 @@ class ResizeLongestPad(Op):
 
 
 class ResizeShortSide(Op):
-    """Shorter side -> size keeping aspect (torchvision `Resize(int)`: long = int(size * long / short))."""
+    """Shorter side -> size keeping aspect (torchvision `Resize(int)`: long = int(size * long / short)).
+
+    interp="pil-bilinear" resizes a uint8 image with PIL exactly as torchvision does on a PIL image (its
+    bilinear filter antialiases when shrinking): the official eval path of methods that load with PIL."""
 
     def __init__(self, size: int, interp: str = "bilinear"):
         self.size, self.interp = size, interp
@@ -130,6 +133,12 @@ class ResizeShortSide(Op):
             nh, nw = self.size, int(self.size * w / h)
         else:
             nh, nw = int(self.size * h / w), self.size
+        if self.interp == "pil-bilinear":
+            from PIL import Image
+
+            if img.dtype != np.uint8:
+                raise TypeError("pil-bilinear resizes uint8 images (put ToUint8 first)")
+            return np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
         return _resize(img, nh, nw, self.interp)
 
 
@@ -531,8 +540,8 @@ def _preset_ops(preset: str, train: bool, s: int) -> list[Op]:
     if preset == "afloc":
         return [ToUint8(), ResizeLongestPad(s), CenterCrop(s)]
     if preset in ("cxrclip-r50", "cxrclip-swint"):
-        if not train:
-            return [ToUint8(), ResizeShortSide(s), CenterCrop(s)]
+        if not train:  # the official test path loads with PIL: its resize, not an approximation of it
+            return [ToUint8(), ResizeShortSide(s, interp="pil-bilinear"), CenterCrop(s)]
         return [
             ToUint8(),
             RandomResizedCrop(s, scale=(0.8, 1.1)),

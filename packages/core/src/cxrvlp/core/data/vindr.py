@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from cxrvlp.core.data.base import CxrDataset, Record, find_file, read_table
 from cxrvlp.core.data.contract import OnError
-from cxrvlp.core.data.geometry import validate_boxes
+from cxrvlp.core.data.geometry import BoxPolicy, validate_boxes
 from cxrvlp.core.errors import ConfigError, DatasetNotFoundError, MalformedRecordError
 
 NAME = "vindr-cxr"
@@ -59,15 +59,26 @@ class VinDrCXRDataset(CxrDataset):
         load_images: bool = True,
         on_error: OnError = "raise",
         cache_dir: str | Path | None = None,
+        box_policy: BoxPolicy = "reject",
     ) -> None:
-        super().__init__(root, load_images=load_images, on_error=on_error, cache_dir=cache_dir)
+        # image sizes vary (DICOMs up to ~3000 px): at construction only x, y >= 0 and positive size are
+        # checked, the image's own size when it is read (CxrDataset.make_sample)
+        super().__init__(
+            root, load_images=load_images, on_error=on_error, cache_dir=cache_dir, box_policy=box_policy
+        )
         if split not in ("train", "test"):
             raise ConfigError(f"split must be train / test, got {split!r}")
         labels_csv = self.root / "annotations" / f"image_labels_{split}.csv"
         boxes_csv = self.root / "annotations" / f"annotations_{split}.csv"
         per_label: dict[str, np.ndarray] = {}
         if labels_csv.is_file():
-            df = read_table(labels_csv, ("image_id",), on_error=self.on_error, skipped=self.skipped)
+            df = read_table(
+                labels_csv,
+                ("image_id",),
+                on_error=self.on_error,
+                skipped=self.skipped,
+                nonblank=("image_id",),
+            )
             cols = [c for c in df.columns if c not in ("image_id", "rad_id", "rad_ID")]
             self.classes = tuple(cols)
             num = df[cols].apply(pd.to_numeric, errors="coerce")
@@ -98,6 +109,7 @@ class VinDrCXRDataset(CxrDataset):
                 ("image_id", "class_name", "x_min", "y_min", "x_max", "y_max"),
                 on_error=self.on_error,
                 skipped=self.skipped,
+                nonblank=("image_id", "class_name"),
             )
             rad_col = "rad_id" if "rad_id" in df.columns else ("rad_ID" if "rad_ID" in df.columns else None)
             cidx = {c: j for j, c in enumerate(self.classes)}
@@ -106,13 +118,15 @@ class VinDrCXRDataset(CxrDataset):
                 per_label.setdefault(iid, np.zeros(len(self.classes), np.float32))
                 coords = [row.x_min, row.y_min, row.x_max, row.y_max]
                 try:
-                    c = [float(v) for v in coords]
+                    try:
+                        c = [float(v) for v in coords]
+                    except (TypeError, ValueError) as exc:
+                        raise MalformedRecordError(box_path, i + 2, f"box is not numeric: {coords}") from exc
                     if all(np.isnan(c)):
                         continue  # "No finding" rows have no box
-                    b = validate_boxes(np.array(c, np.float32), box_path, i + 2)[0]
-                except (TypeError, ValueError):
-                    self._skip(MalformedRecordError(box_path, i + 2, f"box is not numeric: {coords}"))
-                    continue
+                    b = validate_boxes(
+                        np.array(c, np.float32), box_path, i + 2, None, self.box_policy, self.clipped
+                    )[0]
                 except MalformedRecordError as err:
                     self._skip(err)
                     continue

@@ -29,9 +29,16 @@ class ResNet50Encoder(nn.Module):
         upsample_to: int | None = None,
         local_from: LocalFrom | None = None,
         sync_batchnorm: bool = False,
+        layers: tuple[int, ...] | None = None,
+        width_per_group: int = 64,
     ) -> None:
         super().__init__()
-        tv = torchvision.models.resnet50(weights=None)
+        if layers is None and width_per_group == 64:
+            tv = torchvision.models.resnet50(weights=None)
+        else:  # a shallower / thinner bottleneck ResNet with the same names and stage widths (tiny configs)
+            from torchvision.models.resnet import Bottleneck, ResNet
+
+            tv = ResNet(Bottleneck, list(layers or (3, 4, 6, 3)), width_per_group=width_per_group)
         # Own the torchvision children under their own names so the state-dict keys are torchvision's.
         self.conv1, self.bn1, self.relu, self.maxpool = tv.conv1, tv.bn1, tv.relu, tv.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = tv.layer1, tv.layer2, tv.layer3, tv.layer4
@@ -131,9 +138,20 @@ def build_resnet50(
     upsample_to: int | None = None,
     local_from: LocalFrom | None = None,
     sync_batchnorm: bool = False,
+    layers: tuple[int, ...] | None = None,
+    width_per_group: int = 64,
 ) -> ResNet50Encoder:
-    """ResNet-50 trunk; `pretrained`: None, True (= IMAGENET1K_V1), a weights name, 'timm/<name>', a file."""
-    enc = ResNet50Encoder(upsample_to=upsample_to, local_from=local_from, sync_batchnorm=sync_batchnorm)
+    """ResNet-50 trunk; `pretrained`: None, True (= IMAGENET1K_V1), a weights name, 'timm/<name>', a file.
+
+    `layers` / `width_per_group` (default ResNet-50's (3, 4, 6, 3) / 64) build a smaller bottleneck ResNet
+    with the same key names and stage output widths (tiny test configs)."""
+    enc = ResNet50Encoder(
+        upsample_to=upsample_to,
+        local_from=local_from,
+        sync_batchnorm=sync_batchnorm,
+        layers=layers,
+        width_per_group=width_per_group,
+    )
     if pretrained not in (None, False):
         _load_strict(enc, resnet50_pretrained_state_dict(pretrained), source=str(pretrained))
     return enc

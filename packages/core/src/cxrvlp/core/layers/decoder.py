@@ -98,7 +98,9 @@ class DecoderLayer(nn.Module):
         if self.normalize_before:
             if self.self_attention:
                 x = x + self._self_block(self.norm1(x), query_pos, tgt_mask)
-            out, attn = self._cross_block(self.norm2(x), memory, pos, query_pos, memory_key_padding_mask, need_weights)
+            out, attn = self._cross_block(
+                self.norm2(x), memory, pos, query_pos, memory_key_padding_mask, need_weights
+            )
             x = x + out
             x = x + self._ff_block(self.norm3(x))
         else:

@@ -24,7 +24,7 @@ def sinkhorn(
     subtract_max=True subtracts the global max score first (guards exp overflow for small eps; the result is
     mathematically identical, not bit-identical, so it is off by default).
     """
-    z = scores.float() / epsilon
+    z = scores.to(torch.promote_types(scores.dtype, torch.float32)) / epsilon  # float32 at least
     world = world_info()[1] if distributed else 1
     if subtract_max:
         m = z.max()

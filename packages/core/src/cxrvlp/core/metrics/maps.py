@@ -45,7 +45,7 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    """Separable Gaussian blur of (..., h, w) with reflected borders (scipy.ndimage.gaussian_filter 'reflect')."""
+    """Separable Gaussian blur of (..., h, w), reflected borders (scipy.ndimage.gaussian_filter 'reflect')."""
     k = gaussian_kernel1d(sigma, truncate).to(maps.device)
     r = k.numel() // 2
     lead = maps.shape[:-2]

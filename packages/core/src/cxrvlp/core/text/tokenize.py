@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -78,14 +79,61 @@ def load_tokenizer(name_or_path: str | Path, **kwargs) -> PreTrainedTokenizerBas
         )
     if path.suffix == ".txt" and path.is_file():
         return _bert_tokenizer_from_vocab(path, **kwargs)
+    name = str(name_or_path)
+    if _looks_like_path(name):
+        raise ConfigError(f"tokenizer path '{path}' does not exist (tried {path.resolve()})")
+    cached = _hub_cache_dir(name)
+    if cached is None and _hub_offline():
+        # no minute of hub retries: offline and not in the local cache is an error at once
+        raise ConfigError(
+            f"cannot load tokenizer '{name}': HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set and it is not in "
+            f"the local hub cache (tried {_hub_repo_folder(name)}). Download it once with "
+            f"`huggingface-cli download {name}` or pass a local folder"
+        )
+    if cached is not None:
+        kwargs.setdefault("local_files_only", True)  # in the cache: never touch the network
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+        return AutoTokenizer.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as err:
         raise ConfigError(
             f"cannot load tokenizer '{name_or_path}': it is not a local folder and the hub copy is not "
             f"reachable or cached (offline?). Download it once with "
             f"`huggingface-cli download {name_or_path}` or pass a local folder. Cause: {err}"
         ) from err
+
+
+def _looks_like_path(name: str) -> bool:
+    """A local path rather than a hub id ('org/name'): absolute, ~, ./ ../, or more than one '/'."""
+    return name.startswith(("/", "~", "./", "../", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _hub_repo_folder(repo_id: str) -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+
+
+def _hub_cache_dir(repo_id: str) -> Path | None:
+    """The cached snapshot holding a tokenizer file of `repo_id`, or None (no network is used)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover
+        return None
+    for fname in ("tokenizer_config.json", "tokenizer.json", "vocab.txt"):
+        try:
+            hit = try_to_load_from_cache(repo_id, fname)
+        except Exception:  # an invalid repo id: let transformers report it
+            return None
+        if isinstance(hit, str):
+            return Path(hit).parent
+    return None
 
 
 def tokenize(

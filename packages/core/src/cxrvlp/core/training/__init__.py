@@ -26,6 +26,7 @@ from cxrvlp.core.training.config import (
 from cxrvlp.core.training.loop import TrainingTask, TrainResult, TrainState, run_training
 from cxrvlp.core.training.optim import build_optimizer, split_decay_groups
 from cxrvlp.core.training.schedules import SchedulePosition, build_schedule
+from cxrvlp.core.training.task import TaskModule, exported_model, scalar_logs, sum_losses
 
 __all__ = [
     "LoadReport",
@@ -35,12 +36,14 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "TaskModule",
     "TrainingTask",
     "apply_key_map",
     "build_optimizer",
     "build_schedule",
     "config_from_dict",
     "config_to_dict",
+    "exported_model",
     "extract_state_dict",
     "load_config",
     "load_pretrained_weights",
@@ -53,6 +56,8 @@ __all__ = [
     "save_pretrained",
     "save_safetensors",
     "sha256_file",
+    "scalar_logs",
     "split_decay_groups",
     "strip_prefixes",
+    "sum_losses",
 ]

@@ -8,6 +8,7 @@ a pickle that would run code is refused with `CheckpointError`. Our own format i
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -397,6 +398,111 @@ def load_safetensors(path: str | os.PathLike) -> StateDict:
         raise CheckpointError(f"{p}: truncated or corrupt safetensors file: {e}") from e
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Verifying an accelerate checkpoint folder before a resume
+# ----------------------------------------------------------------------------------------------------------
+
+RNG_STATES_PREFIX = "random_states_"
+
+
+def _load_accelerate_file(path: Path) -> Any:
+    """Read one torch-pickled file as accelerate's `load_state` will (weights_only, its allowlist)."""
+    from accelerate.utils import load as accelerate_load
+
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty (0 bytes)")
+    try:
+        return accelerate_load(str(path), map_location="cpu")
+    except Exception as e:  # pickle refusals, zip errors, truncation...: all name the file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        refused = "weights_only" in str(e) or "Unsupported global" in str(e)
+        what = "refused to load (the pickle would import or run code)" if refused else "truncated or corrupt"
+        raise CheckpointError(f"{path}: {what} ({type(e).__name__}: {first[:300]})") from None
+
+
+def verify_resume_folder(
+    folder: str | os.PathLike, process_index: int = 0, allow_rng_mismatch: bool = False
+) -> dict[str, Any] | None:
+    """Open every file of a checkpoint folder the way the resume will; `CheckpointError` naming the file.
+
+    Returns this process's saved RNG states (`random_states_<i>.pkl`). When that file is missing, refused
+    or unusable the resume stops with `CheckpointError`, unless `allow_rng_mismatch` (then a warning is
+    logged and None returned: the run continues with un-restored RNG).
+    """
+    import logging
+
+    log = logging.getLogger("cxrvlp.core.training")
+    d = Path(folder)
+    rng_name = f"{RNG_STATES_PREFIX}{process_index}.pkl"
+    states: dict[str, Any] | None = None
+    rng_error: CheckpointError | None = None
+    for f in sorted(p for p in d.rglob("*") if p.is_file()):
+        name = f.name
+        try:
+            if name.endswith(".safetensors"):
+                load_safetensors(f)
+            elif name.endswith(".json"):
+                try:
+                    json.loads(f.read_text(encoding="utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    raise CheckpointError(f"{f}: corrupt JSON: {e}") from None
+            elif name.endswith((".bin", ".pt", ".pth", ".pkl")):
+                obj = _load_accelerate_file(f)
+                if name == rng_name:
+                    need = ("random_state", "numpy_random_seed", "torch_manual_seed")
+                    if not isinstance(obj, dict) or any(k not in obj for k in need):
+                        raise CheckpointError(f"{f}: not an accelerate RNG state (needs {list(need)})")
+                    states = obj
+        except CheckpointError as e:
+            if name != rng_name:
+                raise
+            rng_error = e
+    if states is None and rng_error is None:
+        rng_error = CheckpointError(f"{d / rng_name}: the RNG states of process {process_index} are missing")
+    if rng_error is not None:
+        if not allow_rng_mismatch:
+            raise CheckpointError(
+                f"{rng_error} - the RNG cannot be restored; set resume_allow_rng_mismatch=true to resume "
+                f"anyway with fresh RNG"
+            )
+        log.warning("resume: %s; continuing with un-restored RNG (resume_allow_rng_mismatch)", rng_error)
+    return states
+
+
+def check_rng_restored(states: dict[str, Any] | None, folder: str | os.PathLike, allow: bool = False) -> bool:
+    """After `load_state`: True when Python, NumPy and torch CPU RNG equal the saved states.
+
+    A mismatch (accelerate only logs "Could not load random states" at INFO) is a `CheckpointError` unless
+    `allow`, then a warning. `states` None (already allowed by `verify_resume_folder`) returns False.
+    """
+    import logging
+    import random
+
+    import numpy as np
+
+    if states is None:
+        return False
+    try:
+        ok = (
+            random.getstate() == states["random_state"]
+            and torch.equal(torch.get_rng_state(), states["torch_manual_seed"])
+            and all(
+                np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+                for a, b in zip(np.random.get_state(), states["numpy_random_seed"])
+            )
+        )
+    except Exception:
+        ok = False
+    if not ok:
+        msg = f"{folder}: the saved RNG states were not restored"
+        if not allow:
+            raise CheckpointError(
+                msg + "; set resume_allow_rng_mismatch=true to resume anyway with fresh RNG"
+            )
+        logging.getLogger("cxrvlp.core.training").warning("resume: %s (resume_allow_rng_mismatch)", msg)
+    return ok
+
+
 def _config_dict(config: Any) -> dict[str, Any]:
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         from cxrvlp.core.training.config import config_to_dict
@@ -414,10 +520,18 @@ def save_pretrained(
     model_name: str | None = None,
     overwrite: bool = True,
 ) -> Path:
-    """Write `out_dir/model.safetensors` + `out_dir/config.json` atomically (temp folder, fsync, rename).
+    """Write `out_dir/model.safetensors` + `out_dir/config.json` atomically (temp folder, fsync, swap).
 
     config.json holds {"format", "format_version", "model_name", "config": <config as a dict>}.
     `model_name` defaults to config["model_name"], else config["model"]["name"], else the class name.
+
+    Replacing an existing `out_dir` never leaves a moment without one: the new folder is swapped in with
+    one atomic exchange (Linux renameat2 RENAME_EXCHANGE), so `out_dir` is at every instant either the
+    complete old or the complete new folder. Where the filesystem cannot exchange, the old folder is
+    renamed to `.<name>.old-<pid>` and the new one renamed in; a crash between those two renames leaves the
+    old folder there, and the next `save_pretrained` / `recover_pretrained_dir` puts it back. A full disk
+    (or any write error) is a `CheckpointError` naming the folder; the temporary folder is removed and the
+    old `out_dir` is untouched.
     """
     out = Path(out_dir)
     cfg = _config_dict(config)
@@ -427,11 +541,13 @@ def save_pretrained(
             model_name = cfg["model"].get("name")
         if model_name is None:
             model_name = type(model).__name__
+    recover_pretrained_dir(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise CheckpointError(f"{out}: folder exists and is not empty (pass overwrite=True)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp: Path | None = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
         sd = model.state_dict()
         save_safetensors(sd, tmp / WEIGHTS_NAME, metadata={"format": "pt", "model_name": model_name})
         doc = {
@@ -445,24 +561,84 @@ def save_pretrained(
         atomic_write_text(tmp / CONFIG_NAME, json.dumps(doc, indent=2, sort_keys=False) + "\n")
         fsync_tree(tmp)
         _replace_dir(tmp, out)
+    except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CheckpointError(
+                f"{out}: no space left on the device while saving the model ({e.strerror}); nothing was "
+                f"replaced and the temporary folder was removed. Free space and save again"
+            ) from e
+        raise CheckpointError(f"{out}: cannot save the model: {type(e).__name__}: {e}") from e
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
 
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux renameat2 RENAME_EXCHANGE); False when unsupported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = fn(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False  # this filesystem / kernel cannot exchange: fall back to the two renames
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _old_name(dst: Path) -> str:
+    return f".{dst.name}.old-"
+
+
+def recover_pretrained_dir(dst: str | os.PathLike) -> Path | None:
+    """Put back an old folder left aside by an interrupted two-rename replacement (see save_pretrained)."""
+    d = Path(dst)
+    if d.exists() or not d.parent.is_dir():
+        return None
+    olds = sorted(
+        (p for p in d.parent.iterdir() if p.name.startswith(_old_name(d)) and p.is_dir()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not olds:
+        return None
+    os.replace(olds[-1], d)
+    _fsync_dir(d.parent)
+    return d
+
+
 def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename folder `src` onto `dst` (an existing `dst` is moved aside first, then removed)."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(dst, old)
+    """Put folder `src` at `dst` with no instant where `dst` is missing (see save_pretrained)."""
+    if not dst.exists():
+        os.replace(src, dst)
+        _fsync_dir(dst.parent)
+        return
+    if _exchange(src, dst):  # dst is now the new folder, src the old one
+        _fsync_dir(dst.parent)
+        shutil.rmtree(src, ignore_errors=True)
+        return
+    old = dst.with_name(f"{_old_name(dst)}{os.getpid()}")
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(dst, old)
     os.replace(src, dst)
     _fsync_dir(dst.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_pretrained_config(pretrained_dir: str | os.PathLike) -> dict[str, Any]:

@@ -6,6 +6,20 @@ Every value is type-checked against the dataclass field type (bool, int, float, 
 Literal, list[...], tuple[...], dict[str, ...], nested dataclasses). An unknown key or a value of the wrong
 type raises `ConfigError` naming the dotted key and the file (or the override) it came from. Override
 values are parsed with `yaml.safe_load`, so `a.b=[1, 2]`, `x=null` and `flag=true` work as in a file.
+
+Dict-typed fields (e.g. MGCA's `model.vit: dict[str, Any]`) take dotted overrides into their keys
+(`model.vit.depth=2`), and a mapping given for one (`model.vit={img_size: 32}`) is MERGED into what the file
+set: keys it does not name keep their values (to drop a key, set it to null and let the consumer treat null
+as its default).
+
+After the whole config is built (file + overrides), `validate_config` checks it before anything is built
+from it, naming the dotted key:
+* field metadata: `field(default=..., metadata={"gt": 0})` (also "ge", "lt", "le", "choices");
+* conventions for numeric fields: `lr` > 0; int `*_dim` / `*_size` > 0; `*temperature` > 0;
+* a `validate(self)` method of any config dataclass (nested ones included), raising ConfigError;
+* a top-level `model_name` set to something other than its class default must be a registered model of
+  the method that owns the config class (`cxrvlp.core.registry`).
+An empty YAML file is an error (it would silently mean "all defaults").
 """
 
 from __future__ import annotations
@@ -46,6 +60,13 @@ class OptimizerConfig:
     nesterov: bool = False  # sgd only
     foreach: bool | None = None  # None: torch's default choice
     fused: bool | None = None
+
+    def validate(self) -> None:
+        """Ranges torch would only reject after the model is built (lr > 0 is the field convention)."""
+        _require(self.weight_decay >= 0, "weight_decay", ">= 0", self.weight_decay)
+        _require(self.eps > 0, "eps", "> 0", self.eps)
+        _require(self.momentum >= 0, "momentum", ">= 0", self.momentum)
+        _require(all(0 <= b < 1 for b in self.betas), "betas", "in [0, 1)", self.betas)
 
 
 @dataclass
@@ -88,6 +109,17 @@ class ScheduleConfig:
     threshold: float = 1e-4
     cooldown: int = 0
 
+    def validate(self) -> None:
+        """Ranges of the schedule's numbers (None = unset is always fine)."""
+        for key in ("warmup_steps", "warmup_epochs", "warmup_fraction", "total_steps", "total_epochs"):
+            v = getattr(self, key)
+            _require(v is None or v >= 0, key, ">= 0", v)
+        _require(self.min_lr >= 0, "min_lr", ">= 0", self.min_lr)
+        _require(self.step_size >= 1, "step_size", ">= 1", self.step_size)
+        _require(self.gamma > 0, "gamma", "> 0", self.gamma)
+        _require(self.factor > 0, "factor", "> 0", self.factor)
+        _require(self.patience >= 0 and self.cooldown >= 0, "patience", ">= 0", self.patience)
+
 
 @dataclass
 class TrainConfig:
@@ -100,6 +132,9 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None  # optimizer steps; stops early when reached
     batch_size: int = 8  # per process
+    # The recipe's GLOBAL batch (CXR-CLIP: 128): when set, batch_size = global_batch_size / processes, so
+    # the in-batch negatives of a gathering loss do not change with the GPU count
+    global_batch_size: int | None = None
     grad_accum_steps: int = 1
     num_workers: int = 0
     shuffle: bool = True
@@ -112,12 +147,57 @@ class TrainConfig:
     save_every_steps: int | None = None  # None: save only at the end of each epoch
     save_every_epochs: int = 1
     keep_last_checkpoints: int = 2
-    eval_every_epochs: int = 1  # 0: never evaluate
+    eval_every_epochs: int = 1  # 0: never evaluate (validation and the task's `evaluate` hook)
+    # Per-epoch batch-size curriculum: [[start_epoch, per-process batch], ...] sorted by epoch, first at 0
+    # (CARZero: [[0, 64], [2, 128], [6, 256]]). None: `batch_size` throughout. Batches of a larger size are
+    # more in-batch negatives; gradient accumulation never is (each micro-batch is its own loss).
+    batch_size_schedule: list[tuple[int, int]] | None = None
+    val_batch_size: int | None = None  # per process; None: batch_size
+    # Checkpoint selection on validation (official recipes: MGCA val_loss min, patience 5; CXR-CLIP mean
+    # validation contrastive loss; CARZero val_loss min, patience 10). `monitor` names a key of the epoch's
+    # validation/evaluate metrics ("val_loss", "val_ita_loss", ...); None: no selection, final/ only.
+    monitor: str | None = None
+    monitor_mode: Literal["min", "max"] = "min"
+    keep_best_k: int = 1  # best/ holds the best; with k > 1, top_k/ keeps the k best epochs' weights
+    early_stop_patience: int | None = None  # stop after this many evaluated epochs without improvement
     nan_policy: Literal["skip", "stop"] = "stop"
+    # With data.on_error=skip: stop when more than this fraction of an epoch's samples was unreadable
+    max_skipped_fraction: float = 0.01
     tracker: Literal["tensorboard"] | None = "tensorboard"
     deterministic: bool = False
     cpu: bool = False  # force CPU even when a GPU is visible (CPU is used anyway when there is none)
     progress_bar: bool = True
+    # A resume whose saved RNG states cannot be restored stops with CheckpointError unless this is True
+    # (then it continues with a warning: data order is still exact, random augmentations are not).
+    resume_allow_rng_mismatch: bool = False
+
+    def validate(self) -> None:
+        """Ranges of the loop's numbers, checked when the config is loaded (before anything is built)."""
+        _require(self.epochs >= 0, "epochs", ">= 0", self.epochs)
+        _require(self.num_workers >= 0, "num_workers", ">= 0", self.num_workers)
+        _require(self.grad_accum_steps >= 1, "grad_accum_steps", ">= 1", self.grad_accum_steps)
+        _require(self.max_steps is None or self.max_steps >= 0, "max_steps", ">= 0", self.max_steps)
+        _require(self.log_every_steps >= 1, "log_every_steps", ">= 1", self.log_every_steps)
+        _require(self.save_every_epochs >= 1, "save_every_epochs", ">= 1", self.save_every_epochs)
+        _require(self.keep_last_checkpoints >= 1, "keep_last_checkpoints", ">= 1", self.keep_last_checkpoints)
+        _require(self.eval_every_epochs >= 0, "eval_every_epochs", ">= 0", self.eval_every_epochs)
+        _require(
+            self.save_every_steps is None or self.save_every_steps >= 1,
+            "save_every_steps",
+            ">= 1",
+            self.save_every_steps,
+        )
+        _require(
+            self.grad_clip_norm is None or self.grad_clip_norm > 0,
+            "grad_clip_norm",
+            "> 0",
+            self.grad_clip_norm,
+        )
+
+
+def _require(ok: bool, key: str, want: str, got: Any) -> None:
+    if not ok:
+        raise ConfigError(f"key '{key}': must be {want}, got {got!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -291,6 +371,10 @@ def _field_type(cls: type, dotted: str, where: str) -> Any:
     parts = dotted.split(".")
     for i, part in enumerate(parts):
         inner = _dataclass_of(tp)
+        if inner is None and i > 0 and _dict_value_type(tp) is not None:
+            # a key inside a dict-typed field: its value type applies to every key (and anything deeper)
+            vt = _dict_value_type(tp)
+            return vt if i == len(parts) - 1 else Any
         if inner is None:
             raise ConfigError(f"{where}: unknown key '{dotted}' ('{'.'.join(parts[:i])}' has no sub-keys)")
         hints = _type_hints(inner)
@@ -302,6 +386,15 @@ def _field_type(cls: type, dotted: str, where: str) -> Any:
             )
         tp = hints[part]
     return tp
+
+
+def _dict_value_type(tp: Any) -> Any:
+    """The value type of a dict-typed annotation (also through Optional[...]), or None if not a dict."""
+    for t in (tp, *typing.get_args(tp)):
+        if typing.get_origin(t) in (dict, Mapping) or t is dict:
+            args = typing.get_args(t)
+            return args[1] if len(args) == 2 else Any
+    return None
 
 
 def _dataclass_of(tp: Any) -> type | None:
@@ -373,6 +466,11 @@ def load_config(cls: type[T], yaml_path: str | os.PathLike | None = None, overri
         raise TypeError(f"load_config expects a dataclass type, got {cls!r}")
     where = str(yaml_path) if yaml_path is not None else "<defaults>"
     data = read_yaml_mapping(yaml_path) if yaml_path is not None else {}
+    if yaml_path is not None and not data:
+        raise ConfigError(
+            f"{yaml_path}: config file is empty; it would silently mean every default. Name a packaged "
+            f"recipe or write the keys you mean (pass no file to use the defaults on purpose)"
+        )
     # Validate the file alone first so an error names the file, not an override.
     _build(cls, data, "", where)
     if isinstance(overrides, str):
@@ -382,7 +480,10 @@ def load_config(cls: type[T], yaml_path: str | os.PathLike | None = None, overri
         tp = _field_type(cls, key, f"override '{item}'")
         _coerce(value, tp, key, f"override '{item}'")
         _set_dotted(data, key, value)
-    return _build(cls, data, "", f"{where} + overrides" if overrides else where)
+    where = f"{where} + overrides" if overrides else where
+    cfg = _build(cls, data, "", where)
+    validate_config(cfg, where)
+    return cfg
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
@@ -406,4 +507,91 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], where: str = "<dict>") -> T:
     """Build config `cls` from a plain mapping (e.g. a saved config.json), with the same checks."""
-    return _build(cls, dict(data), "", where)
+    cfg = _build(cls, dict(data), "", where)
+    validate_config(cfg, where)
+    return cfg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Validation of a built config (ranges, hooks, registered names)
+# ----------------------------------------------------------------------------------------------------------
+
+_OPS = {
+    "gt": (lambda v, b: v > b, ">"),
+    "ge": (lambda v, b: v >= b, ">="),
+    "lt": (lambda v, b: v < b, "<"),
+    "le": (lambda v, b: v <= b, "<="),
+}
+
+
+def _convention(name: str, value: Any) -> str | None:
+    """The range a numeric field's name implies (see the module docstring), or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if name == "lr" or name.endswith("temperature"):
+        return "gt"
+    if isinstance(value, int) and (name == "dim" or name.endswith(("_dim", "_size"))):
+        return "gt"
+    return None
+
+
+def validate_config(cfg: Any, where: str = "<config>", prefix: str = "") -> None:
+    """Check a built config (recursively): field metadata, name conventions, `validate()` hooks, and a
+    registered `model_name`; ConfigError naming the dotted key and `where`."""
+    if not (dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)):
+        return
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name, None)
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate_config(value, where, dotted)
+            continue
+        if value is None:
+            continue
+        checks = [(op, f.metadata[op]) for op in _OPS if op in f.metadata]
+        conv = _convention(f.name, value)
+        if conv is not None and not any(op == conv for op, _ in checks):
+            checks.append((conv, 0))
+        for op, bound in checks:
+            ok, sym = _OPS[op]
+            try:
+                good = ok(value, bound)
+            except TypeError:
+                good = False
+            if not good:
+                raise ConfigError(f"{where}: key '{dotted}': must be {sym} {bound}, got {value!r}")
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ConfigError(
+                f"{where}: key '{dotted}': must be one of {list(f.metadata['choices'])}, got {value!r}"
+            )
+    hook = getattr(cfg, "validate", None)
+    if callable(hook):
+        try:
+            hook()
+        except ConfigError as e:
+            msg = str(e)
+            if prefix:  # a nested hook names its keys relative to itself
+                msg = msg.replace("key '", f"key '{prefix}.", 1) if "key '" in msg else f"{prefix}: {msg}"
+            raise ConfigError(f"{where}: {msg}") from e
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: invalid value in '{prefix or type(cfg).__name__}': {e}") from e
+    if not prefix:
+        _check_model_name(cfg, where)
+
+
+def _check_model_name(cfg: Any, where: str) -> None:
+    """A top-level `model_name` (default included) must be a registered model of the method owning the config.
+
+    The method is the package of the config class (`cxrvlp.mgca.train` -> `mgca`); configs outside a method
+    package (tests, notebooks) are not checked.
+    """
+    name = getattr(cfg, "model_name", None)
+    if "model_name" not in {f.name for f in dataclasses.fields(cfg)} or not isinstance(name, str):
+        return
+    from cxrvlp.core import registry
+
+    parts = type(cfg).__module__.split(".")
+    method = parts[1] if len(parts) > 2 and parts[0] == "cxrvlp" else None
+    if method not in registry.installed_methods():
+        return
+    registry.check_model_name(name, method, where)

@@ -51,7 +51,6 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,19 +59,37 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from cxrvlp.core.errors import CheckpointError, ConfigError, NonFiniteLossError
+from cxrvlp.core.errors import CheckpointError, ConfigError, CorruptImageError, NonFiniteLossError
 from cxrvlp.core.training.checkpoint import (
     _fsync_dir,
     atomic_write_text,
+    check_rng_restored,
     fsync_tree,
     save_pretrained,
     sha256_file,
+    verify_resume_folder,
 )
 from cxrvlp.core.training.config import TrainConfig, config_to_dict, save_config
 from cxrvlp.core.training.optim import build_optimizer
+from cxrvlp.core.training.sampling import (  # noqa: F401  (re-exported: tests and methods import them here)
+    EpochShuffleSampler,
+    SeededSampleDataset,
+    _find_reseed,
+    _mix_seed,
+)
 from cxrvlp.core.training.schedules import LRSchedule, SchedulePosition, build_schedule
+from cxrvlp.core.training.selection import (
+    BEST_DIR,
+    TOP_K_DIR,
+    BestTracker,
+    prune_top_k,
+    run_validation,
+    top_k_name,
+    validation_loader,
+)
+from cxrvlp.core.training.task import exported_model
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 logger = logging.getLogger("cxrvlp.training")
 
@@ -81,7 +98,15 @@ FINAL_DIR = "final"
 TRAINER_STATE = "trainer_state.json"
 _CKPT_PREFIX = "step_"
 # What a run writes into its folder; `overwrite=True` removes exactly these.
-RUN_ARTIFACTS = (CHECKPOINTS_DIR, FINAL_DIR, "tensorboard", "config.yaml", "history.jsonl")
+RUN_ARTIFACTS = (
+    CHECKPOINTS_DIR,
+    FINAL_DIR,
+    BEST_DIR,
+    TOP_K_DIR,
+    "tensorboard",
+    "config.yaml",
+    "history.jsonl",
+)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -111,6 +136,10 @@ class TrainingTask(Protocol):
     - `on_after_backward(model, state)` after every backward (e.g. drop a frozen parameter's grad)
     - `on_epoch_start(model, epoch)` before each epoch's first batch (also when resuming mid-epoch)
     - `model_name: str` attribute: the registered model name written into `final/config.json`
+    - `build_val_dataset() -> Dataset | None`: validation rows (same collate); enables `monitor` / best/
+    - `validation_step(model, batch) -> dict[str, Tensor]`: named validation terms (default: training_step)
+    - `save_resources(folder)`: write what the weights need beside them (tokenizer, vocab, cached text
+      embeddings) into final/, best/ and top_k/ folders (main process)
     - `evaluate(model, accelerator) -> dict[str, float]` after each epoch (use `gather_for_metrics`);
       its metrics are logged and fed to a plateau schedule
     """
@@ -147,111 +176,6 @@ class TrainResult:
     @property
     def final_dir(self) -> Path:
         return self.output_dir / FINAL_DIR
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Reproducible data order
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (SplitMix64-style), stable across runs and platforms."""
-    x = 0x9E3779B97F4A7C15
-    for p in parts:
-        x ^= (int(p) + 0x9E3779B97F4A7C15 + (x << 6) + (x >> 2)) & 0xFFFFFFFFFFFFFFFF
-        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        x = (x ^ (x >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        x ^= x >> 31
-    return x & 0x7FFFFFFFFFFFFFFF
-
-
-class EpochShuffleSampler(Sampler[int]):
-    """Permutation of range(n) drawn from (seed, epoch) only, so any rank or a resumed run sees the same."""
-
-    def __init__(self, n: int, seed: int, shuffle: bool = True) -> None:
-        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        if not self.shuffle:
-            return iter(range(self.n))
-        g = torch.Generator()
-        g.manual_seed(_mix_seed(self.seed, self.epoch, 1))
-        return iter(torch.randperm(self.n, generator=g).tolist())
-
-
-class SeededSampleDataset(Dataset):
-    """Wraps a dataset so item i of epoch e is drawn under RNG seeded from (seed, e, i).
-
-    torch, numpy and `random` are reseeded for the call and restored afterwards, so random augmentations are
-    reproducible whatever the worker count, and loading never moves the training RNG (dropout) — which is
-    what makes a mid-epoch resume exact despite the loader prefetching a batch ahead.
-
-    Private generators are reseeded too, by duck typing: the dataset's own `reseed(seed)` if it has one,
-    else `dataset.transform.reseed(seed)` (core's `transforms.Compose` draws from its own numpy Generator),
-    looking inside ConcatDataset / Subset wrappers.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-        self._reseed = _find_reseed(dataset)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Any:
-        s = _mix_seed(self.seed, self.epoch, int(index), 2)
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[]):
-            # CPU generator only: torch.manual_seed would also queue lazy CUDA/XPU seeding on every item.
-            torch.default_generator.manual_seed(s)
-            random.seed(s)
-            np.random.seed(s % (2**32))
-            if self._reseed is not None:
-                self._reseed(s)
-            try:
-                return self.dataset[index]
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
-
-
-def _find_reseed(dataset: Any, depth: int = 0) -> Callable[[int], None] | None:
-    """The per-item reseed hook of a dataset: `dataset.reseed`, else `dataset.transform.reseed`, also
-    inside ConcatDataset (`.datasets`) and Subset-style wrappers (`.dataset`)."""
-    hooks: list[Callable[[int], None]] = []
-
-    def collect(ds: Any, d: int) -> None:
-        if ds is None or d > 4:
-            return
-        for owner in (ds, getattr(ds, "transform", None)):
-            fn = getattr(owner, "reseed", None) if owner is not None else None
-            if callable(fn):
-                hooks.append(fn)
-                return
-        for child in getattr(ds, "datasets", None) or []:
-            collect(child, d + 1)
-        collect(getattr(ds, "dataset", None), d + 1)
-
-    collect(dataset, depth)
-    if not hooks:
-        return None
-    if len(hooks) == 1:
-        return hooks[0]
-
-    def reseed_all(seed: int) -> None:
-        for fn in hooks:
-            fn(seed)
-
-    return reseed_all
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -446,6 +370,19 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def process_state(cfg: TrainConfig | None = None):
+    """accelerate's process state set up as `run_training` will set it up (gloo on CPU under torchrun).
+
+    Tasks that need their rank before the loop starts (to write a synthetic mirror or a tokenizer once)
+    must use this, never a bare `PartialState()`: on a CPU-only machine that one would fix the process-wide
+    state as a single process, and every torchrun rank would believe it is rank 0 of 1.
+    """
+    from accelerate import PartialState
+
+    cpu = bool(cfg is not None and cfg.cpu) or not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
+
+
 def _make_accelerator(cfg: TrainConfig, out: Path):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, GradientState
@@ -518,11 +455,123 @@ class _LogAccumulator:
         self.sums, self.count = {}, 0
 
 
+def batch_size_at(cfg: TrainConfig, epoch: int) -> int:
+    """Per-process batch size of `epoch` under `batch_size_schedule` (else `batch_size`)."""
+    if not cfg.batch_size_schedule:
+        return cfg.batch_size
+    size = cfg.batch_size_schedule[0][1]
+    for start, bs in cfg.batch_size_schedule:
+        if epoch >= start:
+            size = bs
+    return size
+
+
+def _apply_global_batch(cfg: TrainConfig, processes: int) -> None:
+    """batch_size = global_batch_size / processes (ConfigError when it does not divide)."""
+    if cfg.global_batch_size is None:
+        return
+    if cfg.batch_size_schedule:
+        raise ConfigError(
+            "global_batch_size and batch_size_schedule are both set; the schedule is per process"
+        )
+    if cfg.global_batch_size < processes or cfg.global_batch_size % processes:
+        raise ConfigError(
+            f"global_batch_size={cfg.global_batch_size} does not divide among the {processes} processes"
+        )
+    cfg.batch_size = cfg.global_batch_size // processes
+    if cfg.val_batch_size is None:
+        cfg.val_batch_size = cfg.batch_size
+
+
+def _check_batch_schedule(cfg: TrainConfig) -> None:
+    sched = cfg.batch_size_schedule
+    if not sched:
+        return
+    starts = [int(e) for e, _ in sched]
+    if starts[0] != 0 or starts != sorted(set(starts)) or any(int(b) < 1 for _, b in sched):
+        raise ConfigError(
+            f"config key 'batch_size_schedule': needs [[0, B0], [e1, B1], ...] with increasing start epochs "
+            f"and batch sizes >= 1, got {sched!r}"
+        )
+    # Step-based LR horizons assume one steps-per-epoch; epoch-level schedules do not.
+    step_based = cfg.schedule.name not in ("constant", "plateau") and not (
+        cfg.schedule.name in ("step", "exponential") and cfg.schedule.interval == "epoch"
+    )
+    if step_based:
+        raise ConfigError(
+            f"batch_size_schedule with schedule.name='{cfg.schedule.name}': the steps per epoch change with "
+            f"the batch size; use a constant, plateau or per-epoch step/exponential schedule"
+        )
+
+
+@dataclass
+class _Run:
+    """What the epoch loop works with (built once by `run_training`)."""
+
+    task: Any
+    cfg: TrainConfig
+    accelerator: Any
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loaders: dict[int, Any]  # per-process batch size -> prepared loader
+    steps_by_epoch: list[int]
+    sampler: EpochShuffleSampler
+    dataset: SeededSampleDataset
+    loader_gen: torch.Generator
+    schedule: LRSchedule
+    base_lrs: list[float]
+    state: TrainState
+    logs_acc: _LogAccumulator
+    out: Path
+    pbar: Any = None
+    val_loader: Any = None
+    tracker: BestTracker | None = None
+    epoch_seen: int = 0  # samples drawn this epoch on this rank (for the skipped fraction)
+    epoch_skipped: list[str] = field(default_factory=list)  # unreadable records passed over (this rank)
+
+    def ckpt_extra(self) -> dict[str, Any]:
+        return {
+            "schedule_state": self.schedule.state_dict(),
+            "log_accumulator": self.logs_acc.state(),
+            "steps_per_epoch": self.steps_by_epoch[0],
+            "steps_by_epoch": self.steps_by_epoch,
+            "num_processes": self.accelerator.num_processes,
+            "selection_state": self.tracker.state_dict() if self.tracker else None,
+            "epoch_skips": {"seen": self.epoch_seen, "skipped": self.epoch_skipped},
+        }
+
+    def save_checkpoint(self) -> Path:
+        return _save_checkpoint(
+            self.accelerator, self.out, self.state, self.ckpt_extra(), self.cfg.keep_last_checkpoints
+        )
+
+
+def _build_val_loader(task: Any, cfg: TrainConfig, accelerator) -> Any:
+    build = getattr(task, "build_val_dataset", None)
+    if not callable(build) or not cfg.eval_every_epochs:
+        return None
+    ds = build()
+    if ds is None:
+        return None
+    if len(ds) == 0:
+        raise ConfigError("the validation dataset is empty (build_val_dataset returned no rows)")
+    ds = SeededSampleDataset(ds, cfg.seed)  # any randomness of the eval view is fixed (epoch 0 always)
+    return validation_loader(
+        ds, cfg.val_batch_size or cfg.batch_size, task.collate,
+        accelerator.process_index, accelerator.num_processes, cfg.num_workers,
+    )  # fmt: skip
+
+
 def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
-    """Train `task` as `cfg` says; returns the unwrapped model and writes `<output_dir>/final/`."""
+    """Train `task` as `cfg` says; returns the unwrapped model and writes `<output_dir>/final/`.
+
+    With a validation set (`task.build_val_dataset()`) and `cfg.monitor`, also `best/` (and `top_k/`).
+    """
     _validate(cfg)
+    _check_batch_schedule(cfg)
     out = Path(cfg.output_dir)
     accelerator = _make_accelerator(cfg, out)
+    _apply_global_batch(cfg, accelerator.num_processes)
     if accelerator.is_main_process:
         prepare_output_dir(out, cfg.overwrite, resume=bool(cfg.resume))
     accelerator.wait_for_everyone()
@@ -537,46 +586,66 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
         raise ConfigError("the training dataset is empty")
     sampler = EpochShuffleSampler(len(dataset), cfg.seed, cfg.shuffle)
     loader_gen = torch.Generator()  # worker base seeds come from here, never from the global RNG
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        drop_last=cfg.drop_last,
-        collate_fn=task.collate,
-        num_workers=cfg.num_workers,
-        generator=loader_gen,
-        pin_memory=False,
-    )
+    sizes = sorted({batch_size_at(cfg, e) for e in range(max(1, cfg.epochs))})
+
+    def make_loader(bs: int) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=bs,
+            sampler=sampler,
+            drop_last=cfg.drop_last,
+            collate_fn=task.collate,
+            num_workers=cfg.num_workers,
+            generator=loader_gen,
+            pin_memory=False,
+        )
+
     groups = _call_hook(task, "param_groups", model)
     if groups is None:
         groups = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, groups)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model, optimizer, first = accelerator.prepare(model, optimizer, make_loader(sizes[0]))
+    loaders = {sizes[0]: first, **{bs: accelerator.prepare(make_loader(bs)) for bs in sizes[1:]}}
     base_lrs = [g["lr"] for g in optimizer.param_groups]
 
-    batches_per_epoch = len(loader)
-    if batches_per_epoch == 0:
-        raise ConfigError(
-            f"batch_size={cfg.batch_size} x {accelerator.num_processes} process(es) with drop_last leaves no "
-            f"batch from {len(dataset)} samples"
-        )
     accum = cfg.grad_accum_steps
-    steps_per_epoch = math.ceil(batches_per_epoch / accum)
-    total_steps = steps_per_epoch * cfg.epochs
+    steps_by_epoch = []
+    for e in range(max(1, cfg.epochs)):
+        bs = batch_size_at(cfg, e)
+        if len(loaders[bs]) == 0:
+            raise ConfigError(
+                f"batch_size={bs} (epoch {e}) x {accelerator.num_processes} process(es), drop_last: "
+                f"no batch from {len(dataset)} samples"
+            )
+        steps_by_epoch.append(math.ceil(len(loaders[bs]) / accum))
+    total_steps = sum(steps_by_epoch[: cfg.epochs])
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
-    schedule: LRSchedule = build_schedule(cfg.schedule, steps_per_epoch, cfg.epochs, cfg.max_steps)
+    schedule: LRSchedule = build_schedule(cfg.schedule, steps_by_epoch[0], cfg.epochs, cfg.max_steps)
 
-    state = TrainState(steps_per_epoch=steps_per_epoch, total_steps=total_steps, accelerator=accelerator)
+    state = TrainState(steps_per_epoch=steps_by_epoch[0], total_steps=total_steps, accelerator=accelerator)
     logs_acc = _LogAccumulator()
+    tracker = None
+    if cfg.monitor:
+        tracker = BestTracker(cfg.monitor, cfg.monitor_mode, cfg.keep_best_k, cfg.early_stop_patience)
     if resume_dir is not None:
         st = resume_state or {}
-        if st.get("steps_per_epoch") not in (None, steps_per_epoch):
+        saved = st.get("steps_by_epoch") or ([st["steps_per_epoch"]] if st.get("steps_per_epoch") else None)
+        if saved is not None and list(saved) != steps_by_epoch[: len(saved)]:
             raise CheckpointError(
-                f"{resume_dir}: saved with {st['steps_per_epoch']} steps per epoch, this run has "
-                f"{steps_per_epoch} (batch_size, grad_accum_steps, process count or dataset changed)"
+                f"{resume_dir}: saved with {saved} steps per epoch, this run has {steps_by_epoch} ("
+                f"batch_size(_schedule), grad_accum_steps, process count or dataset changed)"
             )
-        accelerator.load_state(str(resume_dir))
+        rng = verify_resume_folder(resume_dir, accelerator.process_index, cfg.resume_allow_rng_mismatch)
+        try:
+            accelerator.load_state(str(resume_dir))
+        except CheckpointError:
+            raise
+        except Exception as e:  # anything verify_resume_folder did not foresee still names the folder
+            raise CheckpointError(
+                f"{resume_dir}: cannot restore the checkpoint: {type(e).__name__}: {e}"
+            ) from e
+        check_rng_restored(rng, resume_dir, cfg.resume_allow_rng_mismatch)
         state.global_step = int(st["global_step"])
         state.epoch = int(st["epoch"])
         state.step_in_epoch = int(st["step_in_epoch"])
@@ -584,39 +653,42 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
         state.history = list(st.get("history", []))
         schedule.load_state_dict(st.get("schedule_state", {}))
         logs_acc.load(st.get("log_accumulator"))
+        if tracker is not None:
+            tracker.load_state_dict(st.get("selection_state"))
+        skips = st.get("epoch_skips") or {}
         accelerator.print(f"resumed from {resume_dir} at step {state.global_step} (epoch {state.epoch})")
 
     if cfg.tracker == "tensorboard":
         accelerator.init_trackers("train", config=_flat_hparams(config_to_dict(cfg)))
 
-    def ckpt_extra() -> dict[str, Any]:
-        return {
-            "schedule_state": schedule.state_dict(),
-            "log_accumulator": logs_acc.state(),
-            "steps_per_epoch": steps_per_epoch,
-            "num_processes": accelerator.num_processes,
-        }
-
-    pbar = None
+    run = _Run(
+        task, cfg, accelerator, model, optimizer, loaders, steps_by_epoch, sampler, dataset, loader_gen,
+        schedule, base_lrs, state, logs_acc, out, val_loader=_build_val_loader(task, cfg, accelerator),
+        tracker=tracker,
+    )  # fmt: skip
+    if resume_dir is not None:
+        run.epoch_seen, run.epoch_skipped = int(skips.get("seen", 0)), list(skips.get("skipped", []))
+    if tracker is not None and run.val_loader is None and not callable(getattr(task, "evaluate", None)):
+        raise ConfigError(f"monitor='{cfg.monitor}' needs a validation set, and this task builds none")
     if cfg.progress_bar and accelerator.is_main_process:
         from tqdm.auto import tqdm
 
-        pbar = tqdm(total=total_steps, initial=state.global_step, desc="train", dynamic_ncols=True)
+        run.pbar = tqdm(total=total_steps, initial=state.global_step, desc="train", dynamic_ncols=True)
 
     try:
-        _train_epochs(
-            task, cfg, accelerator, model, optimizer, loader, sampler, dataset, loader_gen,
-            schedule, base_lrs, state, logs_acc, ckpt_extra, pbar, out,
-        )  # fmt: skip
+        _train_epochs(run)
     finally:
-        if pbar is not None:
-            pbar.close()
+        if run.pbar is not None:
+            run.pbar.close()
 
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
+    check_ranks_in_sync(accelerator, unwrapped)
+    unwrapped = exported_model(unwrapped)  # a TaskModule's model: loss-owned parameters stay in checkpoints
     if accelerator.is_main_process:
         model_name = getattr(task, "model_name", None)
         save_pretrained(unwrapped, cfg, out / FINAL_DIR, model_name=model_name)
+        _call_hook(task, "save_resources", out / FINAL_DIR)
         with open(out / "history.jsonl", "w", encoding="utf-8") as f:
             for row in state.history:
                 f.write(json.dumps(row, default=_json_default) + "\n")
@@ -625,17 +697,18 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
     return TrainResult(unwrapped, state.global_step, out, state.history, state.skipped_steps)
 
 
-def _train_epochs(
-    task, cfg, accelerator, model, optimizer, loader, sampler, dataset, loader_gen,
-    schedule, base_lrs, state, logs_acc, ckpt_extra, pbar, out,
-) -> None:  # fmt: skip
+def _train_epochs(run: _Run) -> None:
+    task, cfg, accelerator, model, optimizer = run.task, run.cfg, run.accelerator, run.model, run.optimizer
+    state, logs_acc = run.state, run.logs_acc
     accum = cfg.grad_accum_steps
     device = accelerator.device
     while state.epoch < cfg.epochs and state.global_step < state.total_steps:
         epoch = state.epoch
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        loader_gen.manual_seed(_mix_seed(cfg.seed, epoch, 3))
+        loader = run.loaders[batch_size_at(cfg, epoch)]
+        state.steps_per_epoch = run.steps_by_epoch[epoch]
+        run.sampler.set_epoch(epoch)
+        run.dataset.set_epoch(epoch)
+        run.loader_gen.manual_seed(_mix_seed(cfg.seed, epoch, 3))
         loader.set_epoch(epoch)
         _call_hook(task, "on_epoch_start", model, epoch)
         model.train()
@@ -646,6 +719,9 @@ def _train_epochs(
         window_logs: list[dict[str, Any]] = []
         stop = False
         for batch in it:
+            if isinstance(batch, dict):
+                run.epoch_seen += len(batch.get("sample_ids", ()))
+                run.epoch_skipped.extend(batch.get("skipped", ()))
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     loss, logs = task.training_step(model, batch, state)
@@ -674,46 +750,155 @@ def _train_epochs(
                     pos = SchedulePosition(
                         state.global_step, epoch, state.step_in_epoch, state.steps_per_epoch
                     )
-                    for g, base in zip(optimizer.param_groups, base_lrs):
-                        g["lr"] = schedule.lr(base, pos)
+                    for g, base in zip(optimizer.param_groups, run.base_lrs):
+                        g["lr"] = run.schedule.lr(base, pos)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 window_flags, window_ids, window_logs = [], [], []
                 state.global_step += 1
                 state.step_in_epoch += 1
-                if pbar is not None:
-                    pbar.update(1)
+                if run.pbar is not None:
+                    run.pbar.update(1)
                 if state.global_step % cfg.log_every_steps == 0:
-                    _log_point(accelerator, optimizer, state, logs_acc, pbar)
+                    _log_point(accelerator, optimizer, state, logs_acc, run.pbar)
                 last_of_epoch = state.step_in_epoch >= state.steps_per_epoch
                 if state.global_step >= state.total_steps:
                     stop = True
                     break
                 every = cfg.save_every_steps
                 if every and state.global_step % every == 0 and not last_of_epoch:
-                    _save_checkpoint(accelerator, out, state, ckpt_extra(), cfg.keep_last_checkpoints)
+                    run.save_checkpoint()
         if stop and state.step_in_epoch < state.steps_per_epoch:
             # max_steps reached mid-epoch: save where we are and finish.
-            _save_checkpoint(accelerator, out, state, ckpt_extra(), cfg.keep_last_checkpoints)
+            run.save_checkpoint()
             return
-        # End of epoch: evaluate, feed a plateau schedule, save with the position "start of next epoch".
+        # End of epoch: validate/evaluate, select, feed a plateau schedule, save as "start of next epoch".
         row: dict[str, Any] = {"epoch": epoch, "step": state.global_step}
-        evaluate = getattr(task, "evaluate", None)
-        if callable(evaluate) and cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
-            model.eval()
-            with torch.no_grad():
-                metrics = evaluate(model, accelerator) or {}
-            model.train()
-            metrics = {k: float(v) for k, v in metrics.items()}
-            schedule.observe(metrics)
-            row.update(metrics)
-            accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
+        row.update(_check_skipped(run, epoch))
+        early_stop = False
+        if cfg.eval_every_epochs and (epoch + 1) % cfg.eval_every_epochs == 0:
+            metrics = _epoch_metrics(run)
+            if metrics:
+                run.schedule.observe(metrics)
+                row.update(metrics)
+                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
+            if run.tracker is not None:
+                row.update(_select(run, metrics, epoch))
+                early_stop = run.tracker.should_stop()
         state.history.append(row)
         state.epoch += 1
         state.step_in_epoch = 0
         done = state.epoch >= cfg.epochs or state.global_step >= state.total_steps
-        if done or state.epoch % cfg.save_every_epochs == 0:
-            _save_checkpoint(accelerator, out, state, ckpt_extra(), cfg.keep_last_checkpoints)
+        if done or early_stop or state.epoch % cfg.save_every_epochs == 0:
+            run.save_checkpoint()
+        if early_stop:
+            accelerator.print(
+                f"early stop after epoch {epoch}: no improvement of {cfg.monitor} for "
+                f"{run.tracker.bad_epochs} evaluated epochs (best {run.tracker.best:.6g} at epoch "
+                f"{run.tracker.best_epoch})"
+            )
+            state.history.append({"epoch": epoch, "early_stop": True})
+            return
+
+
+def weights_checksum(model: nn.Module) -> torch.Tensor:
+    """(2,) float64: sum and sum of squares of every parameter (a cheap fingerprint).
+
+    Buffers are left out on purpose: DDP broadcasts rank 0's buffers at the start of each forward, so after
+    the last forward each rank's BatchNorm statistics hold its own last batch (final/ saves rank 0's).
+    """
+    total = torch.zeros(2, dtype=torch.float64)
+    for t in model.parameters():
+        if t.is_floating_point():
+            d = t.detach().double()
+            total += torch.stack([d.sum().cpu(), (d * d).sum().cpu()])
+    return total
+
+
+def check_ranks_in_sync(accelerator, model: nn.Module) -> None:
+    """Every rank ends with the same weights (DDP's promise), checked once at the end of a run.
+
+    Each rank prints `rank R/W weights checksum S` (the tests read it); a mismatch is a RuntimeError on
+    every rank, naming the ranks, instead of a final/ that silently holds rank 0's copy.
+    """
+    if accelerator.num_processes == 1:
+        return
+    local = weights_checksum(model).to(accelerator.device)
+    every = accelerator.gather(local.reshape(1, 2)).cpu()  # (W, 2)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    print(f"rank {rank}/{world} weights checksum {local[0].item():.12e} {local[1].item():.12e}", flush=True)
+    ref = every[0]
+    bad = [r for r in range(every.shape[0]) if not torch.allclose(every[r], ref, rtol=1e-9, atol=0)]
+    if bad:
+        raise RuntimeError(f"weights differ between rank 0 and rank(s) {bad} at the end: {every.tolist()}")
+
+
+def _check_skipped(run: _Run, epoch: int) -> dict[str, Any]:
+    """Count (over ranks) and log this epoch's unreadable samples; stop past `max_skipped_fraction`."""
+    acc = run.accelerator
+    counts = torch.tensor([run.epoch_seen, len(run.epoch_skipped)], dtype=torch.float64, device=acc.device)
+    if acc.num_processes > 1:
+        counts = acc.reduce(counts, reduction="sum")
+    seen, skipped = int(counts[0]), int(counts[1])
+    names = run.epoch_skipped[:5]
+    run.epoch_seen, run.epoch_skipped = 0, []
+    if not skipped:
+        return {}
+    fraction = skipped / max(1, seen + skipped)
+    msg = f"epoch {epoch}: {skipped} unreadable sample(s) replaced by the next readable one ({fraction:.2%})"
+    if acc.is_main_process:
+        logger.warning("%s; first on this rank: %s", msg, names)
+    if fraction > run.cfg.max_skipped_fraction:
+        raise CorruptImageError(
+            "training data",
+            f"{msg} exceeds max_skipped_fraction={run.cfg.max_skipped_fraction}; first: {names}",
+        )
+    return {"skipped_samples": skipped}
+
+
+def _epoch_metrics(run: _Run) -> dict[str, float]:
+    """Validation loss terms (val_*) and the task's own `evaluate` metrics of this epoch."""
+    metrics: dict[str, float] = {}
+    if run.val_loader is not None:
+        metrics.update(run_validation(run.task, run.model, run.val_loader, run.accelerator, run.state))
+    evaluate = getattr(run.task, "evaluate", None)
+    if callable(evaluate):
+        run.model.eval()
+        with torch.no_grad():
+            extra = evaluate(run.model, run.accelerator) or {}
+        run.model.train()
+        metrics.update({k: float(v) for k, v in extra.items()})
+    return metrics
+
+
+def _select(run: _Run, metrics: dict[str, float], epoch: int) -> dict[str, Any]:
+    """Update the tracker; write best/ and top_k/ (main process) when this epoch earns them."""
+    is_best, entered = run.tracker.observe(metrics, epoch)
+    acc = run.accelerator
+    if (is_best or entered) and acc.is_main_process:
+        unwrapped = exported_model(acc.unwrap_model(run.model))
+        name = getattr(run.task, "model_name", None)
+        note = {
+            "monitor": run.cfg.monitor,
+            "mode": run.cfg.monitor_mode,
+            "value": metrics.get(run.cfg.monitor),
+        }
+        note = json.dumps({**note, "epoch": epoch, "step": run.state.global_step}, indent=1) + "\n"
+        targets = [run.out / BEST_DIR] if is_best else []
+        if run.cfg.keep_best_k > 1 and entered:
+            targets.append(run.out / TOP_K_DIR / top_k_name(epoch))
+        for folder in targets:
+            save_pretrained(unwrapped, run.cfg, folder, model_name=name)
+            atomic_write_text(folder / "selection.json", note)
+            _call_hook(run.task, "save_resources", folder)
+        if is_best:
+            logger.info(
+                "epoch %d: new best %s = %.6g -> %s", epoch, run.cfg.monitor, run.tracker.best, BEST_DIR
+            )
+        if run.cfg.keep_best_k > 1:
+            prune_top_k(run.out, run.tracker)
+    acc.wait_for_everyone()
+    return {"best": is_best}
 
 
 def _log_point(accelerator, optimizer, state: TrainState, logs_acc: _LogAccumulator, pbar) -> None:

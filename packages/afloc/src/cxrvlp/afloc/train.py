@@ -1,0 +1,252 @@
+"""AFLoc pretraining on MIMIC-CXR with core's Accelerate loop.
+
+    accelerate launch -m cxrvlp.afloc.train CONFIG.yaml [key=value ...]     (or: python -m cxrvlp.afloc.train)
+
+CONFIG is a path or a packaged config name (`afloc_r50`, `tiny`, `small`). The paper recipe refuses to start
+without `data.root`; the synthetic MIMIC-CXR mirror is used only with `data.synthetic=true` (demos).
+The run folder's `final/` holds model.safetensors + config.json (+ tokenizer/), read by `load_adapter`.
+
+Distributed semantics = the official run (Lightning DataParallel, 2 GPUs x 64): every loss uses the local
+batch only, nothing is gathered; DDP averages the per-process gradients (= the gradient of the mean of the
+per-GPU losses, as DP). DDP broadcasts BatchNorm buffers from rank 0 like DP keeps replica 0's.
+`dp_replicas: k` emulates k DP replicas on one process (the batch is cut into k chunks, each a full forward
+and loss; the losses are averaged).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from cxrvlp.afloc.config import AFLocConfig
+from cxrvlp.afloc.data import AFLocPretrainDataset, AFLocTokenizer, afloc_collate
+from cxrvlp.afloc.loss import TERMS
+from cxrvlp.afloc.model import AFLoc
+from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.training import TrainConfig, TrainState, load_config, run_training
+from torch import nn
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class AFLocDataConfig:
+    """Where MIMIC-CXR-JPG is (or, for demos only, which synthetic mirror to generate)."""
+
+    root: str | None = None  # MIMIC-CXR-JPG 2.0.0 root (images; reports under reports_root)
+    reports_root: str | None = None
+    sectioned_csv: str | None = None
+    image_cache_dir: str | None = None  # core's resized-image cache (the official reads a 224 copy)
+    split: str = "train"  # the official `split_with_MS` = train (MS-CXR exclusion list not public)
+    synthetic: bool = False  # True: use the synthetic MIMIC-CXR mirror when root is null (NOT real data)
+    synthetic_dir: str | None = None
+    synthetic_patients: int = 120
+    synthetic_seed: int = 0
+    synthetic_image_size: int = 256
+    image_size: int = 224
+    # None: the model's tokenizer; "build": a WordPiece vocab trained on the cleaned reports (tiny demo)
+    tokenizer: str | None = None
+    build_vocab_size: int = 600
+
+
+@dataclass
+class AFLocTrainConfig(TrainConfig):
+    """The full AFLoc run: core loop settings + model + data."""
+
+    model_name: str = "afloc-r50"
+    model: AFLocConfig = field(default_factory=AFLocConfig)
+    data: AFLocDataConfig = field(default_factory=AFLocDataConfig)
+    dp_replicas: int = 1  # emulate DataParallel replicas in one process (see the module docstring)
+    num_threads: int | None = None  # torch CPU threads (1 avoids oversubscription on a busy CPU)
+
+
+def resolve_config_path(config: str | os.PathLike) -> Path:
+    p = Path(config)
+    if p.is_file():
+        return p
+    packaged = CONFIG_DIR / f"{Path(str(config)).stem}.yaml"
+    if packaged.is_file():
+        return packaged
+    raise ConfigError(
+        f"config '{config}' is neither a file nor a packaged config "
+        f"{sorted(q.stem for q in CONFIG_DIR.glob('*.yaml'))}"
+    )
+
+
+def synthetic_mimic_root(d: AFLocDataConfig) -> Path:
+    """Generate (once, atomically) and return the synthetic MIMIC-CXR mirror of `d`."""
+    from cxrvlp.core.data.synthetic import GENERATOR_VERSION
+    from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
+
+    if d.synthetic_dir:
+        root = Path(d.synthetic_dir).expanduser()
+    else:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        n, seed, size = d.synthetic_patients, d.synthetic_seed, d.synthetic_image_size
+        tag = f"mimic-cxr-{n}-{seed}-{size}-g{GENERATOR_VERSION}"
+        root = cache / "cxrvlp" / "synthetic" / tag
+    if not (root / "synthetic.json").is_file():
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root.parent))
+        write_mimic_cxr(tmp, d.synthetic_patients, d.synthetic_seed, d.synthetic_image_size)
+        try:
+            os.replace(tmp, root)
+        except OSError:  # a concurrent writer won the race
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+class AFLocTask:
+    """`TrainingTask` of AFLoc: model, MIMIC-CXR reports with per-draw sentence sampling, the three losses."""
+
+    def __init__(self, cfg: AFLocTrainConfig) -> None:
+        from accelerate import PartialState
+        from cxrvlp.core.data import MimicCxrDataset
+        from cxrvlp.core.data.transforms import build_transform
+
+        self.cfg = cfg
+        self.model_name = cfg.model_name
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        d = cfg.data
+        if d.root is None and not d.synthetic:
+            raise ConfigError(
+                "data.root is not set: point it at MIMIC-CXR-JPG 2.0.0 (the paper's data), or set "
+                "data.synthetic=true to train on the synthetic mirror (a demo, NOT real data)"
+            )
+        state = PartialState()
+        with state.main_process_first():
+            root = Path(d.root) if d.root else synthetic_mimic_root(d)
+        self.base = MimicCxrDataset(
+            root, split=d.split, views=("PA", "AP"), label_source=None, reports_root=d.reports_root,
+            sectioned_csv=d.sectioned_csv, cache_dir=d.image_cache_dir,
+        )  # fmt: skip
+        self.transform = build_transform(
+            "afloc", train=True, image_size=d.image_size, seed=cfg.seed, normalisation=cfg.model.normalisation
+        )
+        self.tokenizer = self._tokenizer(state)
+        t = self.tokenizer
+        cfg.model = dataclasses.replace(
+            cfg.model,
+            cls_token_id=t.cls_token_id,
+            sep_token_id=t.sep_token_id,
+            period_token_id=t.period_token_id,
+            image_size=d.image_size,  # the adapter preprocesses at the trained size
+            tokenizer=cfg.model.tokenizer if d.tokenizer != "build" else TOKENIZER_DIR,
+            bert={**cfg.model.bert, "vocab_size": t.vocab_size}
+            if not cfg.model.text_pretrained
+            else cfg.model.bert,
+        )
+        self._dataset: AFLocPretrainDataset | None = None
+
+    def _tokenizer(self, state: Any) -> AFLocTokenizer:
+        d, m = self.cfg.data, self.cfg.model
+        self._tokenizer_to_save = False
+        if d.tokenizer != "build" and m.tokenizer != "build":
+            return AFLocTokenizer.from_pretrained(d.tokenizer or m.tokenizer, m.text_max_length)
+        saved = Path(self.cfg.output_dir) / TOKENIZER_DIR
+        if self.cfg.resume and saved.is_dir():  # a rebuilt vocab could renumber the checkpoint's tokens
+            tok = AFLocTokenizer.from_pretrained(saved, m.text_max_length)
+        else:
+            from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
+
+            tmp = tempfile.mkdtemp(prefix="afloc-tokenizer-")
+            texts = [". ".join(s) for s in self._dataset_view().sentences]
+            tok = AFLocTokenizer(
+                build_tokenizer_from_texts(texts, tmp, vocab_size=d.build_vocab_size), m.text_max_length
+            )
+            self._tokenizer_to_save = True
+        if state.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            digest = hashlib.sha256("\n".join(sorted(tok.tokenizer.get_vocab())).encode()).hexdigest()
+            if broadcast_object_list([digest])[0] != digest:
+                raise ConfigError("the vocab built or read on this rank differs from rank 0's")
+        return tok
+
+    def _dataset_view(self) -> AFLocPretrainDataset:
+        if getattr(self, "_dataset", None) is None:
+            self._dataset = AFLocPretrainDataset(self.base, None, self.transform)
+        return self._dataset
+
+    # ---------------------------------------------------------------- TrainingTask
+    def build_model(self) -> nn.Module:
+        """AFLoc; parameters no loss reaches are frozen (pooler, local_f_embedder: Adam never moves them)."""
+        if self._tokenizer_to_save:
+            from accelerate import PartialState
+
+            if PartialState().is_main_process:
+                out = Path(self.cfg.output_dir) / TOKENIZER_DIR
+                out.parent.mkdir(parents=True, exist_ok=True)
+                self.tokenizer.save(out)
+            self._tokenizer_to_save = False
+        model = AFLoc(self.cfg.model)
+        for p in model.unused_parameters():
+            p.requires_grad_(False)
+        return model
+
+    def build_train_dataset(self) -> AFLocPretrainDataset:
+        ds = self._dataset_view()
+        ds.tokenizer = self.tokenizer
+        return ds
+
+    def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        return afloc_collate(samples, self.tokenizer)
+
+    def training_step(self, model: nn.Module, batch: dict[str, Any], state: TrainState):
+        """Sum of the three weighted losses of the local batch (mean over `dp_replicas` chunks)."""
+        k = max(1, int(self.cfg.dp_replicas))
+        n = batch["images"].shape[0]
+        keys = ("images", "input_ids", "attention_mask", "token_type_ids", "piece_mask", "bracket_mask")
+        total, logs = 0.0, {}
+        for c in range(k):
+            sl = slice(c * n // k, (c + 1) * n // k)
+            _, _, lo = model({key: batch[key][sl] for key in keys}, compute_loss=True)
+            total = total + lo["loss"] / k
+            for t in TERMS:
+                logs[t] = logs.get(t, 0.0) + lo[t].detach() / k
+        return total, logs
+
+    def save_tokenizer(self, final_dir: Path) -> None:
+        self.tokenizer.save(final_dir / TOKENIZER_DIR)
+
+
+def train(config: str | os.PathLike | AFLocTrainConfig, overrides: tuple[str, ...] | list[str] = ()) -> Path:
+    """Run one AFLoc pretraining; returns the run folder (its `final/` is a `load_adapter` folder)."""
+    if isinstance(config, AFLocTrainConfig):
+        cfg = config
+        if overrides:
+            raise ConfigError("overrides apply to a YAML config; edit the AFLocTrainConfig instead")
+    else:
+        cfg = load_config(AFLocTrainConfig, resolve_config_path(config), list(overrides))
+    task = AFLocTask(cfg)
+    result = run_training(task, cfg)
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        task.save_tokenizer(Path(result.output_dir) / "final")
+    PartialState().wait_for_everyone()
+    return Path(result.output_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: CONFIG [key=value ...]."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    print(f"run folder: {train(argv[0], argv[1:])}")
+
+
+if __name__ == "__main__":
+    main()

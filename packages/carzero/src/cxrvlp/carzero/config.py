@@ -1,0 +1,92 @@
+"""CARZero configuration dataclasses: model, data and loss. Defaults are the released model's values.
+
+The released variant (spec §3.1) is GL-MLP: global+local tokens as decoder memory, a 4-layer cross-attention
+decoder without self-attention, a 4-layer ReLU MLP head. `fusion_head="linear"` gives the paper's linear
+projection (`CARZero_model_dqn_wo_self_atten_gl`), `fusion_memory="local"` the local-only memory
+(`CARZero_model_dqn_wo_self_atten`, experiment "CARZero_Local"); both are options, not the release.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+# Laihaoran/BioClinicalMPBERT is a BERT-base; its vocabulary size is read from the checkpoint when importing
+# (the spec assumes 28,996, the Bio_ClinicalBERT cased vocabulary).
+BIOCLINICAL_MPBERT = dict(
+    vocab_size=28996,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=512,
+    type_vocab_size=2,
+    hidden_act="gelu",
+    hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1,
+    layer_norm_eps=1e-12,
+    initializer_range=0.02,
+    pad_token_id=0,
+)
+
+# MAE/M3AE ViT-B/16 (MRM class): fixed 2-D sin-cos position embedding, LN eps 1e-6.
+VIT_B16 = dict(
+    img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, qkv_bias=True,
+    ln_eps=1e-6, pos_embed="sincos",
+)  # fmt: skip
+
+
+@dataclass
+class CarzeroModelConfig:
+    """Everything that builds a CARZero model (saved as JSON next to the weights)."""
+
+    image_encoder: str = "vit"  # "vit" (MAE ViT, timm names) or a core image-encoder name (efficientnet-lite0)
+    vit: dict[str, Any] = field(default_factory=lambda: dict(VIT_B16))
+    image_pretrained: str | bool | None = None  # ViT: a local M3AE/MAE file; core encoders: True = packaged
+    text_encoder: str = "bert"  # "bert" (HF BertModel + pooler, as released) or "minilm-l6" (small config)
+    text_config: dict[str, Any] = field(default_factory=lambda: dict(BIOCLINICAL_MPBERT))
+    text_pretrained: str | bool | None = None  # hub name / folder ("Laihaoran/BioClinicalMPBERT")
+    tokenizer: str | None = "Laihaoran/BioClinicalMPBERT"  # hub name / folder / vocab.txt; None: built at train
+    text_max_length: int = 97  # [paper] padding="max_length", 97; also the number of word slots
+    text_last_n_layers: int = 4  # [paper] sum of the last 4 hidden states
+    text_attn_implementation: str = "sdpa"  # "eager" as transformers 4.35.2 (same numbers up to rounding)
+    # [ours] linear embedders to the fusion width when the encoders' widths differ (small config); the
+    # release has identity embedders (None).
+    embed_dim: int | None = None
+    fusion_layers: int = 4
+    fusion_heads: int = 4
+    fusion_ffn: int = 1024
+    fusion_dropout: float = 0.1
+    fusion_head: Literal["mlp", "linear"] = "mlp"  # released: mlp (768-1024-512-256-1); paper text: linear
+    mlp_hidden: tuple[int, ...] = (1024, 512, 256)
+    # [paper] N(0, 0.02) for every fusion Linear / MHA projection. At small widths this leaves the logits
+    # constant to float precision (a 64-d tiny model does not train); tiny/small configs raise it ([ours]).
+    fusion_init_std: float = 0.02
+    fusion_memory: Literal["global_local", "local"] = "global_local"  # released: global_local
+    # [ours, CHANGES the numbers] mask the zero-padded text slots out of the t2i memory (official: attended)
+    text_padding_mask: bool = False
+    # [ours, EXACT up to rounding] fold the identical zero-pad slots of the t2i memory into one weighted slot
+    compact_text_pads: bool = True
+    image_size: int = 224
+    normalisation: str = "cxr-mae"  # (x - 0.4978) / 0.2449 on all three channels
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict."""
+        d = asdict(self)
+        d["mlp_hidden"] = list(self.mlp_hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CarzeroModelConfig:
+        d = dict(d)
+        if "mlp_hidden" in d:
+            d["mlp_hidden"] = tuple(d["mlp_hidden"])
+        return cls(**d)
+
+
+@dataclass
+class CarzeroLossConfig:
+    """Loss weights (`ce_loss_weight` of the released yaml): total = w_i2t * L(i2t) + w_t2i * L(t2i)."""
+
+    i2t_weight: float = 1.0
+    t2i_weight: float = 1.0
