@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cxrvlp.core.testing import float64_twin, judge_parity
 from cxrvlp.mavl.testing import run_parity_fixture
 from safetensors.torch import load_file
 
@@ -22,11 +23,18 @@ def _tolerance(name: str) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def parity(shared_dir):
     fixture = shared_dir / "parity" / "mavl"
-    return run_parity_fixture(fixture), load_file(str(fixture / "outputs.safetensors"))
+    return run_parity_fixture(fixture), load_file(str(fixture / "outputs.safetensors")), fixture
+
+
+def test_every_tensor_matches_policy(parity):
+    """Core's parity policy: fixture tolerance + k x |ours fp32 - ours fp64| (twin computed only if needed)."""
+    ours, ref, fixture = parity
+    report = judge_parity(ours, ref, _tolerance, lambda: float64_twin(run_parity_fixture, fixture))
+    report.assert_ok()
 
 
 def test_every_tensor_matches(parity):
-    ours, ref = parity
+    ours, ref, _ = parity
     assert set(ours) == set(ref)
     bad = []
     for name, want in ref.items():

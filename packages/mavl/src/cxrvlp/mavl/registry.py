@@ -91,6 +91,28 @@ def _release(file_name: str, notes: str) -> PretrainedRecord:
     )  # fmt: skip
 
 
+def example_batch(name: str = "mavl-tiny", batch_size: int = 4, **overrides):
+    """(task module, batch) for contract tests: a registered model with hashed books and a random batch."""
+    import torch
+    from cxrvlp.core.registry import create_model
+    from cxrvlp.mavl.books import books_for
+    from cxrvlp.mavl.loss import MavlLoss
+    from cxrvlp.mavl.train import MavlTaskModule
+
+    model = create_model(name, **overrides)
+    books = books_for({**model.config.to_dict(), "text_encoder": None})
+    model.set_books(books["ana_book"], books["concept_book"])
+    s, e = model.config.image_size, model.config.n_entities
+    labels = torch.randint(-1, 2, (batch_size, e)).float()
+    labels[:, 8] = 1  # at least one present entity per image
+    batch = {
+        "images": torch.randn(batch_size, 3, s, s),
+        "labels": labels,
+        "location_index": torch.randint(0, model.config.n_landmarks, (batch_size, e, 8)),
+    }
+    return MavlTaskModule(model, MavlLoss()), batch
+
+
 METHOD_SPEC = MethodSpec(
     name=METHOD,
     description="MAVL (CVPR 2024): 75 entities x 9 visual aspects as decoder queries; presence, location and "
@@ -109,4 +131,5 @@ METHOD_SPEC = MethodSpec(
         _release("checkpoint_short_37.pth", "40-epoch fp16 run, epoch 37: PadChest-seen"),
     ),
     random_init_overrides=("model.image_pretrained=null",),
+    example_batch=example_batch,
 )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from cxrvlp.core.training import TrainConfig, load_config, run_training
+from cxrvlp.core.training.task import TaskModule
 from cxrvlp.mavl.books import books_for
 from cxrvlp.mavl.data import MavlDataConfig, build_train_dataset, collate
 from cxrvlp.mavl.loss import MavlLoss
@@ -42,6 +43,16 @@ class MavlTrainConfig(TrainConfig):
     num_threads: int | None = None
 
 
+class MavlTaskModule(TaskModule):
+    """model + loss as one module (what DDP wraps; `temp` lives in the model, as in the release)."""
+
+    def forward(self, batch):
+        out = self.model(batch["images"])
+        loc = self.model.location_logits(out.l_emb, batch["location_index"])
+        terms = self.loss(out.cls_logits, batch["labels"], loc, out.global_sim, self.model.temp)
+        return {k: v for k, v in terms.items() if k != "loss"}
+
+
 class MavlTask:
     """`cxrvlp.core.training.TrainingTask` for MAVL (the model, temp included, is what DDP wraps)."""
 
@@ -51,6 +62,10 @@ class MavlTask:
         self.loss_fn = MavlLoss(**vars(cfg.loss))
         if cfg.data.image_size is not None:
             cfg.model.image_size = cfg.data.image_size
+        if not cfg.data.root and not cfg.data.synthetic:  # fail before any model or book is built
+            from cxrvlp.mavl.data import data_root
+
+            data_root(cfg.data)
 
     def build_model(self) -> Mavl:
         from cxrvlp.core.losses.infonce import world_info
