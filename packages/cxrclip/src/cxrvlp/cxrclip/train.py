@@ -7,10 +7,7 @@ AdamW lr 5e-5 wd 1e-4, global batch 128, warm-up 1 epoch + cosine to 0 at 15 epo
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -70,30 +67,26 @@ class CxrClipTask:
         return self._dataset
 
     def _build_tokenizer(self):
-        from cxrvlp.core.losses.infonce import world_info
-        from cxrvlp.core.text.tokenize import build_tokenizer_from_texts, load_tokenizer
+        from cxrvlp.core.text.run_tokenizer import build_run_tokenizer, save_run_tokenizer
+        from cxrvlp.core.text.tokenize import load_tokenizer
 
         mcfg = self.cfg.model
         if mcfg.tokenizer is not None:
             return load_tokenizer(mcfg.tokenizer)
-        out = Path(self.cfg.output_dir) / "tokenizer"
-        rank, world = world_info()
-        # Built once from the training reports into the run folder and reused from there (resume): a rebuilt
-        # vocabulary could renumber the tokens the checkpoint was trained with.
-        # A fresh run (or overwrite=true) builds it again.
-        if rank == 0 and not (self.cfg.resume and out.is_dir()):
+        state = process_state(self.cfg)
+
+        def texts() -> list[str]:
             ds = self.dataset()
-            texts = ds.texts() if hasattr(ds, "texts") else [t for d in ds.datasets for t in d.texts()]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out.parent))
-            build_tokenizer_from_texts(texts, tmp, vocab_size=self.cfg.tokenizer_vocab_size)
-            if out.is_dir():
-                shutil.rmtree(out)
-            os.replace(tmp, out)  # atomic: a crash never leaves a half-written folder that looks reusable
-        if world > 1:
-            torch.distributed.barrier()
-        tok = load_tokenizer(out)
-        mcfg.tokenizer = str(out)
+            return ds.texts() if hasattr(ds, "texts") else [t for d in ds.datasets for t in d.texts()]
+
+        # core's run-tokenizer rule (reused on resume, else built on rank 0 and broadcast); build_model runs
+        # after the run folder's checks, so it is saved there at once (resume reads it back)
+        tok, fresh = build_run_tokenizer(
+            texts, self.cfg.output_dir, self.cfg.tokenizer_vocab_size, bool(self.cfg.resume), state
+        )
+        if fresh and state.is_main_process:
+            save_run_tokenizer(tok, self.cfg.output_dir)
+        mcfg.tokenizer = str(Path(self.cfg.output_dir) / "tokenizer")
         mcfg.text_config = {**mcfg.text_config, "vocab_size": len(tok)}
         return tok
 

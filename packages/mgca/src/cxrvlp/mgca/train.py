@@ -13,16 +13,15 @@ Distributed semantics = the official DDP run: every loss uses the local batch on
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from cxrvlp.core.data.pretraining import resolve_mimic_root
 from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.text.run_tokenizer import build_run_tokenizer, save_run_tokenizer
 from cxrvlp.core.training import (
     TaskModule,
     TrainState,
@@ -133,58 +132,16 @@ class MGCATask:
         self._tokenizer_to_save = False
         if d.tokenizer != "build":
             return MGCATokenizer.from_pretrained(d.tokenizer or m.tokenizer, m.max_words)
-        # A resumed run reuses the vocabulary saved in its run folder: a rebuilt one could renumber the
-        # tokens its checkpoint was trained with (the captions or the WordPiece trainer may have changed).
-        saved = Path(self.cfg.output_dir) / TOKENIZER_DIR
-        if self.cfg.resume and saved.is_dir():
-            tok = MGCATokenizer.from_pretrained(saved, m.max_words)
-        else:
-            # Built before run_training checks the run folder, so into a temp folder; `build_model`
-            # (called after that check) saves it there. The WordPiece trainer is multi-threaded and not
-            # bit-reproducible, so rank 0 builds and every other rank receives rank 0's files.
-            tmp = Path(tempfile.mkdtemp(prefix="mgca-tokenizer-"))
-            files = self._built_vocab_files(tmp, state)
-            if not state.is_main_process:
-                for name, data in files.items():
-                    (tmp / name).write_bytes(data)
-            tok = MGCATokenizer.from_pretrained(tmp, m.max_words)
-            self._tokenizer_to_save = True
-        if state.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            digest = hashlib.sha256("\n".join(sorted(tok.tokenizer.get_vocab())).encode()).hexdigest()
-            if broadcast_object_list([digest])[0] != digest:
-                raise ConfigError("the vocab built or read on this rank differs from rank 0's")
-        return tok
-
-    def _built_vocab_files(self, tmp: Path, state: Any) -> dict[str, bytes]:
-        """Rank 0 trains the WordPiece vocab on the captions into `tmp`; every rank gets its files."""
-        from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
-
-        files: dict[str, bytes] = {}
-        if state.is_main_process:
-            texts = [c for c in self.captions if c]
-            build_tokenizer_from_texts(texts, tmp, vocab_size=self.cfg.data.build_vocab_size)
-            files = {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()}
-        if state.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            files = broadcast_object_list([files])[0]
-        return files
+        # core's run-tokenizer rule: reused on resume, else built on rank 0 and broadcast
+        tok, self._tokenizer_to_save = build_run_tokenizer(
+            lambda: self.captions, self.cfg.output_dir, d.build_vocab_size, bool(self.cfg.resume), state
+        )
+        return MGCATokenizer(tok, m.max_words)
 
     def _save_run_tokenizer(self) -> None:
-        """Write a freshly built tokenizer to `<output_dir>/tokenizer` (main process; atomic replace)."""
-        if not self._tokenizer_to_save or not process_state(self.cfg).is_main_process:
-            return
-        out = Path(self.cfg.output_dir) / TOKENIZER_DIR
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out.parent))
-        self.tokenizer.save(tmp)
-        if out.is_dir():  # overwrite=true of an older run: its vocabulary is not this run's
-            import shutil
-
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        """Write a freshly built tokenizer to `<output_dir>/tokenizer` (main process) for resume."""
+        if self._tokenizer_to_save and process_state(self.cfg).is_main_process:
+            save_run_tokenizer(self.tokenizer.tokenizer, self.cfg.output_dir)
         self._tokenizer_to_save = False
 
     # ---------------------------------------------------------------- TrainingTask

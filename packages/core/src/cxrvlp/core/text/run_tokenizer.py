@@ -1,0 +1,65 @@
+"""A WordPiece vocabulary built for one training run from its own texts (tiny/demo configs, no hub vocab).
+
+One rule for every method:
+- a resumed run reuses `<output_dir>/tokenizer` (a rebuilt vocabulary could renumber the tokens its
+  checkpoint was trained with);
+- otherwise rank 0 trains the vocabulary and every other rank receives rank 0's files (the WordPiece
+  trainer is multi-threaded and not bit-reproducible across processes), so no shared file system is needed
+  before the run folder exists;
+- the vocabulary is written next to the weights by the task's `save_resources` (final/, best/) and into
+  `<output_dir>/tokenizer` (for resume) with `save_run_tokenizer` once the run folder passed its checks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+RUN_TOKENIZER_DIR = "tokenizer"
+
+
+def build_run_tokenizer(
+    texts: Callable[[], Sequence[str]],
+    output_dir: str | os.PathLike,
+    vocab_size: int,
+    resume: bool,
+    state: Any,
+) -> tuple[Any, bool]:
+    """(the run's tokenizer, True when freshly built and still to be saved into the run folder).
+
+    `texts` is only called on rank 0; `state` is the loop's `process_state(cfg)`.
+    """
+    from cxrvlp.core.text.tokenize import build_tokenizer_from_texts, load_tokenizer
+
+    saved = Path(output_dir) / RUN_TOKENIZER_DIR
+    if resume and saved.is_dir():
+        return load_tokenizer(saved), False
+    tmp = Path(tempfile.mkdtemp(prefix="cxrvlp-tokenizer-"))
+    files: dict[str, bytes] = {}
+    if state.is_main_process:
+        build_tokenizer_from_texts([t for t in texts() if t], tmp, vocab_size=vocab_size)
+        files = {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()}
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        files = broadcast_object_list([files])[0]
+        if not state.is_main_process:
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+    return load_tokenizer(tmp), True
+
+
+def save_run_tokenizer(tokenizer: Any, output_dir: str | os.PathLike) -> Path:
+    """Write `tokenizer` to `<output_dir>/tokenizer` atomically (call on the main process only)."""
+    out = Path(output_dir) / RUN_TOKENIZER_DIR
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=out.parent))
+    tokenizer.save_pretrained(str(tmp))
+    if out.is_dir():  # overwrite=true of an older run: its vocabulary is not this run's
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
