@@ -20,52 +20,22 @@ import hashlib
 import os
 import sys
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from cxrvlp.afloc.config import AFLocConfig
+from cxrvlp.afloc.config import AFLocTrainConfig
 from cxrvlp.afloc.data import AFLocPretrainDataset, AFLocTokenizer, afloc_collate
 from cxrvlp.afloc.loss import TERMS
 from cxrvlp.afloc.model import AFLoc
+from cxrvlp.core.data.pretraining import resolve_mimic_root
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.training import TrainConfig, TrainState, load_config, run_training
+from cxrvlp.core.training import TrainState, load_config, run_training
+from cxrvlp.core.training.loop import process_state
 from torch import nn
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 TOKENIZER_DIR = "tokenizer"
-
-
-@dataclass
-class AFLocDataConfig:
-    """Where MIMIC-CXR-JPG is (or, for demos only, which synthetic mirror to generate)."""
-
-    root: str | None = None  # MIMIC-CXR-JPG 2.0.0 root (images; reports under reports_root)
-    reports_root: str | None = None
-    sectioned_csv: str | None = None
-    image_cache_dir: str | None = None  # core's resized-image cache (the official reads a 224 copy)
-    split: str = "train"  # the official `split_with_MS` = train (MS-CXR exclusion list not public)
-    synthetic: bool = False  # True: use the synthetic MIMIC-CXR mirror when root is null (NOT real data)
-    synthetic_dir: str | None = None
-    synthetic_patients: int = 120
-    synthetic_seed: int = 0
-    synthetic_image_size: int = 256
-    image_size: int = 224
-    # None: the model's tokenizer; "build": a WordPiece vocab trained on the cleaned reports (tiny demo)
-    tokenizer: str | None = None
-    build_vocab_size: int = 600
-
-
-@dataclass
-class AFLocTrainConfig(TrainConfig):
-    """The full AFLoc run: core loop settings + model + data."""
-
-    model_name: str = "afloc-r50"
-    model: AFLocConfig = field(default_factory=AFLocConfig)
-    data: AFLocDataConfig = field(default_factory=AFLocDataConfig)
-    dp_replicas: int = 1  # emulate DataParallel replicas in one process (see the module docstring)
-    num_threads: int | None = None  # torch CPU threads (1 avoids oversubscription on a busy CPU)
 
 
 def resolve_config_path(config: str | os.PathLike) -> Path:
@@ -81,36 +51,10 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
     )
 
 
-def synthetic_mimic_root(d: AFLocDataConfig) -> Path:
-    """Generate (once, atomically) and return the synthetic MIMIC-CXR mirror of `d`."""
-    from cxrvlp.core.data.synthetic import GENERATOR_VERSION
-    from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
-
-    if d.synthetic_dir:
-        root = Path(d.synthetic_dir).expanduser()
-    else:
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        n, seed, size = d.synthetic_patients, d.synthetic_seed, d.synthetic_image_size
-        tag = f"mimic-cxr-{n}-{seed}-{size}-g{GENERATOR_VERSION}"
-        root = cache / "cxrvlp" / "synthetic" / tag
-    if not (root / "synthetic.json").is_file():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root.parent))
-        write_mimic_cxr(tmp, d.synthetic_patients, d.synthetic_seed, d.synthetic_image_size)
-        try:
-            os.replace(tmp, root)
-        except OSError:  # a concurrent writer won the race
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
-
 class AFLocTask:
     """`TrainingTask` of AFLoc: model, MIMIC-CXR reports with per-draw sentence sampling, the three losses."""
 
     def __init__(self, cfg: AFLocTrainConfig) -> None:
-        from accelerate import PartialState
         from cxrvlp.core.data import MimicCxrDataset
         from cxrvlp.core.data.transforms import build_transform
 
@@ -119,14 +63,9 @@ class AFLocTask:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         d = cfg.data
-        if d.root is None and not d.synthetic:
-            raise ConfigError(
-                "data.root is not set: point it at MIMIC-CXR-JPG 2.0.0 (the paper's data), or set "
-                "data.synthetic=true to train on the synthetic mirror (a demo, NOT real data)"
-            )
-        state = PartialState()
+        state = process_state(cfg)
         with state.main_process_first():
-            root = Path(d.root) if d.root else synthetic_mimic_root(d)
+            root = resolve_mimic_root(d, "afloc")
         self.base = MimicCxrDataset(
             root, split=d.split, views=("PA", "AP"), label_source=None, reports_root=d.reports_root,
             sectioned_csv=d.sectioned_csv, cache_dir=d.image_cache_dir,
@@ -183,9 +122,7 @@ class AFLocTask:
     def build_model(self) -> nn.Module:
         """AFLoc; parameters no loss reaches are frozen (pooler, local_f_embedder: Adam never moves them)."""
         if self._tokenizer_to_save:
-            from accelerate import PartialState
-
-            if PartialState().is_main_process:
+            if process_state(self.cfg).is_main_process:
                 out = Path(self.cfg.output_dir) / TOKENIZER_DIR
                 out.parent.mkdir(parents=True, exist_ok=True)
                 self.tokenizer.save(out)
@@ -231,11 +168,10 @@ def train(config: str | os.PathLike | AFLocTrainConfig, overrides: tuple[str, ..
         cfg = load_config(AFLocTrainConfig, resolve_config_path(config), list(overrides))
     task = AFLocTask(cfg)
     result = run_training(task, cfg)
-    from accelerate import PartialState
-
-    if PartialState().is_main_process:
+    state = process_state(cfg)
+    if state.is_main_process:
         task.save_tokenizer(Path(result.output_dir) / "final")
-    PartialState().wait_for_everyone()
+    state.wait_for_everyone()
     return Path(result.output_dir)
 
 
