@@ -68,7 +68,7 @@ class AFLocTask:
             root = resolve_mimic_root(d, "afloc")
         self.base = MimicCxrDataset(
             root, split=d.split, views=("PA", "AP"), label_source=None, reports_root=d.reports_root,
-            sectioned_csv=d.sectioned_csv, cache_dir=d.image_cache_dir,
+            sectioned_csv=d.sectioned_csv, cache_dir=d.image_cache_dir, on_error=d.on_error,
         )  # fmt: skip
         self.transform = build_transform(
             "afloc", train=True, image_size=d.image_size, seed=cfg.seed, normalisation=cfg.model.normalisation
@@ -115,7 +115,9 @@ class AFLocTask:
 
     def _dataset_view(self) -> AFLocPretrainDataset:
         if getattr(self, "_dataset", None) is None:
-            self._dataset = AFLocPretrainDataset(self.base, None, self.transform)
+            self._dataset = AFLocPretrainDataset(
+                self.base, None, self.transform, on_error=self.cfg.data.on_error
+            )
         return self._dataset
 
     # ---------------------------------------------------------------- TrainingTask
