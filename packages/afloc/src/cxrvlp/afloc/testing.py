@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from cxrvlp.afloc.config import AFLocConfig
 from cxrvlp.afloc.data import AFLocTokenizer
+from cxrvlp.afloc.loss import AFLocLoss
 from cxrvlp.afloc.official import load_official_checkpoint
 from cxrvlp.afloc.zeroshot import grounding_heatmaps, pos_neg_probability, similarity_maps
 from cxrvlp.core.errors import DatasetNotFoundError
@@ -142,7 +143,7 @@ def run_parity_fixture(
             p.requires_grad_(n in grad_names)
     img = model.encode_image(batch["images"], with_lf=True)
     txt = _encode_text(model, batch)
-    lo = model.criterion(img, txt)
+    lo = AFLocLoss(model.cfg)(img, txt)
     lo["loss"].backward()
     params = dict(model.named_parameters())
     norms = []
@@ -214,7 +215,7 @@ def run_parity_fixture(
     _bn_train_only(model)
     with torch.no_grad():
         img2 = model.encode_image(batch["images"])
-        lo2 = model.criterion(img2, _encode_text(model, batch))
+        lo2 = AFLocLoss(model.cfg)(img2, _encode_text(model, batch))
     for k in ("loss", "global_report_loss", "local_sent_loss", "local_word_loss"):
         r[f"trainbn/{k}"] = lo2[k]
     r["trainbn/img_emb_g"] = img2.emb_g

@@ -16,21 +16,20 @@ and loss; the losses are averaged).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from cxrvlp.afloc.config import AFLocTrainConfig
 from cxrvlp.afloc.data import AFLocPretrainDataset, AFLocTokenizer, afloc_collate
-from cxrvlp.afloc.loss import TERMS
-from cxrvlp.afloc.model import AFLoc
+from cxrvlp.afloc.loss import TERMS, AFLocLoss
+from cxrvlp.afloc.model import AFLoc, ImageSide, TextSide
 from cxrvlp.core.data.pretraining import resolve_mimic_root
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.training import TrainState, load_config, run_training
+from cxrvlp.core.text.tokenize import build_tokenizer_on_main, check_same_vocab
+from cxrvlp.core.training import TaskModule, TrainState, load_config, run_training, scalar_logs, sum_losses
 from cxrvlp.core.training.loop import process_state
 from torch import nn
 
@@ -49,6 +48,26 @@ def resolve_config_path(config: str | os.PathLike) -> Path:
         f"config '{config}' is neither a file nor a packaged config "
         f"{sorted(q.stem for q in CONFIG_DIR.glob('*.yaml'))}"
     )
+
+
+BATCH_KEYS = ("images", "input_ids", "attention_mask", "token_type_ids", "piece_mask", "bracket_mask")
+
+
+class AFLocTrainModule(TaskModule):
+    """AFLoc + `AFLocLoss` as one module (what DDP wraps); the loss has no parameters (fixed temperatures)."""
+
+    def __init__(self, model: AFLoc) -> None:
+        super().__init__(model, AFLocLoss(model.cfg))
+
+    def run(self, batch: dict[str, Any]) -> tuple[ImageSide, TextSide, dict[str, torch.Tensor]]:
+        """Both sides and the loss dict with every intermediate (directional terms, logits, attention)."""
+        img, txt = self.model(batch)
+        return img, txt, self.loss(img, txt)
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Weighted `global_report_loss`, `local_sent_loss`, `local_word_loss` (sum = the official total)."""
+        lo = self.run(batch)[2]
+        return {name: lo[name] for name in TERMS}
 
 
 class AFLocTask:
@@ -97,20 +116,14 @@ class AFLocTask:
         if self.cfg.resume and saved.is_dir():  # a rebuilt vocab could renumber the checkpoint's tokens
             tok = AFLocTokenizer.from_pretrained(saved, m.text_max_length)
         else:
-            from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
-
-            tmp = tempfile.mkdtemp(prefix="afloc-tokenizer-")
-            texts = [". ".join(s) for s in self._dataset_view().sentences]
-            tok = AFLocTokenizer(
-                build_tokenizer_from_texts(texts, tmp, vocab_size=d.build_vocab_size), m.text_max_length
+            # Built before run_training checks the run folder, so into a temp folder; `build_model` (called
+            # after that check) saves it there. Rank 0 builds, every other rank gets its files.
+            folder = build_tokenizer_on_main(
+                lambda: self._dataset_view().texts(), state, d.build_vocab_size, prefix="afloc-tokenizer-"
             )
+            tok = AFLocTokenizer.from_pretrained(folder, m.text_max_length)
             self._tokenizer_to_save = True
-        if state.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            digest = hashlib.sha256("\n".join(sorted(tok.tokenizer.get_vocab())).encode()).hexdigest()
-            if broadcast_object_list([digest])[0] != digest:
-                raise ConfigError("the vocab built or read on this rank differs from rank 0's")
+        check_same_vocab(tok.tokenizer, state)
         return tok
 
     def _dataset_view(self) -> AFLocPretrainDataset:
@@ -121,18 +134,17 @@ class AFLocTask:
         return self._dataset
 
     # ---------------------------------------------------------------- TrainingTask
-    def build_model(self) -> nn.Module:
-        """AFLoc; parameters no loss reaches are frozen (pooler, local_f_embedder: Adam never moves them)."""
-        if self._tokenizer_to_save:
+    def build_model(self) -> AFLocTrainModule:
+        """AFLoc + its loss; parameters no loss reaches are frozen (pooler, local_f_embedder: Adam never
+        moves them, their grad stays None)."""
+        if self._tokenizer_to_save:  # the run folder has passed run_training's checks by now
             if process_state(self.cfg).is_main_process:
-                out = Path(self.cfg.output_dir) / TOKENIZER_DIR
-                out.parent.mkdir(parents=True, exist_ok=True)
-                self.tokenizer.save(out)
+                self.tokenizer.save(Path(self.cfg.output_dir) / TOKENIZER_DIR)
             self._tokenizer_to_save = False
         model = AFLoc(self.cfg.model)
         for p in model.unused_parameters():
             p.requires_grad_(False)
-        return model
+        return AFLocTrainModule(model)
 
     def build_train_dataset(self) -> AFLocPretrainDataset:
         ds = self._dataset_view()
@@ -142,22 +154,25 @@ class AFLocTask:
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return afloc_collate(samples, self.tokenizer)
 
-    def training_step(self, model: nn.Module, batch: dict[str, Any], state: TrainState):
-        """Sum of the three weighted losses of the local batch (mean over `dp_replicas` chunks)."""
+    def training_step(
+        self, model: nn.Module, batch: dict[str, Any], state: TrainState
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sum of the three weighted losses of the local batch (mean over `dp_replicas` chunks, each chunk
+        its own in-batch negatives: the official per-GPU DataParallel losses)."""
         k = max(1, int(self.cfg.dp_replicas))
         n = batch["images"].shape[0]
-        keys = ("images", "input_ids", "attention_mask", "token_type_ids", "piece_mask", "bracket_mask")
-        total, logs = 0.0, {}
+        terms: dict[str, torch.Tensor] = {}
         for c in range(k):
             sl = slice(c * n // k, (c + 1) * n // k)
-            _, _, lo = model({key: batch[key][sl] for key in keys}, compute_loss=True)
-            total = total + lo["loss"] / k
-            for t in TERMS:
-                logs[t] = logs.get(t, 0.0) + lo[t].detach() / k
-        return total, logs
+            chunk = model({key: batch[key][sl] for key in BATCH_KEYS})
+            for name, v in chunk.items():
+                v = v / k if k > 1 else v
+                terms[name] = terms[name] + v if name in terms else v
+        return sum_losses(terms), scalar_logs(terms)
 
-    def save_tokenizer(self, final_dir: Path) -> None:
-        self.tokenizer.save(final_dir / TOKENIZER_DIR)
+    def save_resources(self, folder: Path) -> None:
+        """The tokenizer beside the weights (final/, best/, top_k/): the adapter tokenises prompts with it."""
+        self.tokenizer.save(Path(folder) / TOKENIZER_DIR)
 
 
 def train(config: str | os.PathLike | AFLocTrainConfig, overrides: tuple[str, ...] | list[str] = ()) -> Path:
@@ -168,12 +183,7 @@ def train(config: str | os.PathLike | AFLocTrainConfig, overrides: tuple[str, ..
             raise ConfigError("overrides apply to a YAML config; edit the AFLocTrainConfig instead")
     else:
         cfg = load_config(AFLocTrainConfig, resolve_config_path(config), list(overrides))
-    task = AFLocTask(cfg)
-    result = run_training(task, cfg)
-    state = process_state(cfg)
-    if state.is_main_process:
-        task.save_tokenizer(Path(result.output_dir) / "final")
-    state.wait_for_everyone()
+    result = run_training(AFLocTask(cfg), cfg)
     return Path(result.output_dir)
 
 

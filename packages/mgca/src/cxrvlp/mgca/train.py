@@ -13,7 +13,6 @@ Distributed semantics = the official DDP run: every loss uses the local batch on
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 import torch
 from cxrvlp.core.data.pretraining import resolve_mimic_root
 from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.text.tokenize import check_same_vocab
 from cxrvlp.core.training import (
     TaskModule,
     TrainState,
@@ -140,37 +140,15 @@ class MGCATask:
             tok = MGCATokenizer.from_pretrained(saved, m.max_words)
         else:
             # Built before run_training checks the run folder, so into a temp folder; `build_model`
-            # (called after that check) saves it there. The WordPiece trainer is multi-threaded and not
-            # bit-reproducible, so rank 0 builds and every other rank receives rank 0's files.
-            tmp = Path(tempfile.mkdtemp(prefix="mgca-tokenizer-"))
-            files = self._built_vocab_files(tmp, state)
-            if not state.is_main_process:
-                for name, data in files.items():
-                    (tmp / name).write_bytes(data)
+            # (called after that check) saves it there. Rank 0 builds, every other rank gets its files.
+            from cxrvlp.core.text.tokenize import build_tokenizer_on_main
+
+            texts = lambda: [c for c in self.captions if c]  # noqa: E731
+            tmp = build_tokenizer_on_main(texts, state, d.build_vocab_size, prefix="mgca-tokenizer-")
             tok = MGCATokenizer.from_pretrained(tmp, m.max_words)
             self._tokenizer_to_save = True
-        if state.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            digest = hashlib.sha256("\n".join(sorted(tok.tokenizer.get_vocab())).encode()).hexdigest()
-            if broadcast_object_list([digest])[0] != digest:
-                raise ConfigError("the vocab built or read on this rank differs from rank 0's")
+        check_same_vocab(tok.tokenizer, state)
         return tok
-
-    def _built_vocab_files(self, tmp: Path, state: Any) -> dict[str, bytes]:
-        """Rank 0 trains the WordPiece vocab on the captions into `tmp`; every rank gets its files."""
-        from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
-
-        files: dict[str, bytes] = {}
-        if state.is_main_process:
-            texts = [c for c in self.captions if c]
-            build_tokenizer_from_texts(texts, tmp, vocab_size=self.cfg.data.build_vocab_size)
-            files = {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()}
-        if state.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            files = broadcast_object_list([files])[0]
-        return files
 
     def _save_run_tokenizer(self) -> None:
         """Write a freshly built tokenizer to `<output_dir>/tokenizer` (main process; atomic replace)."""

@@ -143,8 +143,8 @@ def build_resnet50(
 ) -> ResNet50Encoder:
     """ResNet-50 trunk; `pretrained`: None, True (= IMAGENET1K_V1), a weights name, 'timm/<name>', a file.
 
-    `layers` / `width_per_group` (default ResNet-50's (3, 4, 6, 3) / 64) build a smaller bottleneck ResNet with
-    the same key names and stage output widths (tiny test configs)."""
+    `layers` / `width_per_group` (default ResNet-50's (3, 4, 6, 3) / 64) build a smaller bottleneck ResNet
+    with the same key names and stage output widths (tiny test configs)."""
     enc = ResNet50Encoder(
         upsample_to=upsample_to,
         local_from=local_from,
