@@ -74,7 +74,6 @@ class AFLocTask:
     """`TrainingTask` of AFLoc: model, MIMIC-CXR reports with per-draw sentence sampling, the three losses."""
 
     def __init__(self, cfg: AFLocTrainConfig) -> None:
-        from cxrvlp.core.data import MimicCxrDataset
         from cxrvlp.core.data.transforms import build_transform
 
         self.cfg = cfg
@@ -85,10 +84,8 @@ class AFLocTask:
         state = process_state(cfg)
         with state.main_process_first():
             root = resolve_mimic_root(d, "afloc")
-        self.base = MimicCxrDataset(
-            root, split=d.split, views=("PA", "AP"), label_source=None, reports_root=d.reports_root,
-            sectioned_csv=d.sectioned_csv, cache_dir=d.image_cache_dir, on_error=d.on_error,
-        )  # fmt: skip
+        self.data_root = root
+        self.base = self._images(d.split)
         self.transform = build_transform(
             "afloc", train=True, image_size=d.image_size, seed=cfg.seed, normalisation=cfg.model.normalisation
         )
@@ -106,6 +103,15 @@ class AFLocTask:
             else cfg.model.bert,
         )
         self._dataset: AFLocPretrainDataset | None = None
+
+    def _images(self, split: str):
+        from cxrvlp.core.data import MimicCxrDataset
+
+        d = self.cfg.data
+        return MimicCxrDataset(
+            self.data_root, split=split, views=("PA", "AP"), label_source=None, reports_root=d.reports_root,
+            sectioned_csv=d.sectioned_csv, cache_dir=d.image_cache_dir, on_error=d.on_error,
+        )  # fmt: skip
 
     def _tokenizer(self, state: Any) -> AFLocTokenizer:
         d, m = self.cfg.data, self.cfg.model
@@ -150,6 +156,23 @@ class AFLocTask:
         ds = self._dataset_view()
         ds.tokenizer = self.tokenizer
         return ds
+
+    def build_val_dataset(self) -> AFLocPretrainDataset | None:
+        """The official validation split (`validate`) with the eval transform, the same per-draw sentence
+        sampling and the same losses (`val_loss` = the official monitor). The loop fixes the draws (one
+        seed per row, every epoch); the official draws change each epoch."""
+        from cxrvlp.core.data.transforms import build_transform
+
+        d = self.cfg.data
+        if d.val_split is None:
+            return None
+        base = self._images(d.val_split)
+        if not base.records:
+            return None
+        tf = build_transform(
+            "afloc", train=False, image_size=d.image_size, normalisation=self.cfg.model.normalisation
+        )
+        return AFLocPretrainDataset(base, self.tokenizer, tf, on_error=d.on_error)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return afloc_collate(samples, self.tokenizer)
