@@ -33,21 +33,7 @@ from cxrvlp.core.training import TaskModule, TrainState, load_config, run_traini
 from cxrvlp.core.training.loop import process_state
 from torch import nn
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 TOKENIZER_DIR = "tokenizer"
-
-
-def resolve_config_path(config: str | os.PathLike) -> Path:
-    p = Path(config)
-    if p.is_file():
-        return p
-    packaged = CONFIG_DIR / f"{Path(str(config)).stem}.yaml"
-    if packaged.is_file():
-        return packaged
-    raise ConfigError(
-        f"config '{config}' is neither a file nor a packaged config "
-        f"{sorted(q.stem for q in CONFIG_DIR.glob('*.yaml'))}"
-    )
 
 
 BATCH_KEYS = ("images", "input_ids", "attention_mask", "token_type_ids", "piece_mask", "bracket_mask")
@@ -205,7 +191,10 @@ def train(config: str | os.PathLike | AFLocTrainConfig, overrides: tuple[str, ..
         if overrides:
             raise ConfigError("overrides apply to a YAML config; edit the AFLocTrainConfig instead")
     else:
-        cfg = load_config(AFLocTrainConfig, resolve_config_path(config), list(overrides))
+        from cxrvlp.afloc.registry import METHOD_SPEC
+        from cxrvlp.core.method import resolve_recipe
+
+        cfg = load_config(AFLocTrainConfig, resolve_recipe(METHOD_SPEC, config), list(overrides))
     result = run_training(AFLocTask(cfg), cfg)
     return Path(result.output_dir)
 
