@@ -43,6 +43,8 @@ def tiny_batch(n: int, seed: int) -> dict[str, torch.Tensor]:
 
 def mode_losses(out_dir: Path) -> None:
     from cxrvlp.afloc.registry import afloc_tiny
+    from cxrvlp.afloc.train import AFLocTrainModule
+    from cxrvlp.core.training import sum_losses
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     dist.init_process_group("gloo")
@@ -57,19 +59,22 @@ def mode_losses(out_dir: Path) -> None:
     ref = copy.deepcopy(model)
     batch = tiny_batch(PER_RANK * world, seed=1)
     shards = [{k: v[r * PER_RANK : (r + 1) * PER_RANK] for k, v in batch.items()} for r in range(world)]
-    ddp = DDP(model)
-    _, _, lo = ddp(shards[rank], compute_loss=True)
-    lo["loss"].backward()
-    terms = ("loss", "global_report_loss", "local_sent_loss", "local_word_loss")
-    res = {"rank": rank, "ddp": {k: lo[k].item() for k in terms}}
+
+    def losses(module, shard):
+        terms = module(shard)
+        total = sum_losses(terms)
+        total.backward()
+        return {"loss": total.item(), **{k: v.item() for k, v in terms.items()}}
+
+    ddp = DDP(AFLocTrainModule(model))
+    res = {"rank": rank, "ddp": losses(ddp, shards[rank])}
     grads = []
     for r in range(world):
-        m = copy.deepcopy(ref)
-        _, _, lr = m(shards[r], compute_loss=True)
-        lr["loss"].backward()
+        m = AFLocTrainModule(copy.deepcopy(ref))
+        single = losses(m, shards[r])
         if r == rank:
-            res["single"] = {k: lr[k].item() for k in terms}
-        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
+            res["single"] = single
+        grads.append({n: p.grad.clone() for n, p in m.model.named_parameters() if p.grad is not None})
     worst = 0.0
     for n, p in model.named_parameters():
         if p.grad is None:

@@ -1,4 +1,6 @@
-"""Typed config of the AFLoc model (sizes, temperatures, loss weights); defaults = the paper's (spec §3-4).
+"""Every config dataclass of AFLoc: the model (sizes, temperatures, loss weights), the data and the run.
+
+Defaults = the paper's (spec §3-5).
 
 Values come from the official `afloc/config.yaml` (HEAD 940e3d7) unless a comment says otherwise.
 """
@@ -8,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from cxrvlp.core.data.pretraining import MimicSourceConfig
+from cxrvlp.core.training.config import TrainConfig
 
 # emilyalsentzer/Bio_ClinicalBERT (BERT-base, cased vocab of 28,996) as a transformers BertConfig dict
 BIO_CLINICAL_BERT: dict[str, Any] = {
@@ -117,3 +122,36 @@ class AFLocConfig:
         depth = int(self.bert.get("num_hidden_layers", 12))
         if not 1 <= self.last_n_layers <= depth:
             raise ConfigError(f"AFLocConfig.last_n_layers must be in 1..{depth}, got {self.last_n_layers}")
+
+
+@dataclass
+class AFLocDataConfig(MimicSourceConfig):
+    """MIMIC-CXR source (core's `MimicSourceConfig`: root, reports, cache, split / val_split, on_error,
+    synthetic mirror) + AFLoc's fields. The official split column is `split_with_MS` (train / validate; its
+    MS-CXR exclusion list is not public): here the official MIMIC-CXR split."""
+
+    image_size: int = 224
+    # None: the model's tokenizer; "build": a WordPiece vocab trained on the cleaned reports (tiny demo)
+    tokenizer: str | None = None
+    build_vocab_size: int = 600
+
+
+@dataclass
+class AFLocTrainConfig(TrainConfig):
+    """The full AFLoc run: core loop settings + model + data."""
+
+    model_name: str = "afloc-r50"
+    model: AFLocConfig = field(default_factory=AFLocConfig)
+    data: AFLocDataConfig = field(default_factory=AFLocDataConfig)
+    # emulate k DataParallel replicas in one process: the batch is cut into k chunks, each a full forward and
+    # loss, the losses averaged (official: 2 GPUs x 64 under Lightning DP; see train.py)
+    dp_replicas: int = 1
+    num_threads: int | None = None  # torch CPU threads (1 avoids oversubscription on a busy CPU)
+
+    def validate(self) -> None:
+        """Cross-checks run by core's load_config before anything is built."""
+        from cxrvlp.core.errors import ConfigError
+
+        TrainConfig.validate(self)
+        if self.dp_replicas < 1:
+            raise ConfigError(f"key 'dp_replicas': must be >= 1, got {self.dp_replicas!r}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from cxrvlp.core.data.pretraining import load_with_substitute, read_exact
 from cxrvlp.core.text.cleaning import clean_prompt, clean_report
 from torch.utils.data import Dataset
 
@@ -113,10 +114,18 @@ class AFLocPretrainDataset(Dataset):
     """Frontal MIMIC-CXR images with their cleaned report sentences; a caption is sampled on every draw.
 
     Wraps `cxrvlp.core.data.MimicCxrDataset`; studies whose report cleans to no sentence are dropped (counted
-    in `dropped`). `reseed(seed)` is called by core's loop before each item (sentence draw + transform)."""
+    in `dropped`). `reseed(seed)` is called by core's loop before each item (sentence draw + transform).
+    Image and caption always come from the same record; with on_error="skip" an unreadable image is replaced
+    by the next readable record as a whole (its own image and its own sentences)."""
 
-    def __init__(self, base: Any, tokenizer: AFLocTokenizer, transform: Callable[[np.ndarray], torch.Tensor]):
-        self.base, self.tokenizer, self.transform = base, tokenizer, transform
+    def __init__(
+        self,
+        base: Any,
+        tokenizer: AFLocTokenizer | None,
+        transform: Callable[[np.ndarray], torch.Tensor],
+        on_error: str = "raise",
+    ) -> None:
+        self.base, self.tokenizer, self.transform, self.on_error = base, tokenizer, transform, on_error
         keep, sentences = [], []
         for i, rec in enumerate(base.records):
             _, secs = base.report_for(rec.patient_id, rec.study_id)
@@ -142,10 +151,16 @@ class AFLocPretrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        sample = self.base[self.indices[i]]
+    def _item(self, i: int) -> dict[str, Any]:
+        # the image first: an unreadable one raises before the sentence draw consumes the item's generator
+        sample = read_exact(self.base, self.indices[i])
         caption = sample_caption(self.sentences[i], self.rng)
         return {"image": self.transform(sample.image), "caption": caption, "sample_id": sample.image_path}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item, skipped = load_with_substitute(i, len(self), self._item, self.on_error, self.base.name)
+        item["skipped"] = skipped
+        return item
 
 
 def afloc_collate(samples: list[dict[str, Any]], tokenizer: AFLocTokenizer) -> dict[str, Any]:
@@ -156,4 +171,5 @@ def afloc_collate(samples: list[dict[str, Any]], tokenizer: AFLocTokenizer) -> d
     batch = {k: v[order] for k, v in enc.items()}
     batch["images"] = torch.stack([samples[i]["image"] for i in order.tolist()])
     batch["sample_ids"] = [samples[i]["sample_id"] for i in order.tolist()]
+    batch["skipped"] = [x for s in samples for x in s.get("skipped", ())]
     return batch

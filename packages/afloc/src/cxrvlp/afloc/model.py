@@ -156,12 +156,10 @@ def word_unit_count(
 
 
 class AFLoc(nn.Module):
-    """AFLoc dual encoder; `forward(batch, compute_loss=True)` also returns the three losses (`AFLocLoss`)."""
+    """AFLoc dual encoder; `forward(batch)` -> (ImageSide, TextSide); the losses are `AFLocLoss`."""
 
     def __init__(self, cfg: AFLocConfig | None = None) -> None:
         super().__init__()
-        from cxrvlp.afloc.loss import AFLocLoss
-
         self.cfg = cfg = cfg or AFLocConfig()
         cfg.validate()
         self.img_encoder = AFLocImageEncoder(cfg)
@@ -180,7 +178,6 @@ class AFLoc(nn.Module):
             bert = load_hf_text_model(config=dict(cfg.bert), attn_implementation=cfg.attn_implementation)
         # official: `BertEncoder.model` = AutoModel with output_hidden_states; pooler present, unused
         self.text_encoder = HFTextEncoder(bert, last_n_layers=cfg.last_n_layers, layer_aggregation="sum")
-        self.criterion = AFLocLoss(cfg)  # no parameters
 
     def unused_parameters(self) -> list[nn.Parameter]:
         """Parameters no loss reaches (BERT pooler, `local_f_embedder`): Adam never updates them (grad None),
@@ -230,9 +227,9 @@ class AFLoc(nn.Module):
             word_index=merged.word_index,
         )
 
-    def forward(self, batch: dict, compute_loss: bool = False):
+    def forward(self, batch: dict) -> tuple[ImageSide, TextSide]:
         """batch: `images`, `input_ids`, `attention_mask`, `piece_mask`, `bracket_mask` (+ token_type_ids)
-        -> (ImageSide, TextSide, loss dict or None). The losses run inside forward (what DDP wraps)."""
+        -> (ImageSide, TextSide)."""
         img = self.encode_image(batch["images"])
         txt = self.encode_text(
             batch["input_ids"],
@@ -241,5 +238,4 @@ class AFLoc(nn.Module):
             batch["bracket_mask"],
             batch.get("token_type_ids"),
         )
-        loss = self.criterion(img, txt) if compute_loss else None
-        return img, txt, loss
+        return img, txt

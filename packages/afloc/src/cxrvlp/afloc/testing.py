@@ -16,9 +16,11 @@ import numpy as np
 import torch
 from cxrvlp.afloc.config import AFLocConfig
 from cxrvlp.afloc.data import AFLocTokenizer
+from cxrvlp.afloc.loss import AFLocLoss
 from cxrvlp.afloc.official import load_official_checkpoint
 from cxrvlp.afloc.zeroshot import grounding_heatmaps, pos_neg_probability, similarity_maps
 from cxrvlp.core.errors import DatasetNotFoundError
+from cxrvlp.core.testing.parity import default_dtype
 from torch import nn
 
 
@@ -106,12 +108,17 @@ def run_parity_fixture(
     fixture_dir: str | Path, dtype: torch.dtype = torch.float32
 ) -> dict[str, torch.Tensor]:
     """Every tensor of the fixture's outputs.safetensors, computed by our code (eval pass, backward for the
-    gradient norms, BN-train pass), under the same names."""
+    gradient norms, BN-train pass), under the same names. `dtype=torch.float64` runs the same code path in
+    float64 (model and float inputs cast, token ids unchanged) for `cxrvlp.core.testing.judge_parity`."""
+    with default_dtype(dtype):
+        return _run_parity_fixture(Path(fixture_dir), dtype)
+
+
+def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     from cxrvlp.core.metrics.grounding import AFLOC_THRESHOLDS, cnr, iou_at_thresholds, minmax_normalize
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    fixture = Path(fixture_dir)
     doc = json.loads((fixture / "config.json").read_text())
     tok = AFLocTokenizer.from_vocab_file(
         _find(fixture, doc.get("vocab"), "vocab.txt"), int(doc["model"]["text"].get("max_length", 97))
@@ -142,7 +149,7 @@ def run_parity_fixture(
             p.requires_grad_(n in grad_names)
     img = model.encode_image(batch["images"], with_lf=True)
     txt = _encode_text(model, batch)
-    lo = model.criterion(img, txt)
+    lo = AFLocLoss(model.cfg)(img, txt)
     lo["loss"].backward()
     params = dict(model.named_parameters())
     norms = []
@@ -214,7 +221,7 @@ def run_parity_fixture(
     _bn_train_only(model)
     with torch.no_grad():
         img2 = model.encode_image(batch["images"])
-        lo2 = model.criterion(img2, _encode_text(model, batch))
+        lo2 = AFLocLoss(model.cfg)(img2, _encode_text(model, batch))
     for k in ("loss", "global_report_loss", "local_sent_loss", "local_word_loss"):
         r[f"trainbn/{k}"] = lo2[k]
     r["trainbn/img_emb_g"] = img2.emb_g

@@ -16,102 +16,50 @@ and loss; the losses are averaged).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import sys
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from cxrvlp.afloc.config import AFLocConfig
+from cxrvlp.afloc.config import AFLocTrainConfig
 from cxrvlp.afloc.data import AFLocPretrainDataset, AFLocTokenizer, afloc_collate
-from cxrvlp.afloc.loss import TERMS
-from cxrvlp.afloc.model import AFLoc
+from cxrvlp.afloc.loss import TERMS, AFLocLoss
+from cxrvlp.afloc.model import AFLoc, ImageSide, TextSide
+from cxrvlp.core.data.pretraining import resolve_mimic_root
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.training import TrainConfig, TrainState, load_config, run_training
+from cxrvlp.core.text.tokenize import build_tokenizer_on_main, check_same_vocab
+from cxrvlp.core.training import TaskModule, TrainState, load_config, run_training, scalar_logs, sum_losses
+from cxrvlp.core.training.loop import process_state
 from torch import nn
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 TOKENIZER_DIR = "tokenizer"
 
 
-@dataclass
-class AFLocDataConfig:
-    """Where MIMIC-CXR-JPG is (or, for demos only, which synthetic mirror to generate)."""
-
-    root: str | None = None  # MIMIC-CXR-JPG 2.0.0 root (images; reports under reports_root)
-    reports_root: str | None = None
-    sectioned_csv: str | None = None
-    image_cache_dir: str | None = None  # core's resized-image cache (the official reads a 224 copy)
-    split: str = "train"  # the official `split_with_MS` = train (MS-CXR exclusion list not public)
-    synthetic: bool = False  # True: use the synthetic MIMIC-CXR mirror when root is null (NOT real data)
-    synthetic_dir: str | None = None
-    synthetic_patients: int = 120
-    synthetic_seed: int = 0
-    synthetic_image_size: int = 256
-    image_size: int = 224
-    # None: the model's tokenizer; "build": a WordPiece vocab trained on the cleaned reports (tiny demo)
-    tokenizer: str | None = None
-    build_vocab_size: int = 600
+BATCH_KEYS = ("images", "input_ids", "attention_mask", "token_type_ids", "piece_mask", "bracket_mask")
 
 
-@dataclass
-class AFLocTrainConfig(TrainConfig):
-    """The full AFLoc run: core loop settings + model + data."""
+class AFLocTrainModule(TaskModule):
+    """AFLoc + `AFLocLoss` as one module (what DDP wraps); the loss has no parameters (fixed temperatures)."""
 
-    model_name: str = "afloc-r50"
-    model: AFLocConfig = field(default_factory=AFLocConfig)
-    data: AFLocDataConfig = field(default_factory=AFLocDataConfig)
-    dp_replicas: int = 1  # emulate DataParallel replicas in one process (see the module docstring)
-    num_threads: int | None = None  # torch CPU threads (1 avoids oversubscription on a busy CPU)
+    def __init__(self, model: AFLoc) -> None:
+        super().__init__(model, AFLocLoss(model.cfg))
 
+    def run(self, batch: dict[str, Any]) -> tuple[ImageSide, TextSide, dict[str, torch.Tensor]]:
+        """Both sides and the loss dict with every intermediate (directional terms, logits, attention)."""
+        img, txt = self.model(batch)
+        return img, txt, self.loss(img, txt)
 
-def resolve_config_path(config: str | os.PathLike) -> Path:
-    p = Path(config)
-    if p.is_file():
-        return p
-    packaged = CONFIG_DIR / f"{Path(str(config)).stem}.yaml"
-    if packaged.is_file():
-        return packaged
-    raise ConfigError(
-        f"config '{config}' is neither a file nor a packaged config "
-        f"{sorted(q.stem for q in CONFIG_DIR.glob('*.yaml'))}"
-    )
-
-
-def synthetic_mimic_root(d: AFLocDataConfig) -> Path:
-    """Generate (once, atomically) and return the synthetic MIMIC-CXR mirror of `d`."""
-    from cxrvlp.core.data.synthetic import GENERATOR_VERSION
-    from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
-
-    if d.synthetic_dir:
-        root = Path(d.synthetic_dir).expanduser()
-    else:
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        n, seed, size = d.synthetic_patients, d.synthetic_seed, d.synthetic_image_size
-        tag = f"mimic-cxr-{n}-{seed}-{size}-g{GENERATOR_VERSION}"
-        root = cache / "cxrvlp" / "synthetic" / tag
-    if not (root / "synthetic.json").is_file():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root.parent))
-        write_mimic_cxr(tmp, d.synthetic_patients, d.synthetic_seed, d.synthetic_image_size)
-        try:
-            os.replace(tmp, root)
-        except OSError:  # a concurrent writer won the race
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Weighted `global_report_loss`, `local_sent_loss`, `local_word_loss` (sum = the official total)."""
+        lo = self.run(batch)[2]
+        return {name: lo[name] for name in TERMS}
 
 
 class AFLocTask:
     """`TrainingTask` of AFLoc: model, MIMIC-CXR reports with per-draw sentence sampling, the three losses."""
 
     def __init__(self, cfg: AFLocTrainConfig) -> None:
-        from accelerate import PartialState
-        from cxrvlp.core.data import MimicCxrDataset
         from cxrvlp.core.data.transforms import build_transform
 
         self.cfg = cfg
@@ -119,18 +67,11 @@ class AFLocTask:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         d = cfg.data
-        if d.root is None and not d.synthetic:
-            raise ConfigError(
-                "data.root is not set: point it at MIMIC-CXR-JPG 2.0.0 (the paper's data), or set "
-                "data.synthetic=true to train on the synthetic mirror (a demo, NOT real data)"
-            )
-        state = PartialState()
+        state = process_state(cfg)
         with state.main_process_first():
-            root = Path(d.root) if d.root else synthetic_mimic_root(d)
-        self.base = MimicCxrDataset(
-            root, split=d.split, views=("PA", "AP"), label_source=None, reports_root=d.reports_root,
-            sectioned_csv=d.sectioned_csv, cache_dir=d.image_cache_dir,
-        )  # fmt: skip
+            root = resolve_mimic_root(d, "afloc")
+        self.data_root = root
+        self.base = self._images(d.split)
         self.transform = build_transform(
             "afloc", train=True, image_size=d.image_size, seed=cfg.seed, normalisation=cfg.model.normalisation
         )
@@ -149,6 +90,15 @@ class AFLocTask:
         )
         self._dataset: AFLocPretrainDataset | None = None
 
+    def _images(self, split: str):
+        from cxrvlp.core.data import MimicCxrDataset
+
+        d = self.cfg.data
+        return MimicCxrDataset(
+            self.data_root, split=split, views=("PA", "AP"), label_source=None, reports_root=d.reports_root,
+            sectioned_csv=d.sectioned_csv, cache_dir=d.image_cache_dir, on_error=d.on_error,
+        )  # fmt: skip
+
     def _tokenizer(self, state: Any) -> AFLocTokenizer:
         d, m = self.cfg.data, self.cfg.model
         self._tokenizer_to_save = False
@@ -158,67 +108,80 @@ class AFLocTask:
         if self.cfg.resume and saved.is_dir():  # a rebuilt vocab could renumber the checkpoint's tokens
             tok = AFLocTokenizer.from_pretrained(saved, m.text_max_length)
         else:
-            from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
-
-            tmp = tempfile.mkdtemp(prefix="afloc-tokenizer-")
-            texts = [". ".join(s) for s in self._dataset_view().sentences]
-            tok = AFLocTokenizer(
-                build_tokenizer_from_texts(texts, tmp, vocab_size=d.build_vocab_size), m.text_max_length
+            # Built before run_training checks the run folder, so into a temp folder; `build_model` (called
+            # after that check) saves it there. Rank 0 builds, every other rank gets its files.
+            folder = build_tokenizer_on_main(
+                lambda: self._dataset_view().texts(), state, d.build_vocab_size, prefix="afloc-tokenizer-"
             )
+            tok = AFLocTokenizer.from_pretrained(folder, m.text_max_length)
             self._tokenizer_to_save = True
-        if state.num_processes > 1:
-            from accelerate.utils import broadcast_object_list
-
-            digest = hashlib.sha256("\n".join(sorted(tok.tokenizer.get_vocab())).encode()).hexdigest()
-            if broadcast_object_list([digest])[0] != digest:
-                raise ConfigError("the vocab built or read on this rank differs from rank 0's")
+        check_same_vocab(tok.tokenizer, state)
         return tok
 
     def _dataset_view(self) -> AFLocPretrainDataset:
         if getattr(self, "_dataset", None) is None:
-            self._dataset = AFLocPretrainDataset(self.base, None, self.transform)
+            self._dataset = AFLocPretrainDataset(
+                self.base, None, self.transform, on_error=self.cfg.data.on_error
+            )
         return self._dataset
 
     # ---------------------------------------------------------------- TrainingTask
-    def build_model(self) -> nn.Module:
-        """AFLoc; parameters no loss reaches are frozen (pooler, local_f_embedder: Adam never moves them)."""
-        if self._tokenizer_to_save:
-            from accelerate import PartialState
-
-            if PartialState().is_main_process:
-                out = Path(self.cfg.output_dir) / TOKENIZER_DIR
-                out.parent.mkdir(parents=True, exist_ok=True)
-                self.tokenizer.save(out)
+    def build_model(self) -> AFLocTrainModule:
+        """AFLoc + its loss; parameters no loss reaches are frozen (pooler, local_f_embedder: Adam never
+        moves them, their grad stays None)."""
+        if self._tokenizer_to_save:  # the run folder has passed run_training's checks by now
+            if process_state(self.cfg).is_main_process:
+                self.tokenizer.save(Path(self.cfg.output_dir) / TOKENIZER_DIR)
             self._tokenizer_to_save = False
         model = AFLoc(self.cfg.model)
         for p in model.unused_parameters():
             p.requires_grad_(False)
-        return model
+        return AFLocTrainModule(model)
 
     def build_train_dataset(self) -> AFLocPretrainDataset:
         ds = self._dataset_view()
         ds.tokenizer = self.tokenizer
         return ds
 
+    def build_val_dataset(self) -> AFLocPretrainDataset | None:
+        """The official validation split (`validate`) with the eval transform, the same per-draw sentence
+        sampling and the same losses (`val_loss` = the official monitor). The loop fixes the draws (one
+        seed per row, every epoch); the official draws change each epoch."""
+        from cxrvlp.core.data.transforms import build_transform
+
+        d = self.cfg.data
+        if d.val_split is None:
+            return None
+        base = self._images(d.val_split)
+        if not base.records:
+            return None
+        tf = build_transform(
+            "afloc", train=False, image_size=d.image_size, normalisation=self.cfg.model.normalisation
+        )
+        return AFLocPretrainDataset(base, self.tokenizer, tf, on_error=d.on_error)
+
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return afloc_collate(samples, self.tokenizer)
 
-    def training_step(self, model: nn.Module, batch: dict[str, Any], state: TrainState):
-        """Sum of the three weighted losses of the local batch (mean over `dp_replicas` chunks)."""
+    def training_step(
+        self, model: nn.Module, batch: dict[str, Any], state: TrainState
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sum of the three weighted losses of the local batch (mean over `dp_replicas` chunks, each chunk
+        its own in-batch negatives: the official per-GPU DataParallel losses)."""
         k = max(1, int(self.cfg.dp_replicas))
         n = batch["images"].shape[0]
-        keys = ("images", "input_ids", "attention_mask", "token_type_ids", "piece_mask", "bracket_mask")
-        total, logs = 0.0, {}
+        terms: dict[str, torch.Tensor] = {}
         for c in range(k):
             sl = slice(c * n // k, (c + 1) * n // k)
-            _, _, lo = model({key: batch[key][sl] for key in keys}, compute_loss=True)
-            total = total + lo["loss"] / k
-            for t in TERMS:
-                logs[t] = logs.get(t, 0.0) + lo[t].detach() / k
-        return total, logs
+            chunk = model({key: batch[key][sl] for key in BATCH_KEYS})
+            for name, v in chunk.items():
+                v = v / k if k > 1 else v
+                terms[name] = terms[name] + v if name in terms else v
+        return sum_losses(terms), scalar_logs(terms)
 
-    def save_tokenizer(self, final_dir: Path) -> None:
-        self.tokenizer.save(final_dir / TOKENIZER_DIR)
+    def save_resources(self, folder: Path) -> None:
+        """The tokenizer beside the weights (final/, best/, top_k/): the adapter tokenises prompts with it."""
+        self.tokenizer.save(Path(folder) / TOKENIZER_DIR)
 
 
 def train(config: str | os.PathLike | AFLocTrainConfig, overrides: tuple[str, ...] | list[str] = ()) -> Path:
@@ -228,14 +191,11 @@ def train(config: str | os.PathLike | AFLocTrainConfig, overrides: tuple[str, ..
         if overrides:
             raise ConfigError("overrides apply to a YAML config; edit the AFLocTrainConfig instead")
     else:
-        cfg = load_config(AFLocTrainConfig, resolve_config_path(config), list(overrides))
-    task = AFLocTask(cfg)
-    result = run_training(task, cfg)
-    from accelerate import PartialState
+        from cxrvlp.afloc.registry import METHOD_SPEC
+        from cxrvlp.core.method import resolve_recipe
 
-    if PartialState().is_main_process:
-        task.save_tokenizer(Path(result.output_dir) / "final")
-    PartialState().wait_for_everyone()
+        cfg = load_config(AFLocTrainConfig, resolve_recipe(METHOD_SPEC, config), list(overrides))
+    result = run_training(AFLocTask(cfg), cfg)
     return Path(result.output_dir)
 
 

@@ -63,7 +63,7 @@ def grounding_heatmaps(
     sim: torch.Tensor, size: int, sigma: float = SIGMA, margin: int | None = None
 ) -> dict[str, torch.Tensor]:
     """(..., h, w) raw maps -> {"smoothed" (..., h, w), "upsampled" (..., S, S), "heatmap" (NaN border)}."""
-    smoothed = gaussian_blur(sim.float(), sigma)
+    smoothed = gaussian_blur(sim, sigma)  # half precision upcast to float32, float64 kept
     up = upsample_map(smoothed, size)
     m = border_margin(size) if margin is None else margin
     return {"smoothed": smoothed, "upsampled": up, "heatmap": exclude_border(up, m, fill=float("nan"))}

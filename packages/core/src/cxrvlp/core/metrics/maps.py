@@ -28,28 +28,35 @@ def upsample_map(maps: torch.Tensor, size: int | tuple[int, int], mode: str = "b
     """(..., h, w) -> (..., H, W) by interpolation (align_corners=False)."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     lead = maps.shape[:-2]
-    x = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+    x = _upcast(maps.reshape(-1, 1, *maps.shape[-2:]))
     kw = {} if mode == "nearest" else {"align_corners": False}
     out = F.interpolate(x, size=size, mode=mode, **kw)
     return out.reshape(*lead, *size)
 
 
-def gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half / integer -> float32; float32 and float64 unchanged (a float64 parity twin stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def gaussian_kernel1d(
+    sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """Normalised 1-D Gaussian of radius ceil(truncate * sigma) (scipy.ndimage's default truncation)."""
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     radius = int(truncate * sigma + 0.5)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (k / k.sum()).float()
+    return (k / k.sum()).to(dtype)
 
 
 def gaussian_blur(maps: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
     """Separable Gaussian blur of (..., h, w), reflected borders (scipy.ndimage.gaussian_filter 'reflect')."""
-    k = gaussian_kernel1d(sigma, truncate).to(maps.device)
-    r = k.numel() // 2
     lead = maps.shape[:-2]
-    x = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+    x = _upcast(maps.reshape(-1, 1, *maps.shape[-2:]))
+    k = gaussian_kernel1d(sigma, truncate, x.dtype).to(maps.device)
+    r = k.numel() // 2
     # scipy's 'reflect' (d c b a | a b c d) is torch's 'symmetric'; pad by hand for maps smaller than r
     for dim in (-1, -2):
         idx = _symmetric_index(x.shape[dim], r, x.device)

@@ -33,24 +33,17 @@ def build_run_tokenizer(
 
     `texts` is only called on rank 0; `state` is the loop's `process_state(cfg)`.
     """
-    from cxrvlp.core.text.tokenize import build_tokenizer_from_texts, load_tokenizer
+    from cxrvlp.core.text.tokenize import build_tokenizer_on_main, check_same_vocab, load_tokenizer
 
     saved = Path(output_dir) / RUN_TOKENIZER_DIR
     if resume and saved.is_dir():
-        return load_tokenizer(saved), False
-    tmp = Path(tempfile.mkdtemp(prefix="cxrvlp-tokenizer-"))
-    files: dict[str, bytes] = {}
-    if state.is_main_process:
-        build_tokenizer_from_texts([t for t in texts() if t], tmp, vocab_size=vocab_size)
-        files = {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()}
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        files = broadcast_object_list([files])[0]
-        if not state.is_main_process:
-            for name, data in files.items():
-                (tmp / name).write_bytes(data)
-    return load_tokenizer(tmp), True
+        tok = load_tokenizer(saved)
+        check_same_vocab(tok, state)
+        return tok, False
+    folder = build_tokenizer_on_main(lambda: [t for t in texts() if t], state, vocab_size=vocab_size)
+    tok = load_tokenizer(folder)
+    check_same_vocab(tok, state)
+    return tok, True
 
 
 def save_run_tokenizer(tokenizer: Any, output_dir: str | os.PathLike) -> Path:

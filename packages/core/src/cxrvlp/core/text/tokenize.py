@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from cxrvlp.core.errors import ConfigError
@@ -56,6 +59,42 @@ def build_tokenizer_from_texts(
     hf_tok = _bert_tokenizer_from_vocab(vocab_file, do_lower_case=lowercase, strip_accents=None)
     hf_tok.save_pretrained(str(out))
     return hf_tok
+
+
+def build_tokenizer_on_main(
+    texts: Callable[[], Iterable[str]], state: Any, vocab_size: int = 2000, prefix: str = "tokenizer-"
+) -> Path:
+    """A temp folder holding ONE WordPiece vocab for every process: the main process trains it on `texts()`
+    (`build_tokenizer_from_texts`), the others receive its files. The WordPiece trainer is multi-threaded
+    and not bit-reproducible, so building on every rank can give ranks different vocabularies.
+
+    `state`: the process state (`cxrvlp.core.training.loop.process_state(cfg)`); `texts` is called on the
+    main process only. Reload with `load_tokenizer(folder)`; check with `check_same_vocab`.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    files: dict[str, bytes] = {}
+    if state.is_main_process:
+        build_tokenizer_from_texts(texts(), folder, vocab_size=vocab_size)
+        files = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        files = broadcast_object_list([files])[0]
+        if not state.is_main_process:
+            for name, data in files.items():
+                (folder / name).write_bytes(data)
+    return folder
+
+
+def check_same_vocab(tokenizer: PreTrainedTokenizerBase, state: Any) -> None:
+    """ConfigError unless every process holds the main process's vocabulary (no-op in one process)."""
+    if state.num_processes <= 1:
+        return
+    from accelerate.utils import broadcast_object_list
+
+    digest = hashlib.sha256("\n".join(sorted(tokenizer.get_vocab())).encode()).hexdigest()
+    if broadcast_object_list([digest])[0] != digest:
+        raise ConfigError("the vocab built or read on this rank differs from rank 0's")
 
 
 def _bert_tokenizer_from_vocab(vocab_file: str | Path, **kwargs) -> BertTokenizerFast:
