@@ -95,6 +95,8 @@ def run_suite(
                         adapter = spec.load()
                     rec = _run_one(spec, adapter, src, task, seed, out_dir, path, opts)
                     rec = {**base, **rec}
+                    if src.derived:  # splits that are not the dataset's own (how they were made)
+                        rec["derived_splits"] = dict(src.derived)
                     if main_process:
                         write_result(path, rec)
                     summary.written.append(path)

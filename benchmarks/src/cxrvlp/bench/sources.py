@@ -30,6 +30,10 @@ class DataSource:
     limit: int | None = None  # cap per split (smoke runs and the demo)
     reader_kwargs: dict[str, Any] = field(default_factory=dict)
     reader_fn: Callable[[str], Sequence[Sample]] | None = None  # replaces the core reader (tests, manifests)
+    # share of the training patients held out as a derived validation split where the dataset has none
+    # (VinDr-CXR always, COVIDx without val.txt); CXR-CLIP's 80/20 VinDr split is val_fraction=0.2
+    val_fraction: float = 0.15
+    derived: dict[str, str] = field(default_factory=dict)  # split -> how it was derived (into the JSON)
     _cache: dict[str, list[Sample]] = field(default_factory=dict, repr=False)
 
     def check(self) -> None:
@@ -58,6 +62,9 @@ class DataSource:
         kw = {**self.dataset.reader_kwargs, **self.reader_kwargs}
         sk = dict(self.dataset.split_kwargs.get(split, {"split": split}))
         part, fallback = sk.pop("_part", None), sk.pop("_fallback_part", None)
+        val_of = sk.pop("_val_of", None)  # ("train"|"val", official validation split or None)
+        if val_of is not None:
+            return self._open_val_of(split, kw, sk, *val_of)
         if "split_csv" in sk:  # relative to the root; absent -> the derived split
             p = Path(sk["split_csv"])
             p = p if p.is_absolute() else self.root / p
@@ -71,7 +78,34 @@ class DataSource:
         reader = get_dataset(self.dataset.reader, self.root, **kw, **sk)
         if part is None:
             return reader, None
+        self.derived[split] = (
+            f"derived: the '{part}' share of a patient-level 70/15/15 split (hash of the patient id) of "
+            f"what the reader returns; the dataset has no official {split} split here"
+        )
         return reader, [i for i, r in enumerate(reader.records) if split_part(_group_id(r)) == part]
+
+
+    def _open_val_of(self, split: str, kw: dict, sk: dict, part: str, official: str | None):
+        """`part` of the training records under a patient-level val_fraction split, unless `official`
+        (the dataset's own validation split) exists, in which case train and val are read as released."""
+        from cxrvlp.core.data import get_dataset
+
+        if official is not None:
+            try:
+                official_val = get_dataset(self.dataset.reader, self.root, **kw, split=official)
+            except DatasetNotFoundError:
+                official_val = None
+            if official_val is not None:
+                return (official_val if part == "val" else get_dataset(self.dataset.reader, self.root, **kw, **sk)), None
+        reader = get_dataset(self.dataset.reader, self.root, **kw, **sk)
+        f = float(self.val_fraction)
+        self.derived[split] = (
+            f"derived: {'held-out' if part == 'val' else 'remaining'} {f:.0%} / {1 - f:.0%} patient-level "
+            f"share of the official '{sk.get('split', 'train')}' split (hash of the patient id; the dataset "
+            f"{'has no' if official is None else 'lacks its'} official validation split)"
+        )
+        keep = [i for i, r in enumerate(reader.records) if split_part(_group_id(r), (1 - f, 1.0)) == part]
+        return reader, keep
 
 
 def _group_id(rec: Any) -> str:
