@@ -127,6 +127,9 @@ def _run_one(
         out_dir=path.parent if accelerator().is_main_process else None,
         sidecar_stem=path.stem,
         options=dict(opts.task_options),
+        cache_dir=(out_dir / "cache") if accelerator().is_main_process else None,
+        fingerprint=src.fingerprint if hasattr(src, "fingerprint") else None,
+        first_seed=list(opts.seeds)[0],
     )
     info = adapter_record(adapter.info)
     rec: dict[str, Any] = {

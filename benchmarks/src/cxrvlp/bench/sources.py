@@ -20,6 +20,49 @@ from cxrvlp.core.zeroshot import ZeroShotAdapter
 SYNTHETIC_MARKERS = ("SYNTHETIC", "SYNTHETIC.md", "synthetic.json")
 
 
+class LazySplit(Sequence):
+    """A split's samples, each decoded when indexed (a DataLoader reads them batch by batch).
+
+    Nothing is materialised: memory does not grow with the split. `light()` gives the same samples without
+    pixels (labels, boxes, reports, meta) for label matrices and bookkeeping.
+    """
+
+    def __init__(self, reader: Any, idx: Sequence[int]) -> None:
+        self.reader, self.idx = reader, list(idx)
+        self._light: list[Sample] | None = None
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.reader[self.idx[i]]
+
+    def __iter__(self):
+        for j in range(len(self)):
+            yield self[j]
+
+    def light(self) -> list[Sample]:
+        """Samples without pixels (image None), in split order."""
+        if self._light is None:
+            recs = self.reader.records
+            self._light = [self.reader.make_sample(recs[i], None, None) for i in self.idx]
+        return self._light
+
+
+def subset(samples: Sequence[Sample], keep: Sequence[int]) -> Sequence[Sample]:
+    """The rows `keep` of a split, still lazy where the split is."""
+    if isinstance(samples, LazySplit):
+        return LazySplit(samples.reader, [samples.idx[i] for i in keep])
+    return [samples[i] for i in keep]
+
+
+def light_samples(samples: Sequence[Sample]) -> Sequence[Sample]:
+    """Pixel-free view of a split where the source can give one, else the samples themselves."""
+    return samples.light() if isinstance(samples, LazySplit) else samples
+
+
 @dataclass
 class DataSource:
     """One dataset's root and how to read it; `load(split)` caches the split's samples."""
@@ -41,8 +84,9 @@ class DataSource:
         if not self.root.exists():
             raise DatasetNotFoundError(self.dataset.name, self.root, self.dataset.expected_files)
 
-    def load(self, split: str) -> list[Sample]:
-        """The samples of `split` (the reader raises DatasetNotFoundError naming any missing file)."""
+    def load(self, split: str) -> Sequence[Sample]:
+        """The samples of `split`, decoded on access (the reader raises DatasetNotFoundError naming any
+        missing file). Core readers give a LazySplit: memory independent of the split's size."""
         if split not in self._cache:
             self.check()
             if self.reader_fn is not None:
@@ -52,8 +96,16 @@ class DataSource:
             idx = list(range(len(reader))) if idx is None else idx
             if self.limit is not None and len(idx) > self.limit:  # evenly spaced: lists are class-sorted
                 idx = [idx[int(k)] for k in np.linspace(0, len(idx) - 1, self.limit).round()]
-            self._cache[split] = [reader[i] for i in idx]
+            lazy = hasattr(reader, "records") and hasattr(reader, "make_sample")
+            self._cache[split] = LazySplit(reader, idx) if lazy else [reader[i] for i in idx]
         return self._cache[split]
+
+    def fingerprint(self, split: str) -> str:
+        """What identifies the split's images for the feature cache (root, reader, split, limit, size)."""
+        sk = self.dataset.split_kwargs.get(split, {"split": split})
+        kw = {**self.dataset.reader_kwargs, **self.reader_kwargs}
+        return repr((str(self.root.resolve()), self.dataset.reader, split, sorted(map(str, sk.items())),
+                     sorted(map(str, kw.items())), self.limit, self.val_fraction, len(self.load(split))))  # fmt: skip
 
     def _open(self, split: str):
         """The core reader for `split` and, for derived splits, the record indices of that part."""
