@@ -49,6 +49,7 @@ class RunSummary:
     written: list[Path] = field(default_factory=list)
     skipped_existing: list[Path] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    evaluated: int = 0  # results with status "ok" (a run of only skipped methods evaluated nothing)
 
 
 def run_suite(
@@ -100,6 +101,7 @@ def run_suite(
                     if main_process:
                         write_result(path, rec)
                     summary.written.append(path)
+                    summary.evaluated += rec["status"] == "ok"
                     if rec["status"] == "error":
                         summary.errors.append((path, rec["reason"]))
     return summary

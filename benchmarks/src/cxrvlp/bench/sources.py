@@ -220,7 +220,12 @@ def data_sources(
         root = Path(entry["root"])
         syn = entry.get("synthetic", synthetic if synthetic is not None else is_synthetic_root(root))
         out[n] = DataSource(
-            ds, root, bool(syn), entry.get("limit", limit), dict(entry.get("reader_kwargs", {}))
+            ds,
+            root,
+            bool(syn),
+            entry.get("limit", limit),
+            dict(entry.get("reader_kwargs", {})),
+            val_fraction=float(entry.get("val_fraction", 0.15)),
         )
     return out
 
