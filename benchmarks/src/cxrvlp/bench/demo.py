@@ -130,6 +130,13 @@ def run_demo(o: DemoOptions) -> Path:
         + SYNTHETIC_BANNER
         + "\n\n"
         + "\n".join(f"- {s.name}: {'trained (tiny config)' if s.load else s.skip_reason}" for s in specs)
+        + (
+            f"\n\nTraining: each method's `tiny` recipe (64 px, randomly initialised small encoders; NOT the "
+            f"paper's models) with {' '.join(size['train'])} on a synthetic MIMIC-CXR mirror of "
+            f"{size['mimic_patients'] or 'the scale-' + str(size['scale'])} patients. Fewer pairs or steps leave "
+            "zero-shot below chance: the reports mention most classes mainly in negated sentences, which a "
+            "text encoder must first learn to read (see benchmarks/README.md)."
+        )
         + f"\n\nResults: `{md_path.name}`, `{csv_path.name}`, `plots/` ({len(plots)} figures), "
         + "`runs/` (one JSON each).\n"
     )
