@@ -65,3 +65,23 @@ def test_covidx_without_val_txt_derives_its_split(mirrors, tmp_path):
     assert "derived" in src.derived["val"]
     official = DataSource(dsreg.get("covidx"), mirrors["covidx"], synthetic=True)
     assert official.load("val") and not official.derived
+
+
+def test_ms_cxr_reader_groups_phrases_per_image_and_converts_boxes(tmp_path):
+    import numpy as np
+    from cxrvlp.core.data import get_dataset
+
+    (tmp_path / "MS_CXR_Local_Alignment_v1.0.0.csv").write_text(
+        "dicom_id,category_name,label_text,path,x,y,w,h,image_width,image_height\n"
+        "d1,Pneumonia,left lower lobe pneumonia,files/p10/p10000001/s5/d1.dcm,10,20,30,40,100,100\n"
+        "d1,Pleural Effusion,small right effusion,files/p10/p10000001/s5/d1.dcm,1,2,3,4,100,100\n"
+        "d2,Cardiomegaly,enlarged heart,files/p10/p10000002/s6/d2.jpg,5,5,50,40,100,100\n"
+    )
+    ds = get_dataset("ms-cxr", tmp_path, load_images=False, mimic_root=tmp_path / "mimic")
+    assert len(ds) == 2
+    r = ds.records[0]
+    assert r.image_path.endswith("mimic/files/p10/p10000001/s5/d1.jpg") and r.patient_id == "p10000001"
+    np.testing.assert_allclose(r.boxes, [[10, 20, 40, 60], [1, 2, 4, 6]])
+    assert r.box_labels == ["Pneumonia", "Pleural Effusion"]
+    assert r.meta["phrases"] == ["left lower lobe pneumonia", "small right effusion"]
+    assert r.labels[ds.classes.index("Pneumonia")] == 1 and r.labels.sum() == 2
