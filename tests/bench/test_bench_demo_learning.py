@@ -19,6 +19,8 @@ from cxrvlp.bench.prompts import prompts_for
 from cxrvlp.bench.sources import DataSource, method_status
 from cxrvlp.bench.tasks.base import label_matrix
 
+# Measured (seed 0): macro 0.774; Atelectasis 0.75, Cardiomegaly 0.68, Consolidation 0.74, Edema 0.85,
+# Pleural Effusion 0.85. 18 min wall on the 2 cores shared by 6 agents (load ~13); the training is most of it.
 STEPS, PATIENTS = 300, 300  # the full demo: 600 steps on 600 patients (demo.SIZES["full"])
 
 
