@@ -173,8 +173,8 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             p = paper_value(papers, method, dataset, task, m)
             matches, why = paper_match(p, ok[0], m)
             if p is not None and not matches:  # a figure for another model / protocol / fraction: not shown
-                p = {"value": None, "source": p.get("source", ""), "note": f"no paper figure for this key ({why}; "
-                     f"paper's figure {float(p['value']):.3f})", "unmatched": True}  # fmt: skip
+                note = f"no paper figure for this key ({why}; paper's figure {float(p['value']):.3f})"
+                p = {"value": None, "source": p.get("source", ""), "note": note, "unmatched": True}
             rows.append(
                 {
                     "method": method,
@@ -213,7 +213,8 @@ def markdown(rows: list[dict[str, Any]], synthetic: bool) -> str:
         "Ours = mean ± std over seeds (std only with more than one seed). Paper = the figure the spec copied "
         "from the source named in `paper_numbers.yaml` (⚠ = recalled, read off a plot, oracle threshold or "
         "third party: see the CSV's paper_note). A paper figure is shown only beside a result with the same "
-        "(method, variant, dataset, task, protocol, label fraction); † = the paper reports this cell for another "
+        "(method, variant, dataset, task, protocol, label fraction); † = the paper reports this cell for "
+        "another "
         "model, protocol or label fraction (the CSV's paper_note names it).",
         "",
         "| method | dataset | task | metric | ours | paper |",

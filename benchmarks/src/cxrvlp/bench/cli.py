@@ -164,7 +164,8 @@ def parser() -> argparse.ArgumentParser:
         "--data-root", action="append", default=[], metavar="NAME=PATH", help="a dataset's root (repeat)"
     )
     r.add_argument(
-        "--catalog", help="YAML: {datasets: {name: root | {root, synthetic, limit, reader_kwargs, val_fraction}}}"
+        "--catalog",
+        help="YAML: {datasets: {name: root | {root, synthetic, limit, reader_kwargs, val_fraction}}}",
     )
     r.add_argument(
         "--checkpoint", action="append", default=[], metavar="METHOD=DIR", help="our from_pretrained dir"

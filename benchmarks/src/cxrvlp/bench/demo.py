@@ -29,7 +29,8 @@ BANNER = (
 # training overrides (generic core training keys, valid for every method), probe seeds, and the size of the
 # synthetic MIMIC-CXR mirror the methods pretrain on.
 #
-# Why the full demo trains on 600 patients for 600 steps (issue 26): with the 48-patient mirror and 48-80 steps
+# Why the full demo trains on 600 patients for 600 steps (issue 26): with the 48-patient mirror and 48-80
+# steps
 # the image-text loss never left chance, and zero-shot AUROC fell BELOW 0.5 (Pleural Effusion 0.2). The
 # synthetic reports, like real ones, negate far more often than they affirm ("No pleural effusion." in ~70 %
 # of reports without one), so the words of a class name mostly co-occur with images WITHOUT the finding; a
@@ -133,7 +134,8 @@ def run_demo(o: DemoOptions) -> Path:
         + (
             f"\n\nTraining: each method's `tiny` recipe (64 px, randomly initialised small encoders; NOT the "
             f"paper's models) with {' '.join(size['train'])} on a synthetic MIMIC-CXR mirror of "
-            f"{size['mimic_patients'] or 'the scale-' + str(size['scale'])} patients. Fewer pairs or steps leave "
+            f"{size['mimic_patients'] or 'the scale-' + str(size['scale'])} patients. Fewer pairs or steps "
+            "leave "
             "zero-shot below chance: the reports mention most classes mainly in negated sentences, which a "
             "text encoder must first learn to read (see benchmarks/README.md)."
         )

@@ -105,7 +105,8 @@ class DataSource:
         sk = self.dataset.split_kwargs.get(split, {"split": split})
         kw = {**self.dataset.reader_kwargs, **self.reader_kwargs}
         return repr((str(self.root.resolve()), self.dataset.reader, split, sorted(map(str, sk.items())),
-                     sorted(map(str, kw.items())), self.limit, self.val_fraction, len(self.load(split))))  # fmt: skip
+                     sorted(map(str, kw.items())), self.limit, self.val_fraction,
+                     len(self.load(split))))  # fmt: skip
 
     def _open(self, split: str):
         """The core reader for `split` and, for derived splits, the record indices of that part."""
@@ -136,7 +137,6 @@ class DataSource:
         )
         return reader, [i for i, r in enumerate(reader.records) if split_part(_group_id(r)) == part]
 
-
     def _open_val_of(self, split: str, kw: dict, sk: dict, part: str, official: str | None):
         """`part` of the training records under a patient-level val_fraction split, unless `official`
         (the dataset's own validation split) exists, in which case train and val are read as released."""
@@ -148,7 +148,9 @@ class DataSource:
             except DatasetNotFoundError:
                 official_val = None
             if official_val is not None:
-                return (official_val if part == "val" else get_dataset(self.dataset.reader, self.root, **kw, **sk)), None
+                return (
+                    official_val if part == "val" else get_dataset(self.dataset.reader, self.root, **kw, **sk)
+                ), None
         reader = get_dataset(self.dataset.reader, self.root, **kw, **sk)
         f = float(self.val_fraction)
         self.derived[split] = (

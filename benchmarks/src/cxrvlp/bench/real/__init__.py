@@ -222,7 +222,9 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
                 s_all = probe_scores(fit_feats[t.name], fit_data[t][1], feats[t.dataset], seed)
                 fit_scores[(t.name, init, seed)] = s_all
                 figures.append(
-                    _figure(t, ENCODER, init, FIT_PROBE, seed, data[t][1], s_all, len(fit_data[t][1]), o.bootstrap)
+                    _figure(
+                        t, ENCODER, init, FIT_PROBE, seed, data[t][1], s_all, len(fit_data[t][1]), o.bootstrap
+                    )
                 )
         log(f"[real] {ENCODER} {init}: probes done ({time.perf_counter() - t0:.0f} s)")
 
@@ -329,7 +331,8 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
         if eval_split is not None:  # fit-rows probe vs eval-split probe, paired on the probe-test rows
             d, lo, hi = paired_difference(y_all[~m], s_fit[~m], eval_split, o.bootstrap, seed)
             differences.append(
-                {"task": task, "model": ENCODER, "evaluation": f"{FIT_PROBE} vs {probe_name(None)} (probe-test rows)",
+                {"task": task, "model": ENCODER,
+                 "evaluation": f"{FIT_PROBE} vs {probe_name(None)} (probe-test rows)",
                  "seed": seed, "a": f"{init} fit rows", "b": f"{init} eval split", "diff": d, "ci_low": lo,
                  "ci_high": hi}
             )  # fmt: skip

@@ -68,7 +68,6 @@ class TaskContext:
 def label_matrix(samples: Sequence[Sample], classes: Sequence[str], dataset: str) -> np.ndarray:
     """(N, C) float32 labels in the benchmark's class order (NaN = uncertain/unknown)."""
     from cxrvlp.bench.datasets import class_index
-
     from cxrvlp.bench.sources import light_samples
 
     if not len(samples):

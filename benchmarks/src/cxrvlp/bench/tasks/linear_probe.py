@@ -102,7 +102,9 @@ def run_linear_probe(ctx: TaskContext) -> dict[str, Any]:
         s: ctx.cached(
             "features",
             s,
-            lambda v=v, s=s: features(ctx.adapter, v, batch_size=ctx.batch_size, desc=f"{ds.name} {s} features"),
+            lambda v=v, s=s: features(
+                ctx.adapter, v, batch_size=ctx.batch_size, desc=f"{ds.name} {s} features"
+            ),
         )
         for s, v in splits.items()
     }

@@ -6,7 +6,8 @@ cxrvlp prepare <dataset> --root R --out O --size N [--set key=value ...] [--limi
 cxrvlp prepare mimic-cxr --root R --out O --master-table [--method mgca|afloc|cxrclip|carzero|medklip]
     Write the master table a method trains from (O is the CSV path or a folder).
 cxrvlp synthetic --datasets chestxray14 --images N --image-size S --out DIR
-    Write SYNTHETIC mirrors (official layouts, phantom images); --images gives ChestX-ray14 exactly N test images.
+    Write SYNTHETIC mirrors (official layouts, phantom images); --images: ChestX-ray14 with exactly N test
+    images.
 cxrvlp datasets
     List the registered dataset readers.
 """
@@ -125,10 +126,15 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     names = args.datasets or list(DATASET_NAMES)
     unknown = [n for n in names if n not in DATASET_NAMES and n not in EXTRA_WRITERS]
     if unknown:
-        print(f"unknown synthetic dataset(s) {unknown}; known: {[*DATASET_NAMES, *EXTRA_WRITERS]}", file=sys.stderr)
+        print(
+            f"unknown synthetic dataset(s) {unknown}; known: {[*DATASET_NAMES, *EXTRA_WRITERS]}",
+            file=sys.stderr,
+        )
         return 2
     if args.images is not None and names != ["chestxray14"]:
-        print("--images (exact test-image count) is defined for --datasets chestxray14 alone", file=sys.stderr)
+        print(
+            "--images (exact test-image count) is defined for --datasets chestxray14 alone", file=sys.stderr
+        )
         return 2
     out = Path(args.out)
     kw = {"seed": args.seed, "image_size": args.image_size}

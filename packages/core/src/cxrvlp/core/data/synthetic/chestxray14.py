@@ -70,7 +70,7 @@ def write_chestxray14(
     listed in test_list.txt, the rest in train_val_list.txt. Every test image with a boxed finding gets a
     BBox_List_2017.csv row per finding label: x, y, w, h in the pixels of the PNG as written (the official
     boxes are in the 1024-px PNG frame, i.e. also the PNG's own pixels).
-    
+
     n_test_images: write exactly that many test images (whole patients, the last one truncated) and
     n_train_images (default half as many) train_val images; n_patients is then ignored.
     """

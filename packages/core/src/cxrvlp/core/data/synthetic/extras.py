@@ -111,7 +111,7 @@ def write_chestx_det10(root: str | Path, n_images: int = 30, seed: int = 0, imag
     rng = dataset_rng(seed, "chestx-det10")
     for split in ("train", "test"):
         entries = []
-        for k, case, img, masks in _cases(rng, n_images, image_size):
+        for k, _case, img, masks in _cases(rng, n_images, image_size):
             name = f"{36000 + k + (0 if split == 'test' else 5000)}.png"
             write_image(root / f"{split}_data" / name, img)
             syms, bxs = [], []
@@ -165,7 +165,7 @@ def write_covid_rural(root: str | Path, n_images: int = 30, seed: int = 0, image
     """
     root = Path(root)
     rng = dataset_rng(seed, "covid-rural")
-    for k, case, img, masks in _cases(rng, n_images, image_size):
+    for k, _case, img, masks in _cases(rng, n_images, image_size):
         stem = f"COVID-19-AR-{16400000 + k}"
         write_image(root / "jpgs" / f"{stem}.jpg", img)
         lesion = sum((masks[f] for f in ("pneumonia", "consolidation") if f in masks), np.zeros_like(img))
