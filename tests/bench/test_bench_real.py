@@ -36,7 +36,7 @@ def test_imagenet_probe_beats_random_init_on_pneumonia(shared_dir, tmp_path):
             tasks=["kermany_pediatric_pneumonia"],
         )
     )
-    res = {r["init"]: r for r in rec["results"]}
+    res = {r["init"]: r for r in rec["results"] if r["evaluation"] == "linear probe"}
     for init in ("imagenet", "random"):
         r = res[init]
         print(
@@ -45,7 +45,7 @@ def test_imagenet_probe_beats_random_init_on_pneumonia(shared_dir, tmp_path):
         )
         assert _finite(r) and r["ci_low"] <= r["auroc"] <= r["ci_high"]
         assert r["n_train"] + r["n_test"] == 734  # every kermany eval row, no patient on both sides
-    (diff,) = rec["differences"]
+    (diff,) = [d for d in rec["differences"] if d["evaluation"] == "linear probe"]
     print(f"paired difference: {diff['diff']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]")
     assert res["imagenet"]["auroc"] > res["random"]["auroc"] + MARGIN
     assert diff["ci_low"] > 0.0 and diff["diff"] == pytest.approx(
@@ -175,5 +175,12 @@ def test_eval_manifest_in_another_folder(shared_dir, tmp_path):
     assert all(
         r["n_train"] + r["n_test"] == len(kermany)
         for r in rec["results"]
-        if "per class" not in r["evaluation"]
+        if "per class" not in r["evaluation"] and "fit rows" not in r["evaluation"]
     )
+    # the fit rows carry the task's labels: a probe fitted on them scores every eval row (issue 26)
+    fitted = [r for r in rec["results"] if r["evaluation"].startswith("linear probe fitted on the fit rows")]
+    n_fit = sum(r["dataset"] == "kermany_pediatric_pneumonia" for r in fit)
+    if n_fit:
+        assert {r["init"] for r in fitted} == {"imagenet", "random"}
+        assert all(r["n_test"] == len(kermany) and r["n_train"] <= n_fit for r in fitted)
+        assert any(d["b"] == "imagenet eval split" for d in rec["differences"])

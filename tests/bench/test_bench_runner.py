@@ -130,20 +130,23 @@ def test_build_csv_and_markdown_with_paper_column(suite):
     assert probe and any(r["n_seeds"] == "2" for r in probe)  # mean +- std over the two seeds
 
 
-def test_paper_numbers_reach_the_table():
+def test_paper_numbers_reach_the_table_only_beside_the_same_key():
     from cxrvlp.bench.build import paper_numbers, rows_from_results
 
-    rec = {
-        "method": "mavl",
-        "dataset": "siim-acr",
-        "task": "zeroshot",
-        "seed": 0,
-        "status": "ok",
-        "metrics": {"auroc_macro": 0.5},
-    }
-    row = rows_from_results([rec])[0]
-    assert row["paper"] == paper_numbers()["mavl"]["siim-acr"]["zeroshot"]["auroc_macro"]["value"] == 0.9204
-    assert "mavl.md" in row["paper_source"]
+    def rec(model, task="linear_probe", metric="auroc_macro@1%"):
+        return {"method": "mgca", "dataset": "chexpert", "task": task, "seed": 0, "status": "ok",
+                "adapter": {"model_name": model}, "metrics": {metric: 0.5}}  # fmt: skip
+
+    paper = paper_numbers()["mgca"]["chexpert"]["linear_probe"]["auroc_macro@1%"]
+    row = rows_from_results([rec("mgca-vit-b16 (official)")])[0]  # the paper's model, protocol, fraction
+    assert row["paper"] == paper["value"] == 0.888 and "mgca.md" in row["paper_source"]
+    tiny = rows_from_results([rec("mgca-tiny")])[0]  # a tiny synthetic model never sits next to it
+    assert tiny["paper"] is None and tiny["paper_note"].startswith("no paper figure")
+    assert "mgca-vit-b16" in tiny["paper_note"] and "mgca-tiny" in tiny["paper_note"]
+    seg = rows_from_results(
+        [{**rec("mgca-r50", "segmentation", "dice_all_images"), "dataset": "siim-acr"}]
+    )[0]  # frozen-decoder 100 % Dice vs the paper's 1 % fine-tune: not the same key
+    assert seg["paper"] is None and "fine-tuned" in seg["paper_note"] and "1%" in seg["paper_note"]
 
 
 def test_plots_are_valid_pngs(suite):

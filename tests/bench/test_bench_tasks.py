@@ -114,9 +114,23 @@ def test_linear_probe_fractions_and_seed():
     assert res["feature_dim"] == 8
 
 
+def test_linear_probe_100_percent_once_and_features_from_the_cache(tmp_path):
+    ctx = _ctx(_ds(), fractions=(0.1, 1.0))
+    ctx.cache_dir, ctx.fingerprint, ctx.first_seed = tmp_path, (lambda split: f"fixed {split}"), 0
+    first = TASK_RUNNERS["linear_probe"](ctx)
+    assert "100%" in first["fractions"] and len(list(tmp_path.glob("*.npy"))) == 3  # train, val, test
+    ctx2 = _ctx(_ds(), fractions=(0.1, 1.0))
+    ctx2.cache_dir, ctx2.fingerprint, ctx2.first_seed, ctx2.seed = tmp_path, ctx.fingerprint, 0, 1
+    second = TASK_RUNNERS["linear_probe"](ctx2)
+    assert set(second["fractions"]) == {"10%"} and "reported once" in second["protocol"]
+    assert len(ctx2.record["cache_hits"]) == 3  # no feature re-extracted for the second seed
+
+
 def test_segmentation_trains_decoder():
     res = TASK_RUNNERS["segmentation"](_ctx(_ds(), seg_epochs=2, seg_max_train=16))
-    assert 0.0 <= res["metrics"]["dice"] <= 1.0
+    m = res["metrics"]
+    assert 0.0 <= m["dice_all_images"] <= 1.0 and "dice" not in m  # no headline that rewards empty masks
+    assert m["dice_positives"] is None or 0.0 <= m["dice_positives"] <= 1.0
     assert res["final_train_loss"] is not None and np.isfinite(res["final_train_loss"])
 
 

@@ -52,6 +52,63 @@ def paper_value(
         return None
 
 
+# What "protocol" means in a paper key, per task, when the entry does not say otherwise.
+TASK_PROTOCOL = {
+    "zeroshot": "zero-shot",
+    "grounding": "zero-shot",
+    "retrieval": "zero-shot",
+    "linear_probe": "linear probe on frozen features",
+    "segmentation": "frozen encoder + decoder",
+}
+
+
+def _fraction(metric: str) -> str | None:
+    return metric.split("@", 1)[1] if "@" in metric and metric.endswith("%") else None
+
+
+def _paper_variants(method: str) -> tuple[str, ...]:
+    try:
+        from cxrvlp.core.registry import get_method
+
+        return tuple(r.name for r in get_method(method).pretrained)
+    except Exception:  # not installed / no contract yet: no variant can match
+        return ()
+
+
+def result_key(rec: dict[str, Any], metric: str) -> tuple[str, str, str, str, str, str | None]:
+    """(method, variant, dataset, task, protocol, label fraction) of one result's metric."""
+    variant = str((rec.get("adapter") or {}).get("model_name") or "").replace(" (official)", "").strip()
+    return (rec["method"], variant, rec["dataset"], rec["task"], TASK_PROTOCOL.get(rec["task"], rec["task"]),
+            _fraction(metric))  # fmt: skip
+
+
+def paper_key(entry: dict[str, Any], method: str, dataset: str, task: str, metric: str) -> dict[str, Any]:
+    """The key a paper figure stands for: variants (any of), protocol, label fraction."""
+    v = entry.get("variant")
+    variants = tuple([v] if isinstance(v, str) else v) if v else _paper_variants(method)
+    return {
+        "variants": variants,
+        "protocol": entry.get("protocol", TASK_PROTOCOL.get(task, task)),
+        "label_fraction": entry.get("label_fraction", _fraction(metric)),
+    }
+
+
+def paper_match(entry: dict[str, Any] | None, rec: dict[str, Any], metric: str) -> tuple[bool, str]:
+    """(the figure applies to this result, why not when it does not)."""
+    if entry is None:
+        return False, ""
+    method, variant, dataset, task, protocol, frac = result_key(rec, metric)
+    k = paper_key(entry, method, dataset, task, metric)
+    why = []
+    if variant not in k["variants"]:
+        why.append(f"paper variant {'/'.join(k['variants']) or '?'}, ours {variant or '?'}")
+    if protocol != k["protocol"]:
+        why.append(f"paper protocol '{k['protocol']}', ours '{protocol}'")
+    if frac != k["label_fraction"]:
+        why.append(f"paper label fraction {k['label_fraction']}, ours {frac}")
+    return (not why), "; ".join(why)
+
+
 def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (method, dataset, task, metric): mean and std over seeds, and the paper figure."""
     papers = paper_numbers()
@@ -114,6 +171,10 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             vals = [r["metrics"].get(m) for r in ok]
             vals = [float(v) for v in vals if v is not None and math.isfinite(float(v))]
             p = paper_value(papers, method, dataset, task, m)
+            matches, why = paper_match(p, ok[0], m)
+            if p is not None and not matches:  # a figure for another model / protocol / fraction: not shown
+                note = f"no paper figure for this key ({why}; paper's figure {float(p['value']):.3f})"
+                p = {"value": None, "source": p.get("source", ""), "note": note, "unmatched": True}
             rows.append(
                 {
                     "method": method,
@@ -123,7 +184,7 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "ours_mean": float(np.mean(vals)) if vals else None,
                     "ours_std": float(np.std(vals)) if len(vals) > 1 else None,
                     "n_seeds": len(vals),
-                    "paper": None if p is None else float(p["value"]),
+                    "paper": None if p is None or p["value"] is None else float(p["value"]),
                     "paper_source": "" if p is None else p.get("source", ""),
                     "paper_note": "" if p is None else p.get("note", ""),
                     "synthetic": synthetic,
@@ -151,7 +212,10 @@ def markdown(rows: list[dict[str, Any]], synthetic: bool) -> str:
     lines += [
         "Ours = mean ± std over seeds (std only with more than one seed). Paper = the figure the spec copied "
         "from the source named in `paper_numbers.yaml` (⚠ = recalled, read off a plot, oracle threshold or "
-        "third party: see the CSV's paper_note).",
+        "third party: see the CSV's paper_note). A paper figure is shown only beside a result with the same "
+        "(method, variant, dataset, task, protocol, label fraction); † = the paper reports this cell for "
+        "another "
+        "model, protocol or label fraction (the CSV's paper_note names it).",
         "",
         "| method | dataset | task | metric | ours | paper |",
         "|---|---|---|---|---|---|",
@@ -161,7 +225,10 @@ def markdown(rows: list[dict[str, Any]], synthetic: bool) -> str:
             lines.append(f"| {r['method']} | {r['dataset']} | {r['task']} | - | {r['status']} | - |")
             continue
         ours = _fmt(r["ours_mean"]) + (f" ± {_fmt(r['ours_std'])}" if r["ours_std"] is not None else "")
-        paper = _fmt(r["paper"]) + (" ⚠" if r["paper_note"] else "")
+        if r["paper"] is None and r["paper_note"].startswith("no paper figure"):
+            paper = "no match †"
+        else:
+            paper = _fmt(r["paper"]) + (" ⚠" if r["paper_note"] else "")
         lines.append(f"| {r['method']} | {r['dataset']} | {r['task']} | {r['metric']} | {ours} | {paper} |")
     return "\n".join(lines) + "\n"
 

@@ -58,14 +58,34 @@ def cmd_run(a: argparse.Namespace) -> int:
     )
     for p, why in summary.errors:
         print(f"  error: {p}: {why}")
+    if not summary.evaluated and not summary.skipped_existing:
+        reasons = sorted({m.skip_reason for m in methods if m.skip_reason})
+        print(
+            "error: nothing was evaluated: every method was skipped "
+            f"({'; '.join(reasons) or 'no task applies to the datasets given'}). Pass a trained model "
+            "with --checkpoint METHOD=DIR or a released one with --official METHOD=SOURCE.",
+            file=sys.stderr,
+        )
+        return 3
     return 1 if summary.errors else 0
+
+
+def _results_folder(out: str) -> Path:
+    """The folder `run` wrote, or SystemExit saying what was expected there."""
+    p = Path(out)
+    if not (p / "runs").is_dir():
+        raise SystemExit(
+            f"error: '{p}' holds no results: expected {p / 'runs'}/<method>/<dataset>/<task>/seed<N>.json "
+            "as written by `cxrvlp-bench run --out " + str(p) + "` (or `demo --out`)"
+        )
+    return p
 
 
 def cmd_build(a: argparse.Namespace) -> int:
     """Result JSONs -> CSV + Markdown."""
     from cxrvlp.bench.build import build
 
-    csv_path, md_path = build(a.out)
+    csv_path, md_path = build(_results_folder(a.out))
     print(f"wrote {csv_path} and {md_path}")
     return 0
 
@@ -74,7 +94,7 @@ def cmd_plot(a: argparse.Namespace) -> int:
     """Result JSONs -> PNG figures."""
     from cxrvlp.bench.plots import plot_all
 
-    paths = plot_all(a.out)
+    paths = plot_all(_results_folder(a.out))
     print(f"wrote {len(paths)} figures under {Path(a.out) / 'plots'}")
     return 0
 
@@ -120,30 +140,47 @@ def cmd_real(a: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="cxrvlp-bench", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    r = sub.add_parser("run", help="run methods x datasets x tasks x seeds")
-    r.add_argument("--methods", default=",".join(ALL_METHODS))
-    r.add_argument("--datasets", default="", help="comma list (default: every dataset with a root)")
-    r.add_argument("--tasks", default="zeroshot,grounding,retrieval,linear_probe,segmentation")
-    r.add_argument("--seeds", default="0,1,2")
-    r.add_argument("--data-root", action="append", default=[], metavar="NAME=PATH")
-    r.add_argument("--catalog", help="YAML: {datasets: {name: root | {root, synthetic, limit}}}")
+    from cxrvlp.bench import datasets as dsreg
+    from cxrvlp.bench.datasets import TASKS
+
+    r = sub.add_parser(
+        "run",
+        help="run methods x datasets x tasks x seeds",
+        description="One result JSON per (method, dataset, task, seed) under OUT/runs/. Exits 0 when all "
+        "ran, 1 when some failed (recorded in their JSON), 3 when nothing was evaluated.",
+    )
+    r.add_argument("--methods", default=",".join(ALL_METHODS), help=f"comma list of {', '.join(ALL_METHODS)}")
+    r.add_argument(
+        "--datasets",
+        default="",
+        help=f"comma list (default: every dataset given a root) of: {', '.join(dsreg.names())}",
+    )
+    r.add_argument("--tasks", default=",".join(TASKS), help=f"comma list of: {', '.join(TASKS)}")
+    r.add_argument("--seeds", default="0,1,2", help="comma list; seed-free tasks run at the first only")
+    r.add_argument(
+        "--data-root", action="append", default=[], metavar="NAME=PATH", help="a dataset's root (repeat)"
+    )
+    r.add_argument(
+        "--catalog",
+        help="YAML: {datasets: {name: root | {root, synthetic, limit, reader_kwargs, val_fraction}}}",
+    )
     r.add_argument(
         "--checkpoint", action="append", default=[], metavar="METHOD=DIR", help="our from_pretrained dir"
     )
     r.add_argument(
         "--official", action="append", default=[], metavar="METHOD=SOURCE", help="official checkpoint"
     )
-    r.add_argument("--out", default="outputs/bench")
-    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--out", default="outputs/bench", help="results folder (runs/, cache/, tables)")
+    r.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     r.add_argument("--limit", type=int, default=None, help="at most this many images per split")
     r.add_argument(
         "--skip-existing", action="store_true", help="keep finished JSONs, redo missing/broken ones"
     )
-    r.add_argument("--seg-epochs", type=int, default=20)
-    r.add_argument("--device", default=None)
+    r.add_argument("--seg-epochs", type=int, default=20, help="segmentation decoder epochs")
+    r.add_argument("--device", default=None, help="torch device (default: Accelerate's choice)")
     r.set_defaults(fn=cmd_run)
 
     for name, fn, h in (
@@ -151,28 +188,28 @@ def parser() -> argparse.ArgumentParser:
         ("plot", cmd_plot, "JSONs -> plots/*.png"),
     ):
         b = sub.add_parser(name, help=h)
-        b.add_argument("--out", default="outputs/bench")
+        b.add_argument("--out", default="outputs/bench", help="the folder `run --out` wrote")
         b.set_defaults(fn=fn)
 
     d = sub.add_parser(
         "demo", help="synthetic end-to-end demo (writes data, trains tiny models, runs, reports)"
     )
-    d.add_argument("--out", default="outputs/demo")
+    d.add_argument("--out", default="outputs/demo", help="where data, models and results go")
     d.add_argument(
         "--size", choices=("smoke", "full"), default="full", help="smoke = a few images, for tests"
     )
-    d.add_argument("--methods", default=",".join(ALL_METHODS))
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--methods", default=",".join(ALL_METHODS), help="comma list of methods to train")
+    d.add_argument("--seed", type=int, default=0, help="seed of the mirrors and the first probe seed")
     d.set_defaults(fn=cmd_demo)
 
     q = sub.add_parser("real", help="linear probe + short contrastive fine-tune on a real image manifest")
     q.add_argument("--manifest", required=True, help="fit rows (or all rows; see suggested_role)")
     q.add_argument("--images", help="folder image_path is relative to (default: the manifest's folder)")
-    q.add_argument("--eval-manifest")
-    q.add_argument("--eval-images")
-    q.add_argument("--out", default="outputs/real")
-    q.add_argument("--seeds", default="0")
-    q.add_argument("--image-size", type=int, default=224)
+    q.add_argument("--eval-manifest", help="held-out rows scored by probes fitted on --manifest")
+    q.add_argument("--eval-images", help="folder the eval manifest's image_path is relative to")
+    q.add_argument("--out", default="outputs/real", help="results folder")
+    q.add_argument("--seeds", default="0", help="comma list of seeds")
+    q.add_argument("--image-size", type=int, default=224, help="probe input size in pixels")
     q.add_argument("--max-rows", type=int, default=None, help="cap per task and fit dataset (smoke runs)")
     q.add_argument("--tasks", default="", help="comma list of task names or datasets (default: all)")
     q.add_argument("--methods", default="mgca,cxrclip", help="methods whose small config is fine-tuned")
@@ -182,8 +219,10 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--finetune-epochs", type=int, default=2, help="0: the config's own")
     q.add_argument("--finetune-text-length", type=int, default=64, help="tokens; 0: the config's own")
     q.add_argument("--finetune-parallel", type=int, default=2, help="fine-tunes at once (1: in this process)")
-    q.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE")
-    q.add_argument("--bootstrap", type=int, default=1000)
+    q.add_argument(
+        "--train-override", action="append", default=[], metavar="KEY=VALUE", help="fine-tune config key"
+    )
+    q.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the 95 %% intervals")
     q.add_argument(
         "--checkpoint",
         action="append",

@@ -350,7 +350,11 @@ for _ds in (
         train_split="train",
         expected_files="train/val/test split .txt files (id, filename, class, source) and the images",
         description="COVIDx CXR-2: COVID-19 positive vs negative",
-        split_kwargs={s: {"split": s} for s in ("train", "val", "test")},
+        split_kwargs={  # without val.txt: a patient-level share of train.txt (stated in the JSON)
+            "train": {"split": "train", "_val_of": ("train", "val")},
+            "val": {"split": "train", "_val_of": ("val", "val")},
+            "test": {"split": "test"},
+        },
     ),
     # Extras: registered the same way, run only when their reader and files exist.
     BenchDataset(
@@ -365,6 +369,11 @@ for _ds in (
         expected_files="annotations_test.csv / image_labels_test.csv and the DICOM images",
         description="VinDr-CXR test set, CXR-CLIP's 18 classes",
         extra=True,
+        split_kwargs={  # VinDr releases train/test only: validation = a patient share of train (stated)
+            "train": {"split": "train", "_val_of": ("train", None)},
+            "val": {"split": "train", "_val_of": ("val", None)},
+            "test": {"split": "test"},
+        },
     ),
     BenchDataset(
         "chestx-det10",
@@ -394,7 +403,7 @@ for _ds in (
     ),
     BenchDataset(
         "covid-r",
-        "covid-r",
+        "covid-rural",
         ("COVID-19",),
         ("zeroshot", "grounding"),
         test_split="test",
@@ -404,6 +413,9 @@ for _ds in (
         expected_files="jpgs/<stem>.jpg, pngs_masks/<stem>.png and the split CSVs",
         description="COVID-Rural (COVID-19-AR) with lesion masks",
         extra=True,
+        split_kwargs={  # MAVL's split CSVs at the root; without them a patient-level 70/15/15 split
+            s: {"split_csv": f"{s}.csv", "_fallback_part": s} for s in ("train", "val", "test")
+        },
     ),
 ):
     register(_ds)

@@ -46,6 +46,43 @@ class _Preprocessed(Dataset):
         return i, self.preprocess(self.samples[i].image)
 
 
+class LogProgress:
+    """Progress for a log file: one line at start, every ~10 % (at most every `every_s`), and at the end.
+
+    tqdm writes carriage-return updates that pile up into a few giant lines when stderr is a file.
+    """
+
+    def __init__(self, iterable, desc: str, total: int, every_s: float = 30.0) -> None:
+        self.iterable, self.desc, self.total, self.every_s = iterable, desc or "pass", total, every_s
+
+    def __iter__(self):
+        import sys
+        import time
+
+        t0 = last = time.perf_counter()
+        step = max(1, self.total // 10)
+        print(f"{self.desc}: 0/{self.total} batches", file=sys.stderr, flush=True)
+        for k, item in enumerate(self.iterable, 1):
+            yield item
+            now = time.perf_counter()
+            if k == self.total or (k % step == 0 and now - last >= min(self.every_s, 5.0)):
+                last = now
+                print(
+                    f"{self.desc}: {k}/{self.total} batches, {now - t0:.0f} s", file=sys.stderr, flush=True
+                )
+
+
+def progress(iterable, desc: str, total: int, enabled: bool = True):
+    """tqdm on a terminal, LogProgress lines otherwise (nothing when not enabled)."""
+    import sys
+
+    if not enabled:
+        return iterable
+    if sys.stderr.isatty():
+        return tqdm(iterable, desc=desc, total=total, leave=False)
+    return LogProgress(iterable, desc, total)
+
+
 def map_images(
     adapter: ZeroShotAdapter,
     samples: Sequence[Sample],
@@ -68,7 +105,7 @@ def map_images(
     )
     loader = acc.prepare_data_loader(loader)
     idx_all, out_all = [], []
-    bar = tqdm(loader, desc=desc, disable=not acc.is_local_main_process, leave=False)
+    bar = progress(loader, desc, len(loader), enabled=acc.is_local_main_process)
     with torch.no_grad():
         for idx, images in bar:
             images = images.to(acc.device)

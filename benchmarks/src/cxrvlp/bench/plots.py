@@ -125,7 +125,7 @@ def plot_all(out_dir: str | Path) -> list[Path]:
         ("grounding", "pointing_game_macro"),
         ("retrieval", "i2t_R@5"),
         ("linear_probe", "auroc_macro@100%"),
-        ("segmentation", "dice"),
+        ("segmentation", "dice_positives"),
     ):
         if any(metric in (r.get("metrics") or {}) for r in results if r["task"] == task):
             p = heat_table(

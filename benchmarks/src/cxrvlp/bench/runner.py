@@ -49,6 +49,7 @@ class RunSummary:
     written: list[Path] = field(default_factory=list)
     skipped_existing: list[Path] = field(default_factory=list)
     errors: list[tuple[Path, str]] = field(default_factory=list)
+    evaluated: int = 0  # results with status "ok" (a run of only skipped methods evaluated nothing)
 
 
 def run_suite(
@@ -95,9 +96,12 @@ def run_suite(
                         adapter = spec.load()
                     rec = _run_one(spec, adapter, src, task, seed, out_dir, path, opts)
                     rec = {**base, **rec}
+                    if src.derived:  # splits that are not the dataset's own (how they were made)
+                        rec["derived_splits"] = dict(src.derived)
                     if main_process:
                         write_result(path, rec)
                     summary.written.append(path)
+                    summary.evaluated += rec["status"] == "ok"
                     if rec["status"] == "error":
                         summary.errors.append((path, rec["reason"]))
     return summary
@@ -125,6 +129,9 @@ def _run_one(
         out_dir=path.parent if accelerator().is_main_process else None,
         sidecar_stem=path.stem,
         options=dict(opts.task_options),
+        cache_dir=(out_dir / "cache") if accelerator().is_main_process else None,
+        fingerprint=src.fingerprint if hasattr(src, "fingerprint") else None,
+        first_seed=list(opts.seeds)[0],
     )
     info = adapter_record(adapter.info)
     rec: dict[str, Any] = {

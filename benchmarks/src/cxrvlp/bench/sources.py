@@ -20,6 +20,49 @@ from cxrvlp.core.zeroshot import ZeroShotAdapter
 SYNTHETIC_MARKERS = ("SYNTHETIC", "SYNTHETIC.md", "synthetic.json")
 
 
+class LazySplit(Sequence):
+    """A split's samples, each decoded when indexed (a DataLoader reads them batch by batch).
+
+    Nothing is materialised: memory does not grow with the split. `light()` gives the same samples without
+    pixels (labels, boxes, reports, meta) for label matrices and bookkeeping.
+    """
+
+    def __init__(self, reader: Any, idx: Sequence[int]) -> None:
+        self.reader, self.idx = reader, list(idx)
+        self._light: list[Sample] | None = None
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self.reader[self.idx[i]]
+
+    def __iter__(self):
+        for j in range(len(self)):
+            yield self[j]
+
+    def light(self) -> list[Sample]:
+        """Samples without pixels (image None), in split order."""
+        if self._light is None:
+            recs = self.reader.records
+            self._light = [self.reader.make_sample(recs[i], None, None) for i in self.idx]
+        return self._light
+
+
+def subset(samples: Sequence[Sample], keep: Sequence[int]) -> Sequence[Sample]:
+    """The rows `keep` of a split, still lazy where the split is."""
+    if isinstance(samples, LazySplit):
+        return LazySplit(samples.reader, [samples.idx[i] for i in keep])
+    return [samples[i] for i in keep]
+
+
+def light_samples(samples: Sequence[Sample]) -> Sequence[Sample]:
+    """Pixel-free view of a split where the source can give one, else the samples themselves."""
+    return samples.light() if isinstance(samples, LazySplit) else samples
+
+
 @dataclass
 class DataSource:
     """One dataset's root and how to read it; `load(split)` caches the split's samples."""
@@ -30,6 +73,10 @@ class DataSource:
     limit: int | None = None  # cap per split (smoke runs and the demo)
     reader_kwargs: dict[str, Any] = field(default_factory=dict)
     reader_fn: Callable[[str], Sequence[Sample]] | None = None  # replaces the core reader (tests, manifests)
+    # share of the training patients held out as a derived validation split where the dataset has none
+    # (VinDr-CXR always, COVIDx without val.txt); CXR-CLIP's 80/20 VinDr split is val_fraction=0.2
+    val_fraction: float = 0.15
+    derived: dict[str, str] = field(default_factory=dict)  # split -> how it was derived (into the JSON)
     _cache: dict[str, list[Sample]] = field(default_factory=dict, repr=False)
 
     def check(self) -> None:
@@ -37,8 +84,9 @@ class DataSource:
         if not self.root.exists():
             raise DatasetNotFoundError(self.dataset.name, self.root, self.dataset.expected_files)
 
-    def load(self, split: str) -> list[Sample]:
-        """The samples of `split` (the reader raises DatasetNotFoundError naming any missing file)."""
+    def load(self, split: str) -> Sequence[Sample]:
+        """The samples of `split`, decoded on access (the reader raises DatasetNotFoundError naming any
+        missing file). Core readers give a LazySplit: memory independent of the split's size."""
         if split not in self._cache:
             self.check()
             if self.reader_fn is not None:
@@ -48,8 +96,17 @@ class DataSource:
             idx = list(range(len(reader))) if idx is None else idx
             if self.limit is not None and len(idx) > self.limit:  # evenly spaced: lists are class-sorted
                 idx = [idx[int(k)] for k in np.linspace(0, len(idx) - 1, self.limit).round()]
-            self._cache[split] = [reader[i] for i in idx]
+            lazy = hasattr(reader, "records") and hasattr(reader, "make_sample")
+            self._cache[split] = LazySplit(reader, idx) if lazy else [reader[i] for i in idx]
         return self._cache[split]
+
+    def fingerprint(self, split: str) -> str:
+        """What identifies the split's images for the feature cache (root, reader, split, limit, size)."""
+        sk = self.dataset.split_kwargs.get(split, {"split": split})
+        kw = {**self.dataset.reader_kwargs, **self.reader_kwargs}
+        return repr((str(self.root.resolve()), self.dataset.reader, split, sorted(map(str, sk.items())),
+                     sorted(map(str, kw.items())), self.limit, self.val_fraction,
+                     len(self.load(split))))  # fmt: skip
 
     def _open(self, split: str):
         """The core reader for `split` and, for derived splits, the record indices of that part."""
@@ -58,6 +115,9 @@ class DataSource:
         kw = {**self.dataset.reader_kwargs, **self.reader_kwargs}
         sk = dict(self.dataset.split_kwargs.get(split, {"split": split}))
         part, fallback = sk.pop("_part", None), sk.pop("_fallback_part", None)
+        val_of = sk.pop("_val_of", None)  # ("train"|"val", official validation split or None)
+        if val_of is not None:
+            return self._open_val_of(split, kw, sk, *val_of)
         if "split_csv" in sk:  # relative to the root; absent -> the derived split
             p = Path(sk["split_csv"])
             p = p if p.is_absolute() else self.root / p
@@ -71,7 +131,35 @@ class DataSource:
         reader = get_dataset(self.dataset.reader, self.root, **kw, **sk)
         if part is None:
             return reader, None
+        self.derived[split] = (
+            f"derived: the '{part}' share of a patient-level 70/15/15 split (hash of the patient id) of "
+            f"what the reader returns; the dataset has no official {split} split here"
+        )
         return reader, [i for i, r in enumerate(reader.records) if split_part(_group_id(r)) == part]
+
+    def _open_val_of(self, split: str, kw: dict, sk: dict, part: str, official: str | None):
+        """`part` of the training records under a patient-level val_fraction split, unless `official`
+        (the dataset's own validation split) exists, in which case train and val are read as released."""
+        from cxrvlp.core.data import get_dataset
+
+        if official is not None:
+            try:
+                official_val = get_dataset(self.dataset.reader, self.root, **kw, split=official)
+            except DatasetNotFoundError:
+                official_val = None
+            if official_val is not None:
+                return (
+                    official_val if part == "val" else get_dataset(self.dataset.reader, self.root, **kw, **sk)
+                ), None
+        reader = get_dataset(self.dataset.reader, self.root, **kw, **sk)
+        f = float(self.val_fraction)
+        self.derived[split] = (
+            f"derived: {'held-out' if part == 'val' else 'remaining'} {f:.0%} / {1 - f:.0%} patient-level "
+            f"share of the official '{sk.get('split', 'train')}' split (hash of the patient id; the dataset "
+            f"{'has no' if official is None else 'lacks its'} official validation split)"
+        )
+        keep = [i for i, r in enumerate(reader.records) if split_part(_group_id(r), (1 - f, 1.0)) == part]
+        return reader, keep
 
 
 def _group_id(rec: Any) -> str:
@@ -134,7 +222,12 @@ def data_sources(
         root = Path(entry["root"])
         syn = entry.get("synthetic", synthetic if synthetic is not None else is_synthetic_root(root))
         out[n] = DataSource(
-            ds, root, bool(syn), entry.get("limit", limit), dict(entry.get("reader_kwargs", {}))
+            ds,
+            root,
+            bool(syn),
+            entry.get("limit", limit),
+            dict(entry.get("reader_kwargs", {})),
+            val_fraction=float(entry.get("val_fraction", 0.15)),
         )
     return out
 

@@ -31,6 +31,31 @@ class TaskContext:
     sidecar_stem: str = "result"
     options: dict[str, Any] = field(default_factory=dict)  # task options (fractions, epochs, ...)
     record: dict[str, Any] = field(default_factory=dict)  # choices the task adds to the result JSON
+    cache_dir: Path | None = None  # on-disk feature cache shared by tasks, seeds and label fractions
+    fingerprint: Callable[[str], str] | None = None  # split -> what identifies its images (cache key)
+    first_seed: int | None = None  # seed-independent results (the 100 % probe) are reported at this seed
+
+    def cached(self, kind: str, split: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """`compute()` once per (model, checkpoint, preprocessing, dataset, split, kind), then from disk."""
+        if self.cache_dir is None or self.fingerprint is None:
+            return compute()
+        import hashlib
+        import json
+
+        from cxrvlp.bench.record import adapter_record
+
+        info = json.dumps(adapter_record(self.adapter.info), sort_keys=True, default=str)
+        key = hashlib.sha256("\n".join([kind, info, self.fingerprint(split)]).encode()).hexdigest()[:20]
+        path = self.cache_dir / f"{self.method}__{self.dataset.name}__{split}__{kind}__{key}.npy"
+        if path.is_file():
+            self.record.setdefault("cache_hits", []).append(path.name)
+            return np.load(path)
+        arr = compute()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, arr)
+        tmp.replace(path)
+        return arr
 
     def sidecar(self, suffix: str) -> Path | None:
         """Path of a sidecar file next to the result JSON (None when not writing)."""
@@ -43,9 +68,11 @@ class TaskContext:
 def label_matrix(samples: Sequence[Sample], classes: Sequence[str], dataset: str) -> np.ndarray:
     """(N, C) float32 labels in the benchmark's class order (NaN = uncertain/unknown)."""
     from cxrvlp.bench.datasets import class_index
+    from cxrvlp.bench.sources import light_samples
 
-    if not samples:
+    if not len(samples):
         return np.zeros((0, len(classes)), np.float32)
+    samples = light_samples(samples)  # labels without decoding a single image
     idx = class_index(samples[0].classes, classes, dataset)
     rows = []
     for s in samples:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from cxrvlp.bench import scoring
 from cxrvlp.bench.inference import text_similarities
+from cxrvlp.bench.sources import light_samples, subset
 from cxrvlp.bench.tasks.base import TaskContext, TaskSkipped, label_matrix
 from cxrvlp.core.data.contract import Sample
 
@@ -40,10 +41,10 @@ def run_retrieval(ctx: TaskContext) -> dict[str, Any]:
     """Rank all unique reports for each image and all images for each report."""
     ds = ctx.dataset
     test = ctx.load(ds.test_split)
-    texts, gt, kept = unique_texts(test)
+    texts, gt, kept = unique_texts(light_samples(test))  # reports only: no image decoded here
     if len(texts) < 2:
         raise TaskSkipped(f"{ds.name}: fewer than two reports with text in the {ds.test_split} split")
-    images = [test[i] for i in kept]
+    images = subset(test, kept)
     ctx.record["text_section"] = TEXT_SECTION
     sim = text_similarities(
         ctx.adapter, images, texts, batch_size=ctx.batch_size, desc=f"{ds.name} retrieval"

@@ -5,6 +5,9 @@ cxrvlp prepare <dataset> --root R --out O --size N [--set key=value ...] [--limi
     then print the read throughput (images/second/core) of the cache vs the originals.
 cxrvlp prepare mimic-cxr --root R --out O --master-table [--method mgca|afloc|cxrclip|carzero|medklip]
     Write the master table a method trains from (O is the CSV path or a folder).
+cxrvlp synthetic --datasets chestxray14 --images N --image-size S --out DIR
+    Write SYNTHETIC mirrors (official layouts, phantom images); --images: ChestX-ray14 with exactly N test
+    images.
 cxrvlp datasets
     List the registered dataset readers.
 """
@@ -112,6 +115,45 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    """`cxrvlp synthetic`: write synthetic mirrors (official layouts, phantom images) of any size."""
+    import json
+
+    from cxrvlp.core.data.synthetic import DATASET_NAMES, write_all
+    from cxrvlp.core.data.synthetic.chestxray14 import write_chestxray14
+    from cxrvlp.core.data.synthetic.extras import EXTRA_WRITERS
+
+    names = args.datasets or list(DATASET_NAMES)
+    unknown = [n for n in names if n not in DATASET_NAMES and n not in EXTRA_WRITERS]
+    if unknown:
+        print(
+            f"unknown synthetic dataset(s) {unknown}; known: {[*DATASET_NAMES, *EXTRA_WRITERS]}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.images is not None and names != ["chestxray14"]:
+        print(
+            "--images (exact test-image count) is defined for --datasets chestxray14 alone", file=sys.stderr
+        )
+        return 2
+    out = Path(args.out)
+    kw = {"seed": args.seed, "image_size": args.image_size}
+    roots: dict[str, Path] = {}
+    if args.images is not None:
+        roots["chestxray14"] = write_chestxray14(
+            out / "chestxray14", n_test_images=args.images, n_train_images=args.train_images, **kw
+        )
+    else:
+        main_names = tuple(n for n in names if n in DATASET_NAMES)
+        if main_names:
+            roots.update(write_all(out, scale=args.scale, names=main_names, **kw))
+        for n in names:
+            if n in EXTRA_WRITERS:
+                roots[n] = EXTRA_WRITERS[n](out / n, max(4, round(40 * args.scale)), **kw)
+    print(json.dumps({k: str(v) for k, v in roots.items()}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser with its subcommands."""
     p = argparse.ArgumentParser(prog="cxrvlp", description="cxrvlp: chest X-ray vision-language tools")
@@ -132,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--sectioned-csv", help="mimic-cxr: MIT-LCP mimic_cxr_sectioned.csv instead of parsing")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_prepare)
+    sy = sub.add_parser(
+        "synthetic", help="write SYNTHETIC phantom mirrors of the datasets' official layouts (any size)"
+    )
+    sy.add_argument("--out", required=True, help="folder; one sub-folder per dataset")
+    sy.add_argument("--datasets", nargs="+", metavar="NAME", help="which mirrors (default: the main ones)")
+    sy.add_argument("--images", type=int, help="chestxray14: exactly N test images (test_list.txt)")
+    sy.add_argument("--train-images", type=int, help="chestxray14 with --images: train_val images (N/2)")
+    sy.add_argument("--image-size", type=int, default=256, help="side of the written images in pixels")
+    sy.add_argument("--scale", type=float, default=1.0, help="multiplies every default count (no --images)")
+    sy.add_argument("--seed", type=int, default=0)
+    sy.set_defaults(func=cmd_synthetic)
     ds = sub.add_parser("datasets", help="list the dataset readers")
     ds.set_defaults(func=cmd_datasets)
     return p

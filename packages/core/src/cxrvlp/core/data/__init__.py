@@ -17,6 +17,7 @@ from cxrvlp.core.data.covid_rural import COVIDRuralDataset
 from cxrvlp.core.data.covidx import COVIDxDataset
 from cxrvlp.core.data.imaging import read_image
 from cxrvlp.core.data.mimic_cxr import MimicCxrDataset, prepare_master_table
+from cxrvlp.core.data.ms_cxr import MSCXRDataset
 from cxrvlp.core.data.openi import OpenIDataset
 from cxrvlp.core.data.padchest import PadChestDataset
 from cxrvlp.core.data.rsna import RSNAPneumoniaDataset
@@ -37,6 +38,7 @@ DATASETS: dict[str, type[CxrDataset]] = {
     "vindr-cxr": VinDrCXRDataset,
     "chestx-det10": ChestXDet10Dataset,
     "covid-rural": COVIDRuralDataset,
+    "ms-cxr": MSCXRDataset,
 }
 
 
@@ -57,6 +59,7 @@ __all__ = [
     "ChestXray14Dataset",
     "CxrDataset",
     "MimicCxrDataset",
+    "MSCXRDataset",
     "OnError",
     "OpenIDataset",
     "PadChestDataset",

@@ -45,22 +45,53 @@ def _bbox(mask: np.ndarray) -> tuple[float, float, float, float] | None:
     return x0, y0, float(xs.max()) + 1 - x0, float(ys.max()) + 1 - y0
 
 
-def write_chestxray14(root: str | Path, n_patients: int = 160, seed: int = 0, image_size: int = 256) -> Path:
+def _patients_sized(rng: np.random.Generator, n_test: int, n_train: int):
+    """(patient id, follow-up count, is test) until exactly n_test test and n_train train_val images."""
+    pid, left = 0, {True: n_test, False: n_train}
+    for is_test in (True, False):
+        while left[is_test] > 0:
+            pid += 1
+            k = min(int(rng.integers(1, 5)), left[is_test])
+            left[is_test] -= k
+            yield pid, k, is_test
+
+
+def write_chestxray14(
+    root: str | Path,
+    n_patients: int = 160,
+    seed: int = 0,
+    image_size: int = 256,
+    n_test_images: int | None = None,
+    n_train_images: int | None = None,
+) -> Path:
     """Write a ChestX-ray14 mirror under root; returns root.
 
     1-4 images per patient ("<patient:08d>_<follow-up:03d>.png"); about a quarter of the patients are
     listed in test_list.txt, the rest in train_val_list.txt. Every test image with a boxed finding gets a
     BBox_List_2017.csv row per finding label: x, y, w, h in the pixels of the PNG as written (the official
     boxes are in the 1024-px PNG frame, i.e. also the PNG's own pixels).
+
+    n_test_images: write exactly that many test images (whole patients, the last one truncated) and
+    n_train_images (default half as many) train_val images; n_patients is then ignored.
     """
     root = Path(root)
     rng = dataset_rng(seed, "chestxray14")
-    test_patients = set((rng.permutation(n_patients)[: max(1, n_patients // 4)] + 1).tolist())
+    if n_test_images is None:
+        test_patients = set((rng.permutation(n_patients)[: max(1, n_patients // 4)] + 1).tolist())
+        plan = ((pid, None, pid in test_patients) for pid in range(1, n_patients + 1))
+    else:  # exactly n_test_images test images (whole patients), then n_train_images (default half) train_val
+        n_train = n_test_images // 2 if n_train_images is None else n_train_images
+        plan = _patients_sized(rng, int(n_test_images), int(n_train))
+        test_patients = set()
     entries, train_list, test_list, boxes = [], [], [], []
-    for pid in range(1, n_patients + 1):
+    n_patients = 0
+    for pid, n_follow, is_test in plan:
+        n_patients += 1
+        if is_test:
+            test_patients.add(pid)
         sex = str(rng.choice(["M", "F"]))
         age = int(rng.integers(18, 90))
-        for follow in range(int(rng.integers(1, 5))):
+        for follow in range(int(rng.integers(1, 5)) if n_follow is None else n_follow):
             name = f"{pid:08d}_{follow:03d}.png"
             case = sample_case(rng, uncertain_rate=0.0)
             case.findings.pop("support_devices", None)  # not an NIH label
@@ -102,6 +133,7 @@ def write_chestxray14(root: str | Path, n_patients: int = 160, seed: int = 0, im
         "test": len(test_list),
     }
     counts["boxes"] = len(boxes)
+    test_set = set(test_list)
     for cls in (
         "Atelectasis",
         "Cardiomegaly",
@@ -113,7 +145,7 @@ def write_chestxray14(root: str | Path, n_patients: int = 160, seed: int = 0, im
         "Edema",
     ):
         counts[f"test_positive_{cls}"] = sum(
-            1 for e in entries if e[0] in set(test_list) and cls in e[1].split("|")
+            1 for e in entries if e[0] in test_set and cls in e[1].split("|")
         )
     write_meta(root, "chestxray14", seed, counts, image_size=image_size)
     return root

@@ -117,6 +117,9 @@ def _positive(name: str, p: dict, rng: np.random.Generator) -> Sentence:
                 {"Consolidation": 1.0, "Lung Opacity": 1.0},
             ),
             (f"There is {lobe} consolidation.", {"Consolidation": 1.0}),
+            # ChestX-ray14's "Infiltration" is a word reports use for airspace disease; without it the
+            # class name never occurs in the text and no image-text model can learn it from these reports
+            (f"Focal infiltrate with consolidation in the {lobe}.", {"Consolidation": 1.0}),
         ]
         text, labels = _pick(rng, options)
         return Sentence(text, labels)
@@ -129,6 +132,7 @@ def _positive(name: str, p: dict, rng: np.random.Generator) -> Sentence:
                 f"{_cap(lobe)} airspace opacity compatible with pneumonia.",
                 {"Pneumonia": 1.0, "Lung Opacity": 1.0},
             ),
+            (f"{_cap(lobe)} infiltrate consistent with pneumonia.", {"Pneumonia": 1.0}),
         ]
         text, labels = _pick(rng, options)
         return Sentence(text, labels)
