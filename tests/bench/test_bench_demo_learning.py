@@ -32,6 +32,8 @@ def test_demo_sizes_keep_the_learning_budget():
     assert steps >= 600 and full["mimic_patients"] >= 600 and full["limit"] is None
 
 
+# 300 training steps: minutes on an idle 2-core machine, 18 min under load; over the default run's budget.
+@pytest.mark.slow
 def test_tiny_mgca_zero_shot_above_chance_on_synthetic_chexpert(tmp_path):
     spec, why = method_status("mgca")
     if spec is None:
