@@ -187,6 +187,13 @@ def _load_official_checkpoint(source, name=None, strict=True):
 
 
 _RELEASE = "Google Drive folder of the official README (afloc.md section 8)"
+def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
+    """A task module of `model_name` and a synthetic batch (`cxrvlp.afloc.testing.example_batch`)."""
+    from cxrvlp.afloc.testing import example_batch
+
+    return example_batch(model_name, batch_size, seed, text_length)
+
+
 METHOD_SPEC = MethodSpec(
     name=METHOD,
     description="AFLoc (Nat. Biomed. Eng. 2025): multi-level alignment for annotation-free localisation",
@@ -194,6 +201,7 @@ METHOD_SPEC = MethodSpec(
     load_adapter=load_adapter,
     load_official_adapter=load_official_adapter,
     load_official_checkpoint=_load_official_checkpoint,
+    example_batch=_example_batch,
     configs_dir=Path(__file__).parent / "configs",
     # the official classification prompt ensembles are not in the benchmark's sets; "Findings suggesting X."
     # vs "No evidence of X." follows their fallback wording ('Findings suggesting x' / 'no x.'): ours

@@ -230,3 +230,32 @@ def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Te
     if missing:
         raise KeyError(f"run_parity_fixture: no computation for fixture tensors {missing}")
     return {n: r[n] for n in wanted}
+
+
+def example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
+    """The registered model `model_name` as a task module and a synthetic batch: token rows of varied length
+    with a '.' every 6 tokens (so every row has sentence units), no word pieces."""
+    from cxrvlp.afloc.train import AFLocTrainModule
+    from cxrvlp.core.registry import create_model
+    from cxrvlp.core.testing.batches import random_images, random_token_batch
+
+    model = create_model(model_name)
+    c = model.cfg
+    first_word = max(c.cls_token_id, c.sep_token_id, c.period_token_id) + 1
+    tok = random_token_batch(
+        batch_size, text_length or min(c.text_max_length, 24), int(c.bert["vocab_size"]),
+        cls_id=c.cls_token_id, sep_id=c.sep_token_id, first_word_id=first_word, seed=seed,
+    )  # fmt: skip
+    ids, mask = tok["input_ids"], tok["attention_mask"]
+    words = (mask.bool() & (ids != c.cls_token_id) & (ids != c.sep_token_id)).clone()
+    period = words & (torch.arange(ids.shape[1])[None] % 6 == 5)
+    ids = torch.where(period, torch.full_like(ids, c.period_token_id), ids)
+    batch = {
+        "images": random_images(batch_size, c.image_size, seed),
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": tok["token_type_ids"],
+        "piece_mask": torch.zeros_like(ids, dtype=torch.bool),
+        "bracket_mask": ~words,  # [CLS], [SEP] and [PAD] start with "["
+    }
+    return AFLocTrainModule(model), batch
