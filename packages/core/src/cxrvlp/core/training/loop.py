@@ -52,6 +52,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -826,7 +827,9 @@ def check_ranks_in_sync(accelerator, model: nn.Module) -> None:
     local = weights_checksum(model).to(accelerator.device)
     every = accelerator.gather(local.reshape(1, 2)).cpu()  # (W, 2)
     rank, world = accelerator.process_index, accelerator.num_processes
-    print(f"rank {rank}/{world} weights checksum {local[0].item():.12e} {local[1].item():.12e}", flush=True)
+    # one write() of one short line: atomic on a pipe, so two ranks' lines never run together
+    sys.stdout.write(f"rank {rank}/{world} weights checksum {local[0].item():.12e} {local[1].item():.12e}\n")
+    sys.stdout.flush()
     ref = every[0]
     bad = [r for r in range(every.shape[0]) if not torch.allclose(every[r], ref, rtol=1e-9, atol=0)]
     if bad:
