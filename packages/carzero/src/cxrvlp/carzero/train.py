@@ -31,7 +31,6 @@ from cxrvlp.core.data.pretraining import resolve_mimic_root
 from cxrvlp.core.training import TaskModule, load_config, run_training, scalar_logs, sum_losses
 from cxrvlp.core.training.loop import process_state
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -172,16 +171,11 @@ class CarzeroTask:
 
 
 def resolve_config(path: str | Path | None) -> Path | None:
-    """A config path, or the name of a packaged config ('tiny', 'carzero_vit_b16.yaml')."""
-    if path is None:
-        return None
-    p = Path(path)
-    if p.exists():
-        return p
-    for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
-        if cand.exists():
-            return cand
-    return p
+    """A YAML path, or the name of a packaged recipe ('tiny', 'carzero_vit_b16'); None: the defaults."""
+    from cxrvlp.carzero.registry import METHOD_SPEC
+    from cxrvlp.core.method import resolve_recipe
+
+    return None if path is None else resolve_recipe(METHOD_SPEC, path)
 
 
 def main(config: str | Path | None = None, overrides: list[str] | None = None) -> Path:
