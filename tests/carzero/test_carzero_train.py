@@ -90,9 +90,10 @@ def test_carzero_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
 
 
 def test_tiny_run_validates_and_keeps_the_best_epoch_as_the_paper_recipe(tmp_path):
-    """The paper's selection on the mirror's validate split: val_loss every epoch, best/ with its tokenizer."""
+    """The paper's selection on the mirror's validate split: val_loss every epoch, best/ + tokenizer."""
     extra = [
-        "epochs=2", "batch_size=4", "data.synthetic_patients=20", "data.val_split=validate", "val_batch_size=4",
+        "epochs=2", "batch_size=4", "data.synthetic_patients=20", "data.val_split=validate",
+        "val_batch_size=4",
         "eval_every_epochs=1", "monitor=val_loss", "keep_best_k=1", "early_stop_patience=10",
         "batch_size_schedule=[[0,4],[1,6]]",
     ]  # fmt: skip

@@ -148,7 +148,8 @@ def build_train_dataset(
                                 normalisation=cfg.normalisation)  # fmt: skip
     images = MimicCxrDataset(
         root, split=split or cfg.split, views=cfg.views, reports_root=cfg.reports_root,
-        sectioned_csv=cfg.sectioned_csv, cache_dir=cfg.image_cache_dir, label_source=None, on_error=cfg.on_error,
+        sectioned_csv=cfg.sectioned_csv, cache_dir=cfg.image_cache_dir, label_source=None,
+        on_error=cfg.on_error,
     )  # fmt: skip
     llm = None
     if cfg.llm_csv:
