@@ -1,4 +1,5 @@
-"""CARZero configuration dataclasses: model, data and loss. Defaults are the released model's values.
+"""Every CARZero config dataclass: model, data (core's `MimicSourceConfig`), loss and the training run.
+Defaults are the released model's values.
 
 The released variant (spec §3.1) is GL-MLP: global+local tokens as decoder memory, a 4-layer cross-attention
 decoder without self-attention, a 4-layer ReLU MLP head. `fusion_head="linear"` gives the paper's linear
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from cxrvlp.core.data.pretraining import MimicSourceConfig
+from cxrvlp.core.training import TrainConfig
 
 # Laihaoran/BioClinicalMPBERT is a BERT-base; its vocabulary size is read from the checkpoint when importing
 # (the spec assumes 28,996, the Bio_ClinicalBERT cased vocabulary).
@@ -90,3 +94,39 @@ class CarzeroLossConfig:
 
     i2t_weight: float = 1.0
     t2i_weight: float = 1.0
+
+
+@dataclass
+class CarzeroDataConfig(MimicSourceConfig):
+    """MIMIC-CXR source (core's `MimicSourceConfig`) + how a CARZero sample is drawn (see data.py)."""
+
+    views: list[str] = field(default_factory=lambda: ["PA", "AP"])  # [paper] Frontal/Lateral == "Frontal"
+    # [paper] the authors' master CSV (mimic-cxr-label-LLM_report-xinhuo-chexpertformat.csv) or any CSV with
+    # `Path` and the LLM column; rows are matched to images by file name (dicom id).
+    llm_csv: str | None = None
+    llm_column: str = "xinhuo"  # [paper] iFlytek Spark rewrite (issue #8); "LLM Report Impression" = Vicuna
+    impression_column: str = "Report Impression"  # used from llm_csv when present, else the report section
+    text_sections: list[str] = field(default_factory=lambda: ["impression"])  # report sections, in order
+    stop_at_word_count: int | None = 5  # [paper] the exact-equality early stop (spec corrections 1)
+    exclude_file: str | None = None  # [paper] the noise list as text, one image file name per line
+    transform: str = "carzero"
+    image_size: int | None = None  # None: the preset's (224)
+    normalisation: str | None = None  # None: the preset's (cxr-mae)
+
+
+@dataclass
+class CarzeroTrainConfig(TrainConfig):
+    """A CARZero run: the shared loop's settings plus model, data and loss sections.
+
+    The released recipe's batch curriculum (64 -> 128 -> 256) is core's `batch_size_schedule`; its
+    validation (val_loss, batch 256, best kept, patience 10) is core's `val_batch_size` / `monitor` /
+    `keep_best_k` / `early_stop_patience` (configs/carzero_vit_b16.yaml).
+    """
+
+    model_name: str = "carzero-vit-b16"
+    model: CarzeroModelConfig = field(default_factory=CarzeroModelConfig)
+    data: CarzeroDataConfig = field(default_factory=CarzeroDataConfig)
+    loss: CarzeroLossConfig = field(default_factory=CarzeroLossConfig)
+    tokenizer_vocab_size: int = 2000  # only when model.tokenizer is null: WordPiece built from the sentences
+    pad_to_longest: bool = True  # EXACT speed-up: BERT masks pads and words are re-padded to 97 slots
+    num_threads: int | None = None  # torch CPU threads

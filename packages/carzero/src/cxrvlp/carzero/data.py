@@ -5,7 +5,8 @@ the LLM-rewritten report (iFlytek Spark, column `xinhuo` of the authors' master 
 separator, newlines to spaces, split on numbered-list markers and ".", each piece lower-cased to `\\w+` tokens,
 one-token pieces dropped, and the official early stop when the running word count equals exactly 5. Studies
 with no sentence are dropped. Each draw takes one sentence uniformly (`numpy.random.randint`, seeded per
-(seed, epoch, index) by core's loop).
+(seed, epoch, index) by core's loop). An item is built from ONE record (its image and one of its own
+sentences); with `data.on_error=skip` an unreadable image hands the item to the next readable record whole.
 
 Without an LLM column (`data.llm_csv` unset) the text is the report's own sections (`data.text_sections`,
 default the impression, as the official `Report Impression`) and a warning says so: the released model was
@@ -16,44 +17,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from cxrvlp.carzero.config import CarzeroDataConfig
+from cxrvlp.core.data.pretraining import load_with_substitute, read_exact, resolve_mimic_root
 from cxrvlp.core.errors import ConfigError, DatasetNotFoundError
 from cxrvlp.core.text.cleaning import clean_report
 from torch.utils.data import Dataset
 
 log = logging.getLogger("cxrvlp.carzero")
-
-
-@dataclass
-class CarzeroDataConfig:
-    """Where the training data comes from and how a sample is drawn."""
-
-    root: str | None = None  # MIMIC-CXR-JPG 2.0.0 root; None = the synthetic mirror (only when asked)
-    synthetic: bool = False  # [ours] allow the synthetic mirror when root is null
-    synthetic_dir: str = "~/.cache/cxrvlp/synthetic/mimic_cxr"
-    synthetic_patients: int = 120
-    synthetic_image_size: int = 256
-    reports_root: str | None = None  # mimic-cxr-reports (files/pXX/...txt); default: root
-    sectioned_csv: str | None = None
-    split: str = "train"
-    views: list[str] = field(default_factory=lambda: ["PA", "AP"])  # [paper] Frontal/Lateral == "Frontal"
-    # [paper] the authors' master CSV (mimic-cxr-label-LLM_report-xinhuo-chexpertformat.csv) or any CSV with
-    # `Path` and the LLM column; rows are matched to images by file name (dicom id).
-    llm_csv: str | None = None
-    llm_column: str = "xinhuo"  # [paper] iFlytek Spark rewrite (issue #8); "LLM Report Impression" = Vicuna
-    impression_column: str = "Report Impression"  # used from llm_csv when present, else the report section
-    text_sections: list[str] = field(default_factory=lambda: ["impression"])  # report sections, in order
-    stop_at_word_count: int | None = 5  # [paper] the exact-equality early stop (spec corrections 1)
-    exclude_file: str | None = None  # [paper] the noise list as text, one image file name per line
-    transform: str = "carzero"
-    image_size: int | None = None  # None: the preset's (224)
-    normalisation: str | None = None  # None: the preset's (cxr-mae)
-    cache_dir: str | None = None
 
 
 def study_sentences(impression: str | None, llm: str | None = None, stop_at_word_count: int | None = 5) -> list:
@@ -97,8 +72,9 @@ class CarzeroImageTextDataset(Dataset):
         text_sections: Sequence[str] = ("impression",),
         stop_at_word_count: int | None = 5,
         exclude: set[str] | None = None,
+        on_error: str = "raise",
     ) -> None:
-        self.images, self.transform = images, transform
+        self.images, self.transform, self.on_error = images, transform, on_error
         self.items: list[tuple[int, int]] = []  # (image index, study position)
         self.sentences: list[list[str]] = []
         study_pos: dict[str, int] = {}
@@ -139,59 +115,46 @@ class CarzeroImageTextDataset(Dataset):
         """Every training sentence (e.g. to build a tokenizer)."""
         return [s for sents in self.sentences for s in sents]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _item(self, index: int) -> dict[str, Any]:
         i, pos = self.items[index]
         sents = self.sentences[pos]
         sentence = sents[np.random.randint(len(sents))]  # one sentence per draw, as official
         if hasattr(self.transform, "reseed"):
             self.transform.reseed(int(np.random.randint(0, 2**31 - 1)))
-        sample = self.images[i]
         rec = self.images.records[i]
         return {
-            "image": self.transform(sample.image),
+            "image": self.transform(read_exact(self.images, i).image),  # this record's image, never another
             "text": sentence,
             "sample_id": f"mimic/{rec.study_id}/{Path(rec.image_path).stem}",
         }
 
-
-def ensure_synthetic_mimic(cfg: CarzeroDataConfig) -> Path:
-    """The synthetic MIMIC-CXR mirror (written once into `synthetic_dir`)."""
-    from cxrvlp.core.data.synthetic import GENERATOR_VERSION, write_mimic_cxr
-
-    tag = f"n{cfg.synthetic_patients}_s{cfg.synthetic_image_size}_g{GENERATOR_VERSION}"
-    root = Path(cfg.synthetic_dir).expanduser() / tag
-    done = root / ".complete"
-    if not done.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        write_mimic_cxr(root, n_patients=cfg.synthetic_patients, seed=0, image_size=cfg.synthetic_image_size)
-        done.write_text("ok\n")
-    return root
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item, skipped = load_with_substitute(index, len(self), self._item, self.on_error, "mimic-cxr")
+        item["skipped"] = skipped
+        return item
 
 
-def build_train_dataset(cfg: CarzeroDataConfig, train: bool = True) -> CarzeroImageTextDataset:
-    """Frontal MIMIC-CXR images of `split` with their sentences (LLM column when configured)."""
+def build_train_dataset(
+    cfg: CarzeroDataConfig, train: bool = True, split: str | None = None, root: Path | None = None
+) -> CarzeroImageTextDataset:
+    """Frontal MIMIC-CXR images of `split` (default `cfg.split`) with their sentences (LLM column when
+    configured). Validation passes `cfg.val_split` with train=False (the eval transform). `root`: the resolved
+    data root (the task resolves it once, main process first); None resolves it here."""
     from cxrvlp.core.data.mimic_cxr import MimicCxrDataset
     from cxrvlp.core.data.transforms import build_transform
 
-    if cfg.root:
-        root = Path(cfg.root).expanduser()
-    elif cfg.synthetic:
-        root = ensure_synthetic_mimic(cfg)
-    else:
-        raise ConfigError(
-            "carzero: data.root is not set. Point it at MIMIC-CXR-JPG 2.0.0 (data.root=/path), or ask for the "
-            "synthetic mirror explicitly (data.synthetic=true) for a demo run"
-        )
+    root = root or resolve_mimic_root(cfg, "carzero")
     transform = build_transform(cfg.transform, train=train, image_size=cfg.image_size,
                                 normalisation=cfg.normalisation)  # fmt: skip
     images = MimicCxrDataset(
-        root, split=cfg.split, views=cfg.views, reports_root=cfg.reports_root, sectioned_csv=cfg.sectioned_csv,
-        cache_dir=cfg.cache_dir, label_source=None,
+        root, split=split or cfg.split, views=cfg.views, reports_root=cfg.reports_root,
+        sectioned_csv=cfg.sectioned_csv, cache_dir=cfg.image_cache_dir, label_source=None,
+        on_error=cfg.on_error,
     )  # fmt: skip
     llm = None
     if cfg.llm_csv:
         llm = read_llm_table(cfg.llm_csv, cfg.llm_column, cfg.impression_column)
-    else:
+    elif train:
         log.warning(
             "carzero: no LLM-rewritten report column (data.llm_csv unset): training text = the report's %s "
             "sentences only; the released model was trained on impression + the '%s' LLM rewrite",
@@ -203,4 +166,6 @@ def build_train_dataset(cfg: CarzeroDataConfig, train: bool = True) -> CarzeroIm
         if not p.is_file():
             raise DatasetNotFoundError("carzero noise list", p, "one image file name per line")
         exclude = {Path(x.strip()).stem for x in p.read_text().splitlines() if x.strip()}
-    return CarzeroImageTextDataset(images, transform, llm, cfg.text_sections, cfg.stop_at_word_count, exclude)
+    return CarzeroImageTextDataset(
+        images, transform, llm, cfg.text_sections, cfg.stop_at_word_count, exclude, on_error=cfg.on_error
+    )

@@ -27,8 +27,9 @@ def carzero_loss(
     i2t: torch.Tensor, t2i: torch.Tensor, i2t_weight: float = 1.0, t2i_weight: float = 1.0
 ) -> dict[str, torch.Tensor]:
     """Named terms: `i2t_loss`, `t2i_loss` (weighted) and their sum `loss`, plus the four CE halves."""
-    li, ri, ci = symmetric_ce(i2t.float())
-    lt, rt, ct = symmetric_ce(t2i.float())
+    # at least float32 (fp16 autocast logits are upcast; a float64 run stays float64)
+    li, ri, ci = symmetric_ce(i2t.to(torch.promote_types(i2t.dtype, torch.float32)))
+    lt, rt, ct = symmetric_ce(t2i.to(torch.promote_types(t2i.dtype, torch.float32)))
     terms = {"i2t_loss": i2t_weight * li, "t2i_loss": t2i_weight * lt}
     terms["loss"] = terms["i2t_loss"] + terms["t2i_loss"]
     terms.update(i2t_row_ce=ri, i2t_col_ce=ci, t2i_row_ce=rt, t2i_col_ce=ct)

@@ -111,6 +111,13 @@ def load_official_adapter(source: str | Path, name: str | None = None, device=No
                           source=source, checkpoint_sha256=sha)  # fmt: skip
 
 
+def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0):
+    """A task module of `model_name` and a synthetic batch (`cxrvlp.carzero.testing.example_batch`)."""
+    from cxrvlp.carzero.testing import example_batch
+
+    return example_batch(model_name, batch_size, seed)
+
+
 def _load_official_checkpoint(source, name=None, strict=True):
     """The released checkpoint as a CARZero model (`cxrvlp.carzero.official.load_official_checkpoint`)."""
     from cxrvlp.carzero.official import load_official_checkpoint
@@ -125,6 +132,7 @@ METHOD_SPEC = MethodSpec(
     load_adapter=load_adapter,
     load_official_adapter=load_official_adapter,
     load_official_checkpoint=_load_official_checkpoint,
+    example_batch=_example_batch,
     configs_dir=Path(__file__).parent / "configs",
     prompts={"*": PromptChoice("carzero-there-is", official=True)},
     image_size_keys=("data.image_size", "model.image_size"),

@@ -19,6 +19,7 @@ from cxrvlp.carzero.loss import carzero_loss
 from cxrvlp.carzero.model import Carzero, score_pairs
 from cxrvlp.carzero.official import load_official_checkpoint
 from cxrvlp.carzero.zeroshot import grounding_maps
+from cxrvlp.core.testing.parity import default_dtype
 from safetensors.torch import load_file
 
 
@@ -90,8 +91,16 @@ def _images(inputs, cfg: CarzeroModelConfig) -> torch.Tensor:
 
 
 def run_parity_fixture(fixture_dir: str | Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Every tensor named in the fixture's outputs.safetensors, computed by our implementation."""
-    fixture = Path(fixture_dir)
+    """Every tensor named in the fixture's outputs.safetensors, computed by our implementation.
+
+    dtype=torch.float64 runs the same code path in double precision (model, weights and float inputs; token
+    ids and masks unchanged): the float64 twin of `cxrvlp.core.testing.judge_parity`.
+    """
+    with default_dtype(dtype):
+        return _run_parity_fixture(Path(fixture_dir), dtype)
+
+
+def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     cfg = json.loads((fixture / "config.json").read_text())
     mcfg = model_config_from_fixture(cfg)
     torch.manual_seed(0)
@@ -171,3 +180,34 @@ def run_parity_fixture(fixture_dir: str | Path, dtype: torch.dtype = torch.float
 def no_grad_parameters(model: Carzero) -> list[str]:
     """Parameters that get no gradient in a training step (unused modules, frozen pos_embed)."""
     return [k for k, p in model.named_parameters() if p.grad is None]
+
+
+class _SyntheticVocab:
+    """The three things the word merging reads from a tokenizer, for random token ids: every 5th id from 5
+    on is a "##" continuation (so word pieces are merged in the example batch), [SEP] = 3."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.sep_token_id = size, 3
+
+    def __len__(self) -> int:
+        return self.size
+
+    def get_vocab(self) -> dict[str, int]:
+        return {("##" if i >= 5 and i % 5 == 0 else "") + f"t{i}": i for i in range(self.size)}
+
+
+def example_batch(model_name: str, batch_size: int = 4, seed: int = 0):
+    """The registered model `model_name` as a task module (unused parameters frozen) and a synthetic batch."""
+    from cxrvlp.carzero.loss import CarzeroLoss
+    from cxrvlp.carzero.train import CarzeroTrainModule, freeze_unused
+    from cxrvlp.core.registry import create_model
+    from cxrvlp.core.testing.batches import random_images, random_token_batch
+
+    model = create_model(model_name)
+    vocab = int(model.text_encoder.model.config.vocab_size)
+    model.set_tokenizer(_SyntheticVocab(vocab))
+    freeze_unused(model)
+    length = min(model.config.text_max_length, 24)
+    tokens = random_token_batch(batch_size, length, vocab, cls_id=2, sep_id=3, first_word_id=6, seed=seed)
+    batch = {"images": random_images(batch_size, model.config.image_size, seed), "tokens": tokens}
+    return CarzeroTrainModule(model, CarzeroLoss()), batch
