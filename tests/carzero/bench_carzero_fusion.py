@@ -1,4 +1,4 @@
-"""CARZero B x B fusion: the official per-call pair scoring (restated) against our batched scorer, side by side.
+"""CARZero B x B fusion: the official per-call pair scoring (restated) vs our batched scorer, side by side.
 
     python tests/carzero/bench_carzero_fusion.py --batch 64 --repeats 3 --threads 2 [--device cuda]
 

@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 
 TEXTS = ["there is mild cardiomegaly", "no pleural effusion", "there is edema", "lungs are clear",
-         "there is a small left pleural effusion", "support devices", "there is atelectasis", "no pneumothorax"]  # fmt: skip
+         "there is a small left pleural effusion", "support devices", "there is atelectasis",
+         "no pneumothorax"]  # fmt: skip
 
 
 def mode_losses(out_dir: Path) -> None:
@@ -85,7 +86,8 @@ def mode_train(out_dir: Path, synth: str) -> None:
     from cxrvlp.carzero.train import main
 
     run = main("tiny", [f"output_dir={out_dir / 'run'}", "overwrite=true", "max_steps=2", "log_every_steps=1",
-                        "batch_size=6", f"data.synthetic_dir={synth}", "data.synthetic_patients=24"])  # fmt: skip
+                        "batch_size=6", f"data.synthetic_dir={synth}",
+                        "data.synthetic_patients=24"])  # fmt: skip
     rank = int(os.environ.get("RANK", "0"))
     (out_dir / f"train_rank{rank}.json").write_text(json.dumps({"run": str(run)}))
 

@@ -1,4 +1,4 @@
-"""Model-level checks: batched scorer = official per-call decoder, pair independence, loss values, contract."""
+"""Model-level checks: batched scorer = official per-call decoder, pair independence, losses, contract."""
 
 from __future__ import annotations
 

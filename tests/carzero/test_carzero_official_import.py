@@ -1,4 +1,4 @@
-"""Official import: the full-size released model accepts a state dict with exactly the released keys/shapes."""
+"""Official import: the full-size released model accepts a state dict with exactly the released keys."""
 
 from __future__ import annotations
 

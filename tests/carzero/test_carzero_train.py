@@ -1,4 +1,4 @@
-"""CARZero training on the synthetic MIMIC-CXR mirror: tiny run -> adapter; zero-shot AUROC (slow); contract."""
+"""CARZero training on the synthetic MIMIC-CXR mirror: tiny run -> adapter; zero-shot AUROC (slow)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def test_carzero_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     assert abs(losses[0]["loss"] - 2 * math.log(8)) < 0.1  # near-constant logits at init: 2 ln B (spec §10.4)
     adapter = method.load_adapter(final)
     assert isinstance(adapter, ZeroShotAdapter)
-    assert adapter.info.zero_shot_protocol.startswith("official") and adapter.info.grounding.startswith("ours")
+    assert adapter.info.zero_shot_protocol.startswith("official") and adapter.info.grounding.startswith(
+        "ours"
+    )
     img = adapter.preprocess(np.random.default_rng(0).random((80, 70), dtype=np.float32))
     assert img.shape == (3, 64, 64)
     images = torch.stack([img, img.flip(-1), img.flip(-2)])
@@ -180,9 +182,12 @@ def test_llm_column_is_used_when_given(tmp_path):
     root = write_mimic_cxr(tmp_path / "m", n_patients=6, seed=3, image_size=64)
     recs = MimicCxrDataset(root, split="train", label_source=None).records
     rows = [{"Path": r.image_path, "Frontal/Lateral": "Frontal", "Report Impression": "Mild cardiomegaly",
-             "xinhuo": f"There is finding number {i} here. Support devices."} for i, r in enumerate(recs)]  # fmt: skip
+             "xinhuo": f"There is finding number {i} here. Support devices."}
+            for i, r in enumerate(recs)]  # fmt: skip
     pd.DataFrame(rows).to_csv(tmp_path / "llm.csv", index=False)
-    ds = build_train_dataset(CarzeroDataConfig(root=str(root), llm_csv=str(tmp_path / "llm.csv"), image_size=64))
+    ds = build_train_dataset(
+        CarzeroDataConfig(root=str(root), llm_csv=str(tmp_path / "llm.csv"), image_size=64)
+    )
     assert len(ds) == len(recs)
     # impression + LLM text concatenated without a separator: "cardiomegalythere" (official quirk)
     assert ds.sentences[0][0] == "mild cardiomegalythere is finding number 0 here"

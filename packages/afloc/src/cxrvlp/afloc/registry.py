@@ -187,6 +187,8 @@ def _load_official_checkpoint(source, name=None, strict=True):
 
 
 _RELEASE = "Google Drive folder of the official README (afloc.md section 8)"
+
+
 def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
     """A task module of `model_name` and a synthetic batch (`cxrvlp.afloc.testing.example_batch`)."""
     from cxrvlp.afloc.testing import example_batch

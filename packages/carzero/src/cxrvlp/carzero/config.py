@@ -44,13 +44,17 @@ VIT_B16 = dict(
 class CarzeroModelConfig:
     """Everything that builds a CARZero model (saved as JSON next to the weights)."""
 
-    image_encoder: str = "vit"  # "vit" (MAE ViT, timm names) or a core image-encoder name (efficientnet-lite0)
+    image_encoder: str = (
+        "vit"  # "vit" (MAE ViT, timm names) or a core image-encoder name (efficientnet-lite0)
+    )
     vit: dict[str, Any] = field(default_factory=lambda: dict(VIT_B16))
     image_pretrained: str | bool | None = None  # ViT: a local M3AE/MAE file; core encoders: True = packaged
     text_encoder: str = "bert"  # "bert" (HF BertModel + pooler, as released) or "minilm-l6" (small config)
     text_config: dict[str, Any] = field(default_factory=lambda: dict(BIOCLINICAL_MPBERT))
     text_pretrained: str | bool | None = None  # hub name / folder ("Laihaoran/BioClinicalMPBERT")
-    tokenizer: str | None = "Laihaoran/BioClinicalMPBERT"  # hub name / folder / vocab.txt; None: built at train
+    tokenizer: str | None = (
+        "Laihaoran/BioClinicalMPBERT"  # hub name / folder / vocab.txt; None: built at train
+    )
     text_max_length: int = 97  # [paper] padding="max_length", 97; also the number of word slots
     text_last_n_layers: int = 4  # [paper] sum of the last 4 hidden states
     text_attn_implementation: str = "sdpa"  # "eager" as transformers 4.35.2 (same numbers up to rounding)

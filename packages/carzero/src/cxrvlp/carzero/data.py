@@ -2,7 +2,8 @@
 
 Text per study (official `create_path_2_sent_mapping` over `Report Impression` + `xinhuo`): the impression and
 the LLM-rewritten report (iFlytek Spark, column `xinhuo` of the authors' master CSV) concatenated WITHOUT a
-separator, newlines to spaces, split on numbered-list markers and ".", each piece lower-cased to `\\w+` tokens,
+separator, newlines to spaces, split on numbered-list markers and ".", each piece lower-cased to
+`\\w+` tokens,
 one-token pieces dropped, and the official early stop when the running word count equals exactly 5. Studies
 with no sentence are dropped. Each draw takes one sentence uniformly (`numpy.random.randint`, seeded per
 (seed, epoch, index) by core's loop). An item is built from ONE record (its image and one of its own
@@ -31,7 +32,9 @@ from torch.utils.data import Dataset
 log = logging.getLogger("cxrvlp.carzero")
 
 
-def study_sentences(impression: str | None, llm: str | None = None, stop_at_word_count: int | None = 5) -> list:
+def study_sentences(
+    impression: str | None, llm: str | None = None, stop_at_word_count: int | None = 5
+) -> list:
     """Cleaned sentences of one study: impression + LLM text concatenated without a separator (official)."""
     text = (impression or "") + (llm or "")
     return clean_report(text, stop_at_word_count=stop_at_word_count)
@@ -57,7 +60,8 @@ def read_llm_table(path: str | Path, llm_column: str, impression_column: str) ->
         df = df[df["Frontal/Lateral"] == "Frontal"]
     imp = df[impression_column] if impression_column in df.columns else [None] * len(df)
     return {
-        Path(str(path_)).stem: (_present(i), _present(t)) for path_, i, t in zip(df["Path"], imp, df[llm_column])
+        Path(str(path_)).stem: (_present(i), _present(t))
+        for path_, i, t in zip(df["Path"], imp, df[llm_column])
     }
 
 

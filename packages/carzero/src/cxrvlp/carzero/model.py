@@ -192,7 +192,9 @@ def compact_pad_memory(
     first = first_pad[:, None].to(memory.device)
     total = (s - first).clamp(min=0)  # P_j
     kept = (width - first).clamp(min=0)  # c_j
-    ratio = torch.where(kept > 0, total.double() / kept.clamp(min=1).double(), torch.ones_like(total.double()))
+    ratio = torch.where(
+        kept > 0, total.double() / kept.clamp(min=1).double(), torch.ones_like(total.double())
+    )
     bias = torch.where(pos >= first, ratio.log(), torch.zeros_like(ratio)).to(memory.dtype)
     return memory[:, :width], bias, (mask[:, :width] if mask is not None else None)
 
@@ -200,7 +202,7 @@ def compact_pad_memory(
 def fusion_reference(
     fusion: CarzeroFusion, memory: torch.Tensor, queries: torch.Tensor, need_weights: bool = True
 ) -> PairScores:
-    """The official `TQN_Model.forward`, restated: queries repeated once per memory item, decoder on N x T rows.
+    """The official `TQN_Model.forward`, restated: queries repeated per memory item, decoder on N x T rows.
 
     memory (N, S, D), queries (T, D) -> logits (N, T) and per-layer (N, T, S) maps. The official call keeps
     PyTorch MHA's default need_weights=True (the unfused path); kept here as the default.
@@ -255,7 +257,9 @@ class CarzeroTextEncoder(nn.Module):
             **kwargs,
         )  # fmt: skip
         hidden = torch.stack(out.hidden_states[-self.last_n_layers :], dim=1)  # (B, K, L, D)
-        merged = merge_word_pieces(hidden, input_ids, self.continuation, self.sep_token_id, out_len=self.width)
+        merged = merge_word_pieces(
+            hidden, input_ids, self.continuation, self.sep_token_id, out_len=self.width
+        )
         per_layer = merged.embeddings  # (B, K, W, D), exact zeros after the last word
         return {
             "hidden_last": hidden,

@@ -64,7 +64,9 @@ def _check_tied(sd: Mapping[str, torch.Tensor], source: str) -> None:
             raise CheckpointError(f"{source}: '{k}' and '{other}' differ, but they are one tied LayerNorm")
 
 
-def load_into(model: Carzero, sd: Mapping[str, torch.Tensor], source: str = "state dict", strict: bool = True):
+def load_into(
+    model: Carzero, sd: Mapping[str, torch.Tensor], source: str = "state dict", strict: bool = True
+):
     """Load a (stripped) official state dict into `model`; strict: every key must match."""
     _check_tied(sd, source)
     load_state_dict_strict(model, sd, source=source, strict=strict)

@@ -38,7 +38,7 @@ def _config(base: dict[str, Any], overrides: dict[str, Any]) -> CarzeroModelConf
 @register_model(
     "carzero-vit-b16",
     method=METHOD,
-    description="CARZero released GL-MLP: MAE ViT-B/16 + BioClinicalMPBERT + cross-attention pair scorer (paper)",
+    description="CARZero released GL-MLP: MAE ViT-B/16 + BioClinicalMPBERT + cross-attention scorer (paper)",
 )
 def carzero_vit_b16(**overrides) -> Carzero:
     """The released model (220.8 M parameters with a 28,996 vocabulary). Options: fusion_head="linear" (the
@@ -56,7 +56,8 @@ def carzero_tiny(**overrides) -> Carzero:
     """Tiny demo model (same modules and loss, toy sizes)."""
     base = dict(
         vit=dict(TINY_VIT), text_config=dict(TINY_BERT), tokenizer=None, text_max_length=32,
-        fusion_layers=2, fusion_heads=4, fusion_ffn=128, mlp_hidden=(64, 32, 16), fusion_init_std=0.15, fusion_dropout=0.0,
+        fusion_layers=2, fusion_heads=4, fusion_ffn=128, mlp_hidden=(64, 32, 16), fusion_init_std=0.15,
+        fusion_dropout=0.0,
         image_size=64,
     )  # fmt: skip
     return build_model(_config(base, overrides))
@@ -100,7 +101,7 @@ def load_adapter(pretrained_dir: str | Path, device=None):
 
 
 def load_official_adapter(source: str | Path, name: str | None = None, device=None, tokenizer=None):
-    """Zero-shot adapter around the released checkpoint (tokenizer: Laihaoran/BioClinicalMPBERT or a folder)."""
+    """Zero-shot adapter of the released checkpoint (tokenizer: Laihaoran/BioClinicalMPBERT or a folder)."""
     from cxrvlp.carzero.official import load_official_checkpoint
     from cxrvlp.carzero.zeroshot import CarzeroAdapter
     from cxrvlp.core.training.checkpoint import sha256_file
@@ -139,8 +140,13 @@ METHOD_SPEC = MethodSpec(
     text_length_key="model.text_max_length",
     pretrained=(
         PretrainedRecord(
-            "carzero-vit-b16", "CARZero_best_model.ckpt", "Google Drive link in the official README "
-            "(laihaoran/CARZero)", 224, "cxr-mae", "Laihaoran/BioClinicalMPBERT", 97,
+            "carzero-vit-b16",
+            "CARZero_best_model.ckpt",
+            "Google Drive link in the official README (laihaoran/CARZero)",
+            224,
+            "cxr-mae",
+            "Laihaoran/BioClinicalMPBERT",
+            97,
             notes="PyTorch Lightning 1.1.4 checkpoint; state_dict keys prefixed 'CARZero.'; GL-MLP variant",
         ),
     ),

@@ -90,7 +90,9 @@ def _images(inputs, cfg: CarzeroModelConfig) -> torch.Tensor:
     return torch.stack([tf(inputs[f"raw_image_{i}"].numpy().astype("float32") / 255.0) for i in range(n)])
 
 
-def run_parity_fixture(fixture_dir: str | Path, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def run_parity_fixture(
+    fixture_dir: str | Path, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """Every tensor named in the fixture's outputs.safetensors, computed by our implementation.
 
     dtype=torch.float64 runs the same code path in double precision (model, weights and float inputs; token
@@ -137,7 +139,10 @@ def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Te
         i_mem = model.image_memory(img_g, img_l)
         t_mem, t_mask = model.text_memory(txt_g, txt_l, tout["word_mask"])
         out["i2t_memory"], out["t2i_memory"] = i_mem, t_mem
-        out["i2t_memory_normed"], out["t2i_memory_normed"] = fusion.decoder_norm(i_mem), fusion.decoder_norm(t_mem)
+        out["i2t_memory_normed"], out["t2i_memory_normed"] = (
+            fusion.decoder_norm(i_mem),
+            fusion.decoder_norm(t_mem),
+        )
         i2t = score_pairs(fusion, i_mem, txt_g, need_weights=True, return_states=True)
         t2i = score_pairs(fusion, t_mem, img_g, need_weights=True, return_states=True, memory_mask=t_mask)
         for name, r in (("i2t", i2t), ("t2i", t2i)):
@@ -148,7 +153,11 @@ def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Te
         terms = carzero_loss(i2t.logits, t2i.logits)
         out["loss_i2t_row_ce"], out["loss_i2t_col_ce"] = terms["i2t_row_ce"], terms["i2t_col_ce"]
         out["loss_t2i_row_ce"], out["loss_t2i_col_ce"] = terms["t2i_row_ce"], terms["t2i_col_ce"]
-        out["loss_i2t"], out["loss_t2i"], out["loss_total"] = terms["i2t_loss"], terms["t2i_loss"], terms["loss"]
+        out["loss_i2t"], out["loss_t2i"], out["loss_total"] = (
+            terms["i2t_loss"],
+            terms["t2i_loss"],
+            terms["loss"],
+        )
 
         # zero-shot: one prompt per class, score = (i2t + t2i^T) / 2, raw
         p_g, p_l, pout = model.encode_text(**prompts, return_all=True)
@@ -158,7 +167,9 @@ def _run_parity_fixture(fixture: Path, dtype: torch.dtype) -> dict[str, torch.Te
         zs_t2i = model.score_t2i(img_g, p_g, p_l, pout["word_mask"]).logits.t()  # (B, C)
         out["zs_i2t"], out["zs_t2i"] = zs_i2t.logits, zs_t2i
         out["zs_scores"] = (zs_i2t.logits + zs_t2i) / 2
-        m14, m224 = grounding_maps(zs_i2t.maps, side, mcfg.image_size, has_global=mcfg.fusion_memory != "local")
+        m14, m224 = grounding_maps(
+            zs_i2t.maps, side, mcfg.image_size, has_global=mcfg.fusion_memory != "local"
+        )
         out["grounding_map_14"] = m14
         out["grounding_map_224_img0"] = m224[0]
 

@@ -1,7 +1,8 @@
 """CARZero zero-shot adapter (spec §6) and grounding maps.
 
 Classification (official, `dqn_shot_classification`): each prompt is cleaned as the training text (lowercase,
-`\\w+` tokens, one-token sentences dropped) and tokenised to 97; score(i, c) = (i2t[i, c] + t2i[c, i]) / 2, the
+`\\w+` tokens, one-token sentences dropped) and tokenised to 97;
+score(i, c) = (i2t[i, c] + t2i[c, i]) / 2, the
 raw logit, no sigmoid / softmax, no negative prompts. The official loop scores one image at a time and
 re-projects the prompt memory per image; here all (image, prompt) pairs are scored in one batched call (the
 same numbers up to float rounding, checked on the parity fixture). The official code allows exactly one prompt
@@ -28,7 +29,8 @@ PROTOCOL = (
     "(batched over images, official loops per image; several prompts per class are averaged: ours)"
 )
 GROUNDING = (
-    "ours (official grounding evaluation unreleased, CARZero issue #3; map as the released get_grounding_map): "
+    "ours (official grounding evaluation unreleased, CARZero issue #3; map as the released "
+    "get_grounding_map): "
     "i2t cross-attention averaged over heads and layers, global slot dropped, patch grid, nearest upsample"
 )
 
@@ -107,7 +109,7 @@ class CarzeroAdapter:
 
     # ------------------------------------------------------------------ protocol
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """(H, W) float32 grayscale in [0, 1] -> (3, S, S): long side -> 256, zero pad, centre crop, CXR-MAE."""
+        """(H, W) float32 grey in [0, 1] -> (3, S, S): long side -> 256, zero pad, centre crop, CXR-MAE."""
         return self._transform(image)
 
     @torch.no_grad()
@@ -120,7 +122,9 @@ class CarzeroAdapter:
         from cxrvlp.core.text.tokenize import tokenize
 
         cleaned = [clean_prompt(t) for t in texts]
-        tok = tokenize(self.tokenizer, cleaned, max_length=self.model.config.text_max_length, padding="longest")
+        tok = tokenize(
+            self.tokenizer, cleaned, max_length=self.model.config.text_max_length, padding="longest"
+        )
         return {k: v.to(self.device) for k, v in tok.items()}
 
     @torch.no_grad()
