@@ -27,7 +27,7 @@ def parity(shared_dir):
 
 
 def test_every_tensor_matches_policy(parity):
-    """Core's parity policy: fixture tolerance + k x |ours fp32 - ours fp64| (twin computed only if needed)."""
+    """Core's parity policy: fixture tolerance + k x |ours fp32 - ours fp64| (twin only when needed)."""
     ours, ref, fixture = parity
     report = judge_parity(ours, ref, _tolerance, lambda: float64_twin(run_parity_fixture, fixture))
     report.assert_ok()

@@ -1,4 +1,4 @@
-"""Every MAVL config dataclass: the model, the data (core's MIMIC source + MAVL's labels), the loss, the run."""
+"""Every MAVL config dataclass: model, data (core's MIMIC source + MAVL's labels), loss and the run."""
 
 from __future__ import annotations
 

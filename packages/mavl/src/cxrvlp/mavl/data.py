@@ -77,8 +77,10 @@ class MavlImageDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         rng = random.Random(random.getrandbits(64))  # seeded per (seed, epoch, index) by the loop
-        # image and labels of ONE record; an unreadable image (on_error="skip") passes to the next record whole
-        item, skipped = load_with_substitute(i, len(self), lambda j: self._item(j, rng), self.on_error, "mimic-cxr")
+        # image and labels of ONE record; an unreadable image (on_error="skip") passes to the next one whole
+        item, skipped = load_with_substitute(
+            i, len(self), lambda j: self._item(j, rng), self.on_error, "mimic-cxr"
+        )
         item["skipped"] = skipped
         return item
 
