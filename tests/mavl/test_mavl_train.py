@@ -80,14 +80,15 @@ def test_preprocess_reproduces_fixture_images(shared_dir):
 def test_tiny_recipe_zero_shot_auroc(tmp_path):
     """The packaged tiny recipe, then zero-shot AUROC on the synthetic test split (never trained on)."""
     from cxrvlp.core.data.mimic_cxr import MimicCxrDataset
-    from cxrvlp.mavl.data import MavlDataConfig, ensure_synthetic_mimic
+    from cxrvlp.core.data.pretraining import synthetic_mimic_root
+    from cxrvlp.mavl.config import MavlDataConfig
     from cxrvlp.mavl.registry import load_adapter
     from cxrvlp.mavl.train import main
     from sklearn.metrics import roc_auc_score
 
     run = main("tiny", [f"output_dir={tmp_path / 'run'}", "overwrite=true"])
     adapter = load_adapter(run / "final")
-    root = ensure_synthetic_mimic(MavlDataConfig(synthetic=True))
+    root = synthetic_mimic_root(MavlDataConfig(synthetic=True))
     ds = MimicCxrDataset(root, split=None, views=["PA", "AP"], label_source="chexpert", blank_policy="zeros")
     test = [i for i, r in enumerate(ds.records) if r.meta["split"] != "train"]
     x = torch.stack([adapter.preprocess(ds[i].image) for i in test])
@@ -104,16 +105,20 @@ def test_tiny_recipe_zero_shot_auroc(tmp_path):
     assert np.mean(aucs) > 0.6
 
 
-def test_validation_loss_hook(tmp_path):
-    from accelerate import Accelerator
+def test_validation_dataset_is_the_val_split_with_the_eval_transform(tmp_path):
+    """`build_val_dataset`: `data.val_split` rows (eval view), None when it is null (tiny's default)."""
     from cxrvlp.core.training import load_config
     from cxrvlp.mavl.train import MavlTask, MavlTrainConfig, resolve_config
 
-    cfg = load_config(
-        MavlTrainConfig, resolve_config("tiny"), [f"output_dir={tmp_path}", "data.val_splits=[validate]"]
-    )
+    synth = f"data.synthetic_dir={tmp_path / 'synth'}"
+    cfg = load_config(MavlTrainConfig, resolve_config("tiny"), [f"output_dir={tmp_path}", synth])
+    assert MavlTask(cfg).build_val_dataset() is None
+    over = [f"output_dir={tmp_path}", synth, "data.val_split=validate", "data.synthetic_patients=12"]
+    cfg = load_config(MavlTrainConfig, resolve_config("tiny"), over)
     task = MavlTask(cfg)
-    model = task.build_model()
-    metrics = task.evaluate(model, Accelerator(cpu=True))
-    assert set(metrics) == {"val_presence_loss", "val_location_loss", "val_global_loss", "val_loss"}
-    assert all(np.isfinite(v) for v in metrics.values()) and model.training
+    ds = task.build_val_dataset()
+    assert len(ds) > 0
+    batch = task.collate([ds[0], ds[1]])
+    terms = task.build_model()(batch)
+    assert {"presence_loss", "location_loss", "global_loss"} <= set(terms)
+    assert batch["skipped"] == []

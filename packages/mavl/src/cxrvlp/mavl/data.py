@@ -16,41 +16,19 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from cxrvlp.core.errors import ConfigError, DatasetNotFoundError
+from cxrvlp.core.data.pretraining import load_with_substitute, read_exact
+from cxrvlp.core.errors import DatasetNotFoundError
 from cxrvlp.core.text.entities import extract_label_matrix, presence_labels
+from cxrvlp.mavl.config import MavlDataConfig
 from torch.utils.data import Dataset
 
 OFFICIAL_PREFIX = "/remote-home/share/medical/public/MIMIC-CXR-JPG/MIMIC-CXR/small"
 N_CANDIDATES = 8
-
-
-@dataclass
-class MavlDataConfig:
-    """Where images, reports and labels come from."""
-
-    root: str | None = None  # MIMIC-CXR-JPG 2.0.0 root (required unless synthetic: true)
-    synthetic: bool = False  # generate and use the synthetic MIMIC mirror (tests/demo only)
-    synthetic_dir: str = "~/.cache/cxrvlp/synthetic/mimic_cxr"
-    synthetic_patients: int = 120
-    synthetic_image_size: int = 256
-    reports_root: str | None = None
-    sectioned_csv: str | None = None
-    splits: list[str] | None = None  # None: official = train + validate + test (pitfall 4); e.g. [train]
-    val_splits: list[str] | None = None  # per-epoch validation loss (official: [test], also trained on)
-    views: list[str] | None = None  # None: every view in the metadata (official: all views in the JSON)
-    label_matrix_npy: str | None = None  # official landmark_observation_adj_mtx.npy
-    label_json: list[str] | None = None  # official rad_graph_metric_{train,validate,test}.json
-    transform: str = "mavl"
-    augment: bool = True  # False: the eval transform in training too (ours, tiny demo)
-    image_size: int | None = None
-    normalisation: str | None = None
-    cache_dir: str | None = None
 
 
 def draw_location_index(matrix: np.ndarray, labels: np.ndarray, rng: random.Random) -> np.ndarray:
@@ -72,32 +50,39 @@ def draw_location_index(matrix: np.ndarray, labels: np.ndarray, rng: random.Rand
 
 
 class MavlImageDataset(Dataset):
-    """Images of a core MimicCxrDataset with one label matrix per study."""
+    """Images of a core MimicCxrDataset with one label matrix per study; an item is built from ONE record."""
 
-    def __init__(self, images, matrices: dict[str, np.ndarray], transform) -> None:
-        self.images, self.transform = images, transform
+    def __init__(self, images, matrices: dict[str, np.ndarray], transform, on_error: str = "raise") -> None:
+        self.images, self.transform, self.on_error = images, transform, on_error
         self.index = [i for i, r in enumerate(images.records) if r.study_id in matrices]
         self.matrices = matrices
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        rec_i = self.index[i]
-        rec = self.images.records[rec_i]
+    def _item(self, i: int, rng: random.Random) -> dict[str, Any]:
+        sample = read_exact(self.images, self.index[i])  # CxrvlpError when its image is unreadable
+        rec = self.images.records[self.index[i]]
         m = self.matrices[rec.study_id]
         labels = presence_labels(m).astype(np.float32)
-        rng = random.Random(random.getrandbits(64))  # seeded per (seed, epoch, index) by the loop
         loc = draw_location_index(m, labels, rng)
         if hasattr(self.transform, "reseed"):
             self.transform.reseed(int(np.random.randint(0, 2**31 - 1)))
-        image = self.transform(self.images[rec_i].image)
         return {
-            "image": image,
+            "image": self.transform(sample.image),
             "labels": torch.from_numpy(labels),
             "location_index": torch.from_numpy(loc),
             "sample_id": f"mimic/{rec.study_id}/{Path(rec.image_path).stem}",
         }
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rng = random.Random(random.getrandbits(64))  # seeded per (seed, epoch, index) by the loop
+        # image and labels of ONE record; an unreadable image (on_error="skip") passes to the next one whole
+        item, skipped = load_with_substitute(
+            i, len(self), lambda j: self._item(j, rng), self.on_error, "mimic-cxr"
+        )
+        item["skipped"] = skipped
+        return item
 
 
 def study_matrices_from_reports(images) -> dict[str, np.ndarray]:
@@ -128,46 +113,26 @@ def study_matrices_from_official(images, npy: str, jsons: list[str], root: str) 
     return out
 
 
-def ensure_synthetic_mimic(cfg: MavlDataConfig) -> Path:
-    from cxrvlp.core.data.synthetic import GENERATOR_VERSION, write_mimic_cxr
-
-    tag = f"n{cfg.synthetic_patients}_s{cfg.synthetic_image_size}_g{GENERATOR_VERSION}"
-    root = Path(cfg.synthetic_dir).expanduser() / tag
-    if not (root / ".complete").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        write_mimic_cxr(root, n_patients=cfg.synthetic_patients, seed=0, image_size=cfg.synthetic_image_size)
-        (root / ".complete").write_text("ok\n")
-    return root
-
-
-def data_root(cfg: MavlDataConfig) -> Path:
-    if cfg.root:
-        return Path(cfg.root).expanduser()
-    if not cfg.synthetic:
-        raise ConfigError("data.root is not set: point it at MIMIC-CXR-JPG 2.0.0 (or set data.synthetic=true "
-                          "for the synthetic demo mirror)")  # fmt: skip
-    return ensure_synthetic_mimic(cfg)
-
-
-def build_train_dataset(cfg: MavlDataConfig, train: bool = True, splits: list[str] | None = None) -> Dataset:
+def build_train_dataset(
+    cfg: MavlDataConfig, root: str | Path, train: bool = True, split: str | None = None
+) -> Dataset:
+    """The MAVL items of `split` (default `cfg.split`; "a+b" joins splits) under the resolved data root."""
     from cxrvlp.core.data.mimic_cxr import MimicCxrDataset
     from cxrvlp.core.data.transforms import build_transform
 
-    root = data_root(cfg)
     transform = build_transform(cfg.transform, train=train and cfg.augment, image_size=cfg.image_size,
                                 normalisation=cfg.normalisation)  # fmt: skip
     parts = []
-    for split in splits or cfg.splits or ["train", "validate", "test"]:
+    for name in (split or cfg.split).split("+"):
         images = MimicCxrDataset(
-            root, split=split, views=cfg.views, reports_root=cfg.reports_root,
-            sectioned_csv=cfg.sectioned_csv,
-            cache_dir=cfg.cache_dir, label_source=None,
+            root, split=name, views=cfg.views, reports_root=cfg.reports_root,
+            sectioned_csv=cfg.sectioned_csv, cache_dir=cfg.image_cache_dir, label_source=None,
         )  # fmt: skip
         if cfg.label_matrix_npy:
             mats = study_matrices_from_official(images, cfg.label_matrix_npy, cfg.label_json or [], str(root))
         else:
             mats = study_matrices_from_reports(images)
-        parts.append(MavlImageDataset(images, mats, transform))
+        parts.append(MavlImageDataset(images, mats, transform, on_error=cfg.on_error))
     return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
 
 
@@ -177,4 +142,5 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "labels": torch.stack([s["labels"] for s in samples]),
         "location_index": torch.stack([s["location_index"] for s in samples]),
         "sample_ids": [s["sample_id"] for s in samples],
+        "skipped": [x for s in samples for x in s.get("skipped", ())],
     }

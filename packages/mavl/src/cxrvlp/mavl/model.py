@@ -24,50 +24,15 @@ Deviations from the official code that do not change the math (speed_notes.md ho
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from cxrvlp.core.layers.decoder import DecoderLayer, TransformerDecoder
+from cxrvlp.mavl.config import MavlModelConfig
 from torch import nn
-
-BIO_CLINICAL_BERT = "emilyalsentzer/Bio_ClinicalBERT"
-
-
-@dataclass
-class MavlModelConfig:
-    """Sizes and choices of one MAVL model; defaults are the paper's (`MAVL_resnet.yaml`)."""
-
-    backbone: str = "resnet50"  # resnet50 (paper) | tiny-cnn (ours, tests) | efficientnet-lite0 (ours, small)
-    image_pretrained: Any = None  # resnet50: path to torchvision weights; efficientnet-lite0: True = packaged
-    image_size: int = 224
-    normalisation: str = "imagenet"
-    d_model: int = 256
-    num_layers: int = 4  # N
-    nhead: int = 4  # H
-    dim_feedforward: int = 1024  # hard-coded officially
-    decoder_dropout: float = 0.1  # hard-coded officially
-    feature_dropout: float = (
-        0.1  # `dropout`: Dropout2d on (Q, B, D) = whole-vector dropout per (query, image)
-    )
-    self_attention: bool = True
-    pool_heads: int = 8
-    text_dim: int = 768
-    n_entities: int = 75
-    n_aspects: int = 9  # description + 8 aspects
-    n_landmarks: int = 51
-    attribute_set_size: int = 2
-    temperature_init: float = 0.07  # temp = log(1 / 0.07) per aspect
-    tiny_channels: int = 64  # tiny-cnn width (ours)
-    # Text side (used only to build the books, once): encoder, tokenizer and length.
-    text_encoder: str | None = BIO_CLINICAL_BERT
-    text_max_length: int = 128  # pretraining length (the official zero-shot scripts use 64)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

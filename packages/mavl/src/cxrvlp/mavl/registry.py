@@ -7,7 +7,8 @@ from pathlib import Path
 
 from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
 from cxrvlp.core.registry import register_model
-from cxrvlp.mavl.model import BIO_CLINICAL_BERT, Mavl, MavlModelConfig
+from cxrvlp.mavl.config import BIO_CLINICAL_BERT, MavlModelConfig
+from cxrvlp.mavl.model import Mavl
 
 METHOD = "mavl"
 

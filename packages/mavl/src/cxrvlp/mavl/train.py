@@ -13,38 +13,25 @@ Distributed semantics: nothing is gathered (see loss.py); each process draws its
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from cxrvlp.core.training import TrainConfig, load_config, run_training
-from cxrvlp.core.training.task import TaskModule
+from cxrvlp.core.training import TaskModule, load_config, run_training, scalar_logs, sum_losses
+from cxrvlp.core.training.loop import process_state
 from cxrvlp.mavl.books import books_for
-from cxrvlp.mavl.data import MavlDataConfig, build_train_dataset, collate
+from cxrvlp.mavl.config import MavlTrainConfig
+from cxrvlp.mavl.data import build_train_dataset, collate
 from cxrvlp.mavl.loss import MavlLoss
-from cxrvlp.mavl.model import Mavl, MavlModelConfig
+from cxrvlp.mavl.model import Mavl
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-@dataclass
-class MavlLossConfig:
-    ce_weight: float = 1.0  # `ce`
-    location_weight: float = 1.0
-    cl_global: float = 0.1
-
-
-@dataclass
-class MavlTrainConfig(TrainConfig):
-    model_name: str = "mavl-r50"
-    model: MavlModelConfig = field(default_factory=MavlModelConfig)
-    data: MavlDataConfig = field(default_factory=MavlDataConfig)
-    loss: MavlLossConfig = field(default_factory=MavlLossConfig)
-    num_threads: int | None = None
-
-
 class MavlTaskModule(TaskModule):
-    """model + loss as one module (what DDP wraps; `temp` lives in the model, as in the release)."""
+    """model + loss as one module (what DDP wraps; `temp` lives in the model, as in the release).
+
+    The `*_loss` terms are the weighted presence, location and global terms: they sum to the official loss.
+    """
 
     def forward(self, batch):
         out = self.model(batch["images"])
@@ -54,20 +41,20 @@ class MavlTaskModule(TaskModule):
 
 
 class MavlTask:
-    """`cxrvlp.core.training.TrainingTask` for MAVL (the model, temp included, is what DDP wraps)."""
+    """`cxrvlp.core.training.TrainingTask` for MAVL (the task module, `temp` included, is what DDP wraps)."""
 
     def __init__(self, cfg: MavlTrainConfig) -> None:
+        from cxrvlp.core.data.pretraining import resolve_mimic_root
+
         self.cfg = cfg
         self.model_name = cfg.model_name
-        self.loss_fn = MavlLoss(**vars(cfg.loss))
         if cfg.data.image_size is not None:
             cfg.model.image_size = cfg.data.image_size
-        if not cfg.data.root and not cfg.data.synthetic:  # fail before any model or book is built
-            from cxrvlp.mavl.data import data_root
+        # before any model or book is built: a paper recipe without data.root stops here, naming the key
+        with process_state(cfg).main_process_first():
+            self.data_root = resolve_mimic_root(cfg.data, "mavl")
 
-            data_root(cfg.data)
-
-    def build_model(self) -> Mavl:
+    def build_model(self) -> MavlTaskModule:
         from cxrvlp.core.losses.infonce import world_info
 
         model = Mavl(self.cfg.model)
@@ -79,50 +66,30 @@ class MavlTask:
             torch.distributed.barrier()
         if rank != 0:
             books = books_for(self.cfg.model, cache=cache)
+        # the books are buffers of the model: final/ and best/ carry them (no separate resource to save)
         model.set_books(books["ana_book"], books["concept_book"])
-        return model
+        return MavlTaskModule(model, MavlLoss(**vars(self.cfg.loss)))
 
     def param_groups(self, model):
         from cxrvlp.core.training.optim import split_decay_groups
 
-        return split_decay_groups(model, self.cfg.optimizer.weight_decay, no_decay_names=("temp",))
+        return split_decay_groups(model, self.cfg.optimizer.weight_decay, no_decay_names=("model.temp",))
 
     def build_train_dataset(self):
-        return build_train_dataset(self.cfg.data, train=True)
+        return build_train_dataset(self.cfg.data, self.data_root, train=True)
+
+    def build_val_dataset(self):
+        """`data.val_split` (official: the test split, also trained on) with the eval transform, same loss."""
+        if self.cfg.data.val_split is None:
+            return None
+        return build_train_dataset(self.cfg.data, self.data_root, train=False, split=self.cfg.data.val_split)
 
     def collate(self, samples):
         return collate(samples)
 
-    @torch.no_grad()
-    def evaluate(self, model, accelerator) -> dict[str, float]:
-        """Mean loss terms over `data.val_splits` in eval mode (official: the test split, each epoch)."""
-        if not self.cfg.data.val_splits:
-            return {}
-        if getattr(self, "_val_loader", None) is None:
-            ds = build_train_dataset(self.cfg.data, train=False, splits=self.cfg.data.val_splits)
-            loader = torch.utils.data.DataLoader(ds, batch_size=self.cfg.batch_size, collate_fn=collate)
-            self._val_loader = accelerator.prepare(loader)
-        was_training = model.training
-        model.eval()
-        sums: dict[str, torch.Tensor] = {}
-        for batch in self._val_loader:
-            _, logs = self.training_step(model, batch, None)
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + accelerator.gather_for_metrics(v.reshape(1)).mean()
-        model.train(was_training)
-        n = max(len(self._val_loader), 1)
-        out = {f"val_{k}": float(v) / n for k, v in sums.items()}
-        if out:
-            out["val_loss"] = sum(out.values())
-        return out
-
     def training_step(self, model, batch, state):
-        net = getattr(model, "module", model)
-        out = model(batch["images"])
-        loc = net.location_logits(out.l_emb, batch["location_index"])
-        terms = self.loss_fn(out.cls_logits, batch["labels"], loc, out.global_sim, net.temp)
-        logs = {k: terms[k].detach() for k in ("presence_loss", "location_loss", "global_loss")}
-        return terms["loss"], logs
+        terms = model(batch)
+        return sum_losses(terms), scalar_logs(terms)
 
 
 def resolve_config(path: str | Path | None) -> Path | None:
