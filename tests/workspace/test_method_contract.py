@@ -74,3 +74,18 @@ def test_recipe_resolution(tmp_path):
         resolve_recipe(spec, "paper")
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_recipe(spec, tmp_path / "missing.yaml")
+
+
+def test_lazy_imports_on_first_call_only():
+    import sys
+
+    from cxrvlp.core.method import lazy
+
+    fn = lazy("json:dumps")
+    assert fn.__name__ == "dumps" and fn({"a": 1}) == '{"a": 1}'
+    with pytest.raises(ValueError, match="module:function"):
+        lazy("json.dumps")
+    missing = lazy("cxrvlp_no_such_module_xyz:f")  # building it imports nothing
+    assert "cxrvlp_no_such_module_xyz" not in sys.modules
+    with pytest.raises(ModuleNotFoundError):
+        missing()

@@ -28,7 +28,8 @@ def time_steps(model_name: str, batch_size: int, steps: int, text_length: int | 
     if spec.example_batch is None:
         raise SystemExit(f"{spec.name} provides no example_batch")
     torch.manual_seed(0)
-    module, batch = spec.example_batch(model_name, batch_size, 0, text_length)
+    kw = {} if text_length is None else {"text_length": text_length}
+    module, batch = spec.example_batch(model_name, batch_size, **kw)
     module.train()
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5)
     times, first = [], None

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from cxrvlp.afloc.config import BIO_CLINICAL_BERT, AFLocConfig
 from cxrvlp.afloc.model import AFLoc
-from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
+from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice, lazy
 from cxrvlp.core.registry import register_model
 
 METHOD = "afloc"
@@ -179,21 +179,9 @@ def load_official_adapter(
     return adapter
 
 
-def _load_official_checkpoint(source, name=None, strict=True):
-    """The released checkpoint as an AFLoc model (`cxrvlp.afloc.official.load_official_checkpoint`)."""
-    from cxrvlp.afloc.official import load_official_checkpoint
-
-    return load_official_checkpoint(source, name=name, strict=strict)
-
 
 _RELEASE = "Google Drive folder of the official README (afloc.md section 8)"
 
-
-def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
-    """A task module of `model_name` and a synthetic batch (`cxrvlp.afloc.testing.example_batch`)."""
-    from cxrvlp.afloc.testing import example_batch
-
-    return example_batch(model_name, batch_size, seed, text_length)
 
 
 METHOD_SPEC = MethodSpec(
@@ -202,8 +190,8 @@ METHOD_SPEC = MethodSpec(
     train=train,
     load_adapter=load_adapter,
     load_official_adapter=load_official_adapter,
-    load_official_checkpoint=_load_official_checkpoint,
-    example_batch=_example_batch,
+    load_official_checkpoint=lazy("cxrvlp.afloc.official:load_official_checkpoint"),
+    example_batch=lazy("cxrvlp.afloc.testing:example_batch"),
     configs_dir=Path(__file__).parent / "configs",
     # the official classification prompt ensembles are not in the benchmark's sets; "Findings suggesting X."
     # vs "No evidence of X." follows their fallback wording ('Findings suggesting x' / 'no x.'): ours

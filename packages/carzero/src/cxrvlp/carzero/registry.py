@@ -9,7 +9,7 @@ from typing import Any
 from cxrvlp.carzero.config import BIOCLINICAL_MPBERT, VIT_B16, CarzeroModelConfig
 from cxrvlp.carzero.model import Carzero, build_model
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
+from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice, lazy
 from cxrvlp.core.registry import register_model
 
 METHOD = "carzero"
@@ -112,18 +112,6 @@ def load_official_adapter(source: str | Path, name: str | None = None, device=No
                           source=source, checkpoint_sha256=sha)  # fmt: skip
 
 
-def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0):
-    """A task module of `model_name` and a synthetic batch (`cxrvlp.carzero.testing.example_batch`)."""
-    from cxrvlp.carzero.testing import example_batch
-
-    return example_batch(model_name, batch_size, seed)
-
-
-def _load_official_checkpoint(source, name=None, strict=True):
-    """The released checkpoint as a CARZero model (`cxrvlp.carzero.official.load_official_checkpoint`)."""
-    from cxrvlp.carzero.official import load_official_checkpoint
-
-    return load_official_checkpoint(source, name=name, strict=strict)
 
 
 METHOD_SPEC = MethodSpec(
@@ -132,8 +120,8 @@ METHOD_SPEC = MethodSpec(
     train=train,
     load_adapter=load_adapter,
     load_official_adapter=load_official_adapter,
-    load_official_checkpoint=_load_official_checkpoint,
-    example_batch=_example_batch,
+    load_official_checkpoint=lazy("cxrvlp.carzero.official:load_official_checkpoint"),
+    example_batch=lazy("cxrvlp.carzero.testing:example_batch"),
     configs_dir=Path(__file__).parent / "configs",
     prompts={"*": PromptChoice("carzero-there-is", official=True)},
     image_size_keys=("data.image_size", "model.image_size"),

@@ -78,7 +78,7 @@ class MethodSpec:
     load_official_adapter: Callable[..., Any] | None = None
     pretrained: tuple[PretrainedRecord, ...] = ()
     random_init_overrides: tuple[str, ...] = ("model.image_pretrained=null", "model.text_pretrained=null")
-    # (model_name, batch_size) -> (task module, synthetic batch): one training step of any registered model
+    # (model_name, batch_size[, text_length=]) -> (task module, synthetic batch): a step of any model
     # through the method's own task module (the registry-wide contract test and `cxrvlp-bench perf` use it)
     example_batch: Callable[..., tuple[Any, dict[str, Any]]] | None = None
     description: str = ""
@@ -107,6 +107,26 @@ class MethodSpec:
         raise KeyError(
             f"{self.name}: no pretrained record '{name}'; known: {[r.name for r in self.pretrained]}"
         )
+
+
+def lazy(target: str) -> Callable[..., Any]:
+    """A callable standing for "module:function" that imports the module on first call.
+
+    A registry module stays cheap to import (the benchmark lists every method) while its MethodSpec points
+    at the heavy modules: `load_official_checkpoint=lazy("cxrvlp.mgca.official:load_official_checkpoint")`.
+    """
+    import importlib
+
+    module, _, name = target.partition(":")
+    if not module or not name:
+        raise ValueError(f"lazy() needs 'module:function', got {target!r}")
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__, call.__qualname__ = name, target
+    call.__doc__ = f"`{target}` (imported on first call)."
+    return call
 
 
 def resolve_recipe(spec: MethodSpec, config: str | os.PathLike) -> Path:
@@ -187,6 +207,7 @@ __all__: Sequence[str] = (
     "PromptChoice",
     "check_method_spec",
     "describe",
+    "lazy",
     "overrides_for_size",
     "resolve_recipe",
 )

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
+from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice, lazy
 from cxrvlp.core.registry import register_model
 from cxrvlp.cxrclip.config import BIO_CLINICAL_BERT, CxrClipModelConfig
 from cxrvlp.cxrclip.model import CxrClip, build_model
@@ -132,18 +132,6 @@ def load_official_adapter(source: str | Path, name: str | None = None, device=No
     )
 
 
-def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
-    """A task module of `model_name` and a synthetic batch (`cxrvlp.cxrclip.testing.example_batch`)."""
-    from cxrvlp.cxrclip.testing import example_batch
-
-    return example_batch(model_name, batch_size, seed, text_length)
-
-
-def _load_official_checkpoint(source, name=None, strict=True):
-    """The released checkpoint as a CXR-CLIP model (`cxrvlp.cxrclip.official.load_official_checkpoint`)."""
-    from cxrvlp.cxrclip.official import load_official_checkpoint
-
-    return load_official_checkpoint(source, name=name, strict=strict)
 
 
 def _release(model: str, data: str, norm: str) -> PretrainedRecord:
@@ -167,8 +155,8 @@ METHOD_SPEC = MethodSpec(
     train=train,
     load_adapter=load_adapter,
     load_official_adapter=load_official_adapter,
-    load_official_checkpoint=_load_official_checkpoint,
-    example_batch=_example_batch,
+    load_official_checkpoint=lazy("cxrvlp.cxrclip.official:load_official_checkpoint"),
+    example_batch=lazy("cxrvlp.cxrclip.testing:example_batch"),
     configs_dir=Path(__file__).parent / "configs",
     prompts={
         "*": PromptChoice("cxrclip-binary", official=True),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
+from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice, lazy
 from cxrvlp.core.registry import register_model
 from cxrvlp.mavl.config import BIO_CLINICAL_BERT, MavlModelConfig
 from cxrvlp.mavl.model import Mavl
@@ -76,12 +76,6 @@ def load_official_adapter(source: str | Path, name: str | None = None, device=No
     return MavlAdapter.from_official(source, name=name, device=device, books=books, **kw)
 
 
-def _load_official_checkpoint(source, name=None, strict=True):
-    """The released checkpoint as a MAVL model (`cxrvlp.mavl.official.load_official_checkpoint`)."""
-    from cxrvlp.mavl.official import load_official_checkpoint
-
-    return load_official_checkpoint(source, name=name, strict=strict)
-
 
 def _release(file_name: str, notes: str) -> PretrainedRecord:
     return PretrainedRecord(
@@ -121,7 +115,7 @@ METHOD_SPEC = MethodSpec(
     train=train,
     load_adapter=load_adapter,
     load_official_adapter=load_official_adapter,
-    load_official_checkpoint=_load_official_checkpoint,
+    load_official_checkpoint=lazy("cxrvlp.mavl.official:load_official_checkpoint"),
     configs_dir=Path(__file__).parent / "configs",
     prompts={"*": PromptChoice("mavl-entities", official=True)},
     image_size_keys=("data.image_size", "model.image_size"),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice
+from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice, lazy
 from cxrvlp.core.registry import register_model
 from cxrvlp.mgca.config import MedBertConfig, MGCAConfig
 from cxrvlp.mgca.model import MGCA
@@ -183,18 +183,6 @@ def load_official_adapter(
     )
 
 
-def _example_batch(model_name: str, batch_size: int = 4, seed: int = 0, text_length: int | None = None):
-    """A task module of `model_name` and a synthetic batch (`cxrvlp.mgca.testing.example_batch`)."""
-    from cxrvlp.mgca.testing import example_batch
-
-    return example_batch(model_name, batch_size, seed, text_length)
-
-
-def _load_official_checkpoint(source, name=None, strict=True):
-    """The released checkpoint as an MGCA model (`cxrvlp.mgca.official.load_official_checkpoint`)."""
-    from cxrvlp.mgca.official import load_official_checkpoint
-
-    return load_official_checkpoint(source, name=name, strict=strict)
 
 
 _RELEASE = "Google Drive folder of the official README (mgca.md section 8)"
@@ -204,8 +192,8 @@ METHOD_SPEC = MethodSpec(
     train=train,
     load_adapter=load_adapter,
     load_official_adapter=load_official_adapter,
-    load_official_checkpoint=_load_official_checkpoint,
-    example_batch=_example_batch,
+    load_official_checkpoint=lazy("cxrvlp.mgca.official:load_official_checkpoint"),
+    example_batch=lazy("cxrvlp.mgca.testing:example_batch"),
     configs_dir=Path(__file__).parent / "configs",
     # MGCA defines no zero-shot prompts: ours, labelled in every result (not from the paper)
     prompts={
