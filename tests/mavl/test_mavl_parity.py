@@ -33,14 +33,10 @@ def test_every_tensor_matches_policy(parity):
     report.assert_ok()
 
 
-def test_every_tensor_matches(parity):
+def test_every_fixture_tensor_is_returned_with_its_shape(parity):
+    """Names and shapes; the values are judged by core's parity policy above (a plain fixed-tolerance check
+    fails on other kernel paths for the ill-conditioned train-mode tensors: issue 19)."""
     ours, ref, _ = parity
     assert set(ours) == set(ref)
-    bad = []
     for name, want in ref.items():
-        got = ours[name]
-        assert got.shape == want.shape, (name, got.shape, want.shape)
-        rtol, atol = _tolerance(name)
-        if not torch.allclose(got.double(), want.double(), rtol=rtol, atol=atol):
-            bad.append(f"{name}: max abs diff {(got.double() - want.double()).abs().max():.3g}")
-    assert not bad, "\n".join(bad)
+        assert ours[name].shape == want.shape, (name, ours[name].shape, want.shape)
