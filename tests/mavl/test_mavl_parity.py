@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from cxrvlp.core.testing import float64_twin, judge_parity
 from cxrvlp.mavl.testing import run_parity_fixture
 from safetensors.torch import load_file
