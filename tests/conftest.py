@@ -1,8 +1,11 @@
-"""Shared test fixtures: the ../shared reference folder (skips cleanly when absent)."""
+"""Shared test fixtures: the ../shared reference folder (skips cleanly when absent), 2-process torchrun."""
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,27 @@ def _restore_torch_global_state():
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     torch.set_default_dtype(default_dtype)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (the rendezvous of a local process group)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def torchrun():
+    """`torchrun(*args, timeout=...)`: `python -m torch.distributed.run --nproc_per_node=2 ... *args`
+    (a script path or `-m module` and its arguments); asserts success and returns the completed process."""
+
+    def run(*args: str, timeout: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+            f"--master_port={free_port()}", *args,
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    return run

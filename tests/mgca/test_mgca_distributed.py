@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,23 +11,8 @@ import pytest
 WORKER = Path(__file__).with_name("mgca_ddp_worker.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _torchrun(*args: str, timeout: int) -> None:
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-        f"--master_port={_free_port()}", str(WORKER), *args,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-def test_mgca_ddp_per_rank_losses_equal_single_process_on_the_shard(tmp_path):
-    _torchrun("losses", str(tmp_path), timeout=600)
+def test_mgca_ddp_per_rank_losses_equal_single_process_on_the_shard(tmp_path, torchrun):
+    torchrun(str(WORKER), "losses", str(tmp_path), timeout=600)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for res in ranks:
         for k, v in res["single"].items():
@@ -41,8 +23,8 @@ def test_mgca_ddp_per_rank_losses_equal_single_process_on_the_shard(tmp_path):
 
 
 @pytest.mark.slow
-def test_mgca_two_process_training_on_synthetic_mirror(tmp_path):
-    _torchrun("train", str(tmp_path), str(tmp_path / "synthetic"), timeout=1200)
+def test_mgca_two_process_training_on_synthetic_mirror(tmp_path, torchrun):
+    torchrun(str(WORKER), "train", str(tmp_path), str(tmp_path / "synthetic"), timeout=1200)
     run = Path(json.loads((tmp_path / "train_rank0.json").read_text())["run"])
     assert (run / "final" / "model.safetensors").is_file()
     assert (run / "final" / "tokenizer").is_dir()
