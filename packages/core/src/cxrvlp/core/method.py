@@ -129,6 +129,16 @@ def lazy(target: str) -> Callable[..., Any]:
     return call
 
 
+def cli_arguments(argv: Sequence[str], doc: str | None) -> tuple[str | None, list[str]]:
+    """`CONFIG key=value ...` of a training entry point -> (config or None, overrides); -h prints `doc`."""
+    argv = list(argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(doc or "")
+        raise SystemExit(0)
+    config = argv[0] if argv and "=" not in argv[0] else None
+    return config, [a for a in argv if "=" in a]
+
+
 def resolve_recipe(spec: MethodSpec, config: str | os.PathLike) -> Path:
     """A YAML path as given, or the packaged recipe of that name ('tiny', 'mgca_vit_b16')."""
     p = Path(config)
@@ -202,6 +212,7 @@ def overrides_for_size(spec: MethodSpec, image_size: int | None, text_length: in
 
 __all__: Sequence[str] = (
     "MethodContractError",
+    "cli_arguments",
     "MethodSpec",
     "PretrainedRecord",
     "PromptChoice",

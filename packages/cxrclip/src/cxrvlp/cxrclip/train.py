@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cxrvlp.core.method import cli_arguments
 from cxrvlp.core.training import TaskModule, load_config, run_training, scalar_logs, sum_losses
 from cxrvlp.core.training.loop import process_state
 from cxrvlp.cxrclip.config import CxrClipTrainConfig
@@ -162,12 +163,7 @@ def resolve_config(path: str | Path | None) -> Path | None:
 def main(config: str | Path | None = None, overrides: list[str] | None = None) -> Path:
     """Run training; returns the run folder (its `final/` holds model, config and tokenizer)."""
     if config is None and overrides is None:
-        argv = sys.argv[1:]
-        if argv and argv[0] in ("-h", "--help"):
-            print(__doc__)
-            raise SystemExit(0)
-        config = argv[0] if argv and "=" not in argv[0] else None
-        overrides = [a for a in argv if "=" in a]
+        config, overrides = cli_arguments(sys.argv[1:], __doc__)
     cfg = load_config(CxrClipTrainConfig, resolve_config(config), list(overrides or []))
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
