@@ -94,7 +94,7 @@ def test_afloc_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     inferred = AFLocZeroShotAdapter(adapter.model, adapter.tokenizer, protocol="inferred")
     assert inferred.info.zero_shot_protocol.startswith("inferred")
     assert inferred.classify(emb, cls).shape == (2, 1)
-    from cxrvlp.afloc.registry import load_pretrained
+    from cxrvlp.afloc.model import load_pretrained
 
     again, _ = load_pretrained(final)
     for k, v in adapter.model.state_dict().items():
@@ -103,7 +103,7 @@ def test_afloc_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_afloc_tiny_config_learns_zero_shot_signal(tmp_path):
-    from cxrvlp.afloc.registry import load_adapter
+    from cxrvlp.afloc.zeroshot import load_adapter
     from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
 
     _, run = _train(tmp_path, [])

@@ -83,10 +83,10 @@ def mode_losses(out_dir: Path) -> None:
 
 
 def mode_train(out_dir: Path, synth: str) -> None:
-    from cxrvlp.carzero.train import main
+    from cxrvlp.carzero.train import train
 
-    run = main("tiny", [f"output_dir={out_dir / 'run'}", "overwrite=true", "max_steps=2", "log_every_steps=1",
-                        "batch_size=6", f"data.synthetic_dir={synth}",
+    run = train("tiny", [f"output_dir={out_dir / 'run'}", "overwrite=true", "max_steps=2",
+                         "log_every_steps=1", "batch_size=6", f"data.synthetic_dir={synth}",
                         "data.synthetic_patients=24"])  # fmt: skip
     rank = int(os.environ.get("RANK", "0"))
     (out_dir / f"train_rank{rank}.json").write_text(json.dumps({"run": str(run)}))

@@ -151,11 +151,10 @@ def test_tiny_model_contract_forward_backward_save_load(tmp_path):
 def test_paper_recipe_refuses_without_data_root_and_loads_every_key():
     from cxrvlp.carzero.config import CarzeroTrainConfig
     from cxrvlp.carzero.data import build_train_dataset
-    from cxrvlp.carzero.train import resolve_config
     from cxrvlp.core.errors import ConfigError
-    from cxrvlp.core.training import load_config
+    from cxrvlp.core.method import load_recipe_config
 
-    cfg = load_config(CarzeroTrainConfig, resolve_config("carzero_vit_b16"))
+    cfg = load_recipe_config("carzero", CarzeroTrainConfig, "carzero_vit_b16")
     assert cfg.optimizer.name == "adam" and cfg.optimizer.betas == (0.5, 0.999) and cfg.optimizer.lr == 5e-5
     assert [list(x) for x in cfg.batch_size_schedule] == [[0, 64], [2, 128], [6, 256]]
     assert cfg.schedule.name == "constant" and cfg.grad_clip_norm == 0.25
@@ -168,7 +167,7 @@ def test_paper_recipe_refuses_without_data_root_and_loads_every_key():
     with pytest.raises(ConfigError, match=r"data\.root is not set"):
         build_train_dataset(cfg.data)
     for name in ("tiny", "small"):
-        small = load_config(CarzeroTrainConfig, resolve_config(name))
+        small = load_recipe_config("carzero", CarzeroTrainConfig, name)
         assert small.data.synthetic and small.data.val_split is None and small.monitor is None
 
 
@@ -201,7 +200,7 @@ def test_llm_column_is_used_when_given(tmp_path):
     "with impression+findings text: 0.548 (12 epochs), 0.465 (24 epochs)",
 )
 def test_carzero_tiny_config_learns_zero_shot_signal(tmp_path):
-    from cxrvlp.carzero.registry import load_adapter
+    from cxrvlp.carzero.zeroshot import load_adapter
     from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
 
     _, run = _train_tiny(tmp_path, [f"epochs={EPOCHS}"])

@@ -73,9 +73,8 @@ def test_classify_memoises_prompts_exactly(adapter, monkeypatch, classes):
 
 
 def _config(tmp_path, extra=()):
-    from cxrvlp.core.training import load_config
+    from cxrvlp.core.method import load_recipe_config
     from cxrvlp.cxrclip.config import CxrClipTrainConfig
-    from cxrvlp.cxrclip.train import resolve_config
 
     overrides = [
         f"output_dir={tmp_path / 'run'}",
@@ -83,7 +82,7 @@ def _config(tmp_path, extra=()):
         "data.synthetic_patients=12",
         *extra,
     ]
-    return load_config(CxrClipTrainConfig, resolve_config("tiny"), overrides)
+    return load_recipe_config("cxrclip", CxrClipTrainConfig, "tiny", overrides)
 
 
 def test_built_tokenizer_is_reused_on_resume(tmp_path, monkeypatch):

@@ -68,9 +68,9 @@ def mode_losses(out_dir: Path) -> None:
 
 
 def mode_train(out_dir: Path) -> None:
-    from cxrvlp.mavl.train import main
+    from cxrvlp.mavl.train import train
 
-    run = main("tiny", [f"output_dir={out_dir / 'run'}", "max_steps=3", "batch_size=4", "epochs=1",
+    run = train("tiny", [f"output_dir={out_dir / 'run'}", "max_steps=3", "batch_size=4", "epochs=1",
                         "log_every_steps=1", "overwrite=true"])  # fmt: skip
     if dist.is_initialized() and dist.get_rank() == 0 or not dist.is_initialized():
         (out_dir / "train_rank0.json").write_text(json.dumps({"run": str(run)}))

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from cxrvlp.mavl.train import main
+    from cxrvlp.mavl.train import train
 
     out = tmp_path_factory.mktemp("mavl_tiny")
-    return main(
+    return train(
         "tiny",
         [
             f"output_dir={out}",
@@ -31,7 +31,7 @@ def tiny_run(tmp_path_factory):
 def test_tiny_trains_and_adapter_scores(tiny_run):
     import json
 
-    from cxrvlp.mavl.registry import load_adapter
+    from cxrvlp.mavl.zeroshot import load_adapter
 
     hist = [json.loads(line) for line in (tiny_run / "history.jsonl").read_text().splitlines()]
     assert any("presence_loss" in h for h in hist)
@@ -59,10 +59,10 @@ def test_tiny_trains_and_adapter_scores(tiny_run):
 
 
 def test_paper_recipe_refuses_without_data_root(tmp_path):
-    from cxrvlp.mavl.train import main
+    from cxrvlp.mavl.train import train
 
     with pytest.raises(ConfigError, match="data.root"):
-        main("mavl_r50", [f"output_dir={tmp_path}", "model.text_encoder=null", "model.text_dim=32"])
+        train("mavl_r50", [f"output_dir={tmp_path}", "model.text_encoder=null", "model.text_dim=32"])
 
 
 def test_preprocess_reproduces_fixture_images(shared_dir):
@@ -82,11 +82,11 @@ def test_tiny_recipe_zero_shot_auroc(tmp_path):
     from cxrvlp.core.data.mimic_cxr import MimicCxrDataset
     from cxrvlp.core.data.pretraining import synthetic_mimic_root
     from cxrvlp.mavl.config import MavlDataConfig
-    from cxrvlp.mavl.registry import load_adapter
-    from cxrvlp.mavl.train import main
+    from cxrvlp.mavl.train import train
+    from cxrvlp.mavl.zeroshot import load_adapter
     from sklearn.metrics import roc_auc_score
 
-    run = main("tiny", [f"output_dir={tmp_path / 'run'}", "overwrite=true"])
+    run = train("tiny", [f"output_dir={tmp_path / 'run'}", "overwrite=true"])
     adapter = load_adapter(run / "final")
     root = synthetic_mimic_root(MavlDataConfig(synthetic=True))
     ds = MimicCxrDataset(root, split=None, views=["PA", "AP"], label_source="chexpert", blank_policy="zeros")
@@ -107,14 +107,14 @@ def test_tiny_recipe_zero_shot_auroc(tmp_path):
 
 def test_validation_dataset_is_the_val_split_with_the_eval_transform(tmp_path):
     """`build_val_dataset`: `data.val_split` rows (eval view), None when it is null (tiny's default)."""
-    from cxrvlp.core.training import load_config
-    from cxrvlp.mavl.train import MavlTask, MavlTrainConfig, resolve_config
+    from cxrvlp.core.method import load_recipe_config
+    from cxrvlp.mavl.train import MavlTask, MavlTrainConfig
 
     synth = f"data.synthetic_dir={tmp_path / 'synth'}"
-    cfg = load_config(MavlTrainConfig, resolve_config("tiny"), [f"output_dir={tmp_path}", synth])
+    cfg = load_recipe_config("mavl", MavlTrainConfig, "tiny", [f"output_dir={tmp_path}", synth])
     assert MavlTask(cfg).build_val_dataset() is None
     over = [f"output_dir={tmp_path}", synth, "data.val_split=validate", "data.synthetic_patients=12"]
-    cfg = load_config(MavlTrainConfig, resolve_config("tiny"), over)
+    cfg = load_recipe_config("mavl", MavlTrainConfig, "tiny", over)
     task = MavlTask(cfg)
     ds = task.build_val_dataset()
     assert len(ds) > 0

@@ -70,9 +70,8 @@ def test_classify_memoises_prompts_exactly(adapter, monkeypatch):
 
 
 def _task_config(tmp_path, extra=()):
-    from cxrvlp.core.training import load_config
+    from cxrvlp.core.method import load_recipe_config
     from cxrvlp.mgca.config import MGCATrainConfig
-    from cxrvlp.mgca.train import resolve_config_path
 
     overrides = [
         f"output_dir={tmp_path / 'run'}",
@@ -80,7 +79,7 @@ def _task_config(tmp_path, extra=()):
         "data.synthetic_patients=12",
         *extra,
     ]
-    return load_config(MGCATrainConfig, resolve_config_path("tiny"), overrides)
+    return load_recipe_config("mgca", MGCATrainConfig, "tiny", overrides)
 
 
 def test_built_tokenizer_is_saved_in_the_run_folder_and_reused(tmp_path, monkeypatch):

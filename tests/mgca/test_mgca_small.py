@@ -139,8 +139,7 @@ def test_mgca_small_adapter_round_trip_keeps_embeddings_and_normalisation(small,
     from cxrvlp.core.data.transforms import build_transform
     from cxrvlp.core.training.checkpoint import save_pretrained
     from cxrvlp.mgca.data import MGCATokenizer
-    from cxrvlp.mgca.registry import load_adapter
-    from cxrvlp.mgca.zeroshot import MGCAZeroShotAdapter
+    from cxrvlp.mgca.zeroshot import MGCAZeroShotAdapter, load_adapter
 
     final = tmp_path / "final"
     save_pretrained(small, {"model_name": "mgca-small", "model": small.cfg.to_dict()}, final)
@@ -204,7 +203,8 @@ def test_mgca_small_missing_weight_packages_is_a_config_error(monkeypatch):
 
 
 def test_mgca_small_yaml_trains_two_steps_on_synthetic_mirror(weights, tmp_path):
-    from cxrvlp.mgca.registry import load_adapter, train
+    from cxrvlp.mgca.train import train
+    from cxrvlp.mgca.zeroshot import load_adapter
 
     run = train(
         "small",

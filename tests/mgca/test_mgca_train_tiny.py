@@ -74,7 +74,7 @@ def test_mgca_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     assert maps.shape == (2, 1, 64, 64) and torch.isfinite(maps).all()
     assert adapter.image_features(images).shape == (2, 64)
     # the saved model reloads to the same weights
-    from cxrvlp.mgca.registry import load_pretrained
+    from cxrvlp.mgca.model import load_pretrained
 
     again, _ = load_pretrained(final)
     for k, v in adapter.model.state_dict().items():
@@ -84,7 +84,7 @@ def test_mgca_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
 @pytest.mark.slow
 def test_mgca_tiny_config_learns_zero_shot_signal(tmp_path):
     from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
-    from cxrvlp.mgca.registry import load_adapter
+    from cxrvlp.mgca.zeroshot import load_adapter
 
     mgca, run = _train_tiny(tmp_path, [])
     rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if "loss" in x]

@@ -35,11 +35,11 @@ def _env() -> dict[str, str]:
 
 
 def test_mgca_tiny_sigkill_and_resume_matches_uninterrupted(tmp_path):
-    from cxrvlp.core.training import load_config
+    from cxrvlp.core.method import load_recipe_config
     from cxrvlp.mgca.config import MGCATrainConfig
-    from cxrvlp.mgca.train import MGCATask, resolve_config_path
+    from cxrvlp.mgca.train import MGCATask
 
-    cfg = load_config(MGCATrainConfig, resolve_config_path("tiny"), [f"output_dir={tmp_path / 'tok'}"])
+    cfg = load_recipe_config("mgca", MGCATrainConfig, "tiny", [f"output_dir={tmp_path / 'tok'}"])
     MGCATask(cfg).save_resources(tmp_path / "tok")
     tok = f"data.tokenizer={tmp_path / 'tok' / 'tokenizer'}"
     ref = tmp_path / "ref"

@@ -12,23 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cxrvlp.core.data.pretraining import MimicSourceConfig
+from cxrvlp.core.encoders.text import BERT_BASE_CASED
 from cxrvlp.core.training.config import TrainConfig
 
 # emilyalsentzer/Bio_ClinicalBERT (BERT-base, cased vocab of 28,996) as a transformers BertConfig dict
-BIO_CLINICAL_BERT: dict[str, Any] = {
-    "vocab_size": 28996,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "intermediate_size": 3072,
-    "max_position_embeddings": 512,
-    "type_vocab_size": 2,
-    "hidden_act": "gelu",
-    "layer_norm_eps": 1e-12,
-    "pad_token_id": 0,
-    "hidden_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.1,
-}
+# (the official config names no initializer_range: left to transformers' default, the same 0.02)
+BIO_CLINICAL_BERT: dict[str, Any] = {k: v for k, v in BERT_BASE_CASED.items() if k != "initializer_range"}
 
 IMAGE_ENCODERS = ("resnet50", "efficientnet-lite0")
 
@@ -146,7 +135,6 @@ class AFLocTrainConfig(TrainConfig):
     # emulate k DataParallel replicas in one process: the batch is cut into k chunks, each a full forward and
     # loss, the losses averaged (official: 2 GPUs x 64 under Lightning DP; see train.py)
     dp_replicas: int = 1
-    num_threads: int | None = None  # torch CPU threads (1 avoids oversubscription on a busy CPU)
 
     def validate(self) -> None:
         """Cross-checks run by core's load_config before anything is built."""

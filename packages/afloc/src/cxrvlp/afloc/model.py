@@ -239,3 +239,10 @@ class AFLoc(nn.Module):
             batch.get("token_type_ids"),
         )
         return img, txt
+
+
+def load_pretrained(pretrained_dir) -> tuple[AFLoc, dict]:
+    """(model, config.json document) of a `final/` folder written by training."""
+    from cxrvlp.core.training.checkpoint import load_trained_model
+
+    return load_trained_model(pretrained_dir, AFLocConfig.from_dict, AFLoc)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import torch
 from cxrvlp.afloc.config import BIO_CLINICAL_BERT, AFLocConfig
 from cxrvlp.afloc.model import AFLoc
-from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice, lazy
+from cxrvlp.core.method import PretrainedRecord, PromptChoice, merged_config, method_spec
 from cxrvlp.core.registry import register_model
 
 METHOD = "afloc"
@@ -72,10 +68,8 @@ CONFIGS: dict[str, AFLocConfig] = {"afloc-r50": PAPER, "afloc-tiny": TINY, "aflo
 
 
 def with_overrides(base: AFLocConfig, overrides: Mapping[str, Any]) -> AFLocConfig:
-    d = base.to_dict()
-    for k, v in overrides.items():
-        d[k] = {**d[k], **v} if k == "bert" and isinstance(v, Mapping) else v
-    return AFLocConfig.from_dict(d)
+    """`base` with registry overrides (`bert={...}` merged into the BERT config)."""
+    return AFLocConfig.from_dict(merged_config(base.to_dict(), overrides, nested=("bert",)))
 
 
 @register_model(
@@ -108,96 +102,16 @@ def afloc_small(**overrides: Any) -> AFLoc:
     return AFLoc(with_overrides(SMALL, overrides))
 
 
-def train(config: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:
-    """Same run as `python -m cxrvlp.afloc.train CONFIG key=value ...`; returns the run folder."""
-    from cxrvlp.afloc.train import train as _train
-
-    return _train(config, tuple(overrides))
-
-
-def load_pretrained(pretrained_dir: str | os.PathLike) -> tuple[AFLoc, dict[str, Any]]:
-    """(model, config.json document) of a `final/` folder written by training."""
-    from cxrvlp.core.training.checkpoint import load_pretrained_weights, read_pretrained_config
-
-    doc = read_pretrained_config(pretrained_dir)
-    cfg = doc["config"]
-    model_cfg = AFLocConfig.from_dict(cfg["model"] if "model" in cfg else cfg)
-    # every weight comes from the folder: no hub / packaged initialisation
-    model = AFLoc(dataclasses.replace(model_cfg, image_pretrained=None, text_pretrained=None))
-    model.cfg = model_cfg
-    load_pretrained_weights(model, pretrained_dir)
-    return model, doc
-
-
-def load_adapter(pretrained_dir: str | os.PathLike, device: str | torch.device | None = None, **kw: Any):
-    """Zero-shot adapter of a model trained with this package."""
-    from cxrvlp.afloc.data import AFLocTokenizer
-    from cxrvlp.afloc.zeroshot import AFLocZeroShotAdapter
-
-    model, doc = load_pretrained(pretrained_dir)
-    tok_dir = Path(pretrained_dir) / "tokenizer"
-    tok = AFLocTokenizer.from_pretrained(
-        tok_dir if tok_dir.is_dir() else model.cfg.tokenizer, model.cfg.text_max_length
-    )
-    return AFLocZeroShotAdapter(
-        model, tok, model_name=doc.get("model_name", METHOD), device=device,
-        checkpoint_sha256=doc.get("weights_sha256"), **kw,
-    )  # fmt: skip
-
-
-def load_official_adapter(
-    source: str | os.PathLike | Mapping[str, Any],
-    name: str | None = None,
-    device: str | torch.device | None = None,
-    tokenizer: str | os.PathLike | None = None,
-    **kw: Any,
-):
-    """Zero-shot adapter of the released checkpoint (tokenizer: Bio_ClinicalBERT unless given)."""
-    from cxrvlp.afloc.data import AFLocTokenizer
-    from cxrvlp.afloc.official import load_official_checkpoint
-    from cxrvlp.afloc.zeroshot import AFLocZeroShotAdapter
-
-    model = load_official_checkpoint(source, name=name or "afloc-r50")
-    tok = AFLocTokenizer.from_pretrained(tokenizer or model.cfg.tokenizer, model.cfg.text_max_length)
-    model.cfg = dataclasses.replace(
-        model.cfg,
-        cls_token_id=tok.cls_token_id,
-        sep_token_id=tok.sep_token_id,
-        period_token_id=tok.period_token_id,
-    )
-    sha = None
-    if isinstance(source, (str, os.PathLike)):
-        from cxrvlp.core.training.checkpoint import sha256_file
-
-        sha = sha256_file(source)
-    adapter = AFLocZeroShotAdapter(
-        model, tok, model_name="afloc-r50 (official)", device=device, checkpoint_sha256=sha, **kw
-    )
-    adapter.info.extra["import"] = {
-        k: v for k, v in getattr(model, "import_info", {}).items() if k != "missing"
-    }
-    return adapter
-
-
-
 _RELEASE = "Google Drive folder of the official README (afloc.md section 8)"
 
 
 
-METHOD_SPEC = MethodSpec(
-    name=METHOD,
+METHOD_SPEC = method_spec(
+    METHOD,
     description="AFLoc (Nat. Biomed. Eng. 2025): multi-level alignment for annotation-free localisation",
-    train=train,
-    load_adapter=load_adapter,
-    load_official_adapter=load_official_adapter,
-    load_official_checkpoint=lazy("cxrvlp.afloc.official:load_official_checkpoint"),
-    example_batch=lazy("cxrvlp.afloc.testing:example_batch"),
-    configs_dir=Path(__file__).parent / "configs",
     # the official classification prompt ensembles are not in the benchmark's sets; "Findings suggesting X."
     # vs "No evidence of X." follows their fallback wording ('Findings suggesting x' / 'no x.'): ours
     prompts={"*": PromptChoice("findings-suggesting", official=False)},
-    image_size_keys=("data.image_size", "model.image_size"),
-    text_length_key="model.text_max_length",
     pretrained=(
         PretrainedRecord(
             "afloc-r50", "Pretrained_CXR.ckpt", _RELEASE, 224, "mean0.5-std0.5",

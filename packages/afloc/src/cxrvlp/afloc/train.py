@@ -16,8 +16,6 @@ and loss; the losses are averaged).
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +25,9 @@ from cxrvlp.afloc.data import AFLocPretrainDataset, AFLocTokenizer, afloc_collat
 from cxrvlp.afloc.loss import TERMS, AFLocLoss
 from cxrvlp.afloc.model import AFLoc, ImageSide, TextSide
 from cxrvlp.core.data.pretraining import resolve_mimic_root
-from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.method import recipe_trainer, training_main
 from cxrvlp.core.text.tokenize import build_tokenizer_on_main, check_same_vocab
-from cxrvlp.core.training import TaskModule, TrainState, load_config, run_training, scalar_logs, sum_losses
+from cxrvlp.core.training import TaskModule, TrainState, scalar_logs, sum_losses
 from cxrvlp.core.training.loop import process_state
 from torch import nn
 
@@ -64,8 +62,6 @@ class AFLocTask:
 
         self.cfg = cfg
         self.model_name = cfg.model_name
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
         d = cfg.data
         state = process_state(cfg)
         with state.main_process_first():
@@ -184,29 +180,8 @@ class AFLocTask:
         self.tokenizer.save(Path(folder) / TOKENIZER_DIR)
 
 
-def train(config: str | os.PathLike | AFLocTrainConfig, overrides: tuple[str, ...] | list[str] = ()) -> Path:
-    """Run one AFLoc pretraining; returns the run folder (its `final/` is a `load_adapter` folder)."""
-    if isinstance(config, AFLocTrainConfig):
-        cfg = config
-        if overrides:
-            raise ConfigError("overrides apply to a YAML config; edit the AFLocTrainConfig instead")
-    else:
-        from cxrvlp.afloc.registry import METHOD_SPEC
-        from cxrvlp.core.method import resolve_recipe
-
-        cfg = load_config(AFLocTrainConfig, resolve_recipe(METHOD_SPEC, config), list(overrides))
-    result = run_training(AFLocTask(cfg), cfg)
-    return Path(result.output_dir)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: CONFIG [key=value ...]."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    print(f"run folder: {train(argv[0], argv[1:])}")
+train = recipe_trainer("afloc", AFLocTrainConfig, AFLocTask)
 
 
 if __name__ == "__main__":
-    main()
+    training_main(train, __doc__)

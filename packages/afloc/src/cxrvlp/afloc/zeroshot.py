@@ -204,3 +204,37 @@ class AFLocZeroShotAdapter:
         sim = similarity_maps(img.local_emb, self.encode_texts(texts))
         out = grounding_heatmaps(sim, img.size, margin=None if self.exclude_border else 0)
         return out["heatmap"].cpu()
+
+
+def load_adapter(pretrained_dir, device: str | torch.device | None = None, **kw) -> AFLocZeroShotAdapter:
+    """Zero-shot adapter of a model trained with this package (its tokenizer saved beside the weights)."""
+    from cxrvlp.afloc.model import load_pretrained
+    from cxrvlp.core.method import saved_or
+
+    model, doc = load_pretrained(pretrained_dir)
+    tok = AFLocTokenizer.from_pretrained(saved_or(pretrained_dir, "tokenizer", model.cfg.tokenizer),
+                                         model.cfg.text_max_length)  # fmt: skip
+    return AFLocZeroShotAdapter(
+        model, tok, model_name=doc.get("model_name", "afloc"), device=device,
+        checkpoint_sha256=doc.get("weights_sha256"), **kw,
+    )  # fmt: skip
+
+
+def load_official_adapter(
+    source, name: str | None = None, device: str | torch.device | None = None, tokenizer=None, **kw
+) -> AFLocZeroShotAdapter:
+    """Zero-shot adapter of the released checkpoint (tokenizer: Bio_ClinicalBERT unless given)."""
+    import dataclasses
+
+    from cxrvlp.afloc.official import load_official_checkpoint
+    from cxrvlp.core.method import file_sha256
+
+    model = load_official_checkpoint(source, name=name or "afloc-r50")
+    tok = AFLocTokenizer.from_pretrained(tokenizer or model.cfg.tokenizer, model.cfg.text_max_length)
+    model.cfg = dataclasses.replace(model.cfg, cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
+                                    period_token_id=tok.period_token_id)  # fmt: skip
+    adapter = AFLocZeroShotAdapter(model, tok, model_name="afloc-r50 (official)", device=device,
+                                   checkpoint_sha256=file_sha256(source), **kw)  # fmt: skip
+    info = getattr(model, "import_info", {})
+    adapter.info.extra["import"] = {k: v for k, v in info.items() if k != "missing"}
+    return adapter

@@ -13,25 +13,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from cxrvlp.core.data.pretraining import MimicSourceConfig
+from cxrvlp.core.encoders.text import BERT_BASE_CASED
 from cxrvlp.core.training import TrainConfig
 
 # Laihaoran/BioClinicalMPBERT is a BERT-base; its vocabulary size is read from the checkpoint when importing
 # (the spec assumes 28,996, the Bio_ClinicalBERT cased vocabulary).
-BIOCLINICAL_MPBERT = dict(
-    vocab_size=28996,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=512,
-    type_vocab_size=2,
-    hidden_act="gelu",
-    hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1,
-    layer_norm_eps=1e-12,
-    initializer_range=0.02,
-    pad_token_id=0,
-)
+BIOCLINICAL_MPBERT = dict(BERT_BASE_CASED)
 
 # MAE/M3AE ViT-B/16 (MRM class): fixed 2-D sin-cos position embedding, LN eps 1e-6.
 VIT_B16 = dict(
@@ -133,4 +120,3 @@ class CarzeroTrainConfig(TrainConfig):
     loss: CarzeroLossConfig = field(default_factory=CarzeroLossConfig)
     tokenizer_vocab_size: int = 2000  # only when model.tokenizer is null: WordPiece built from the sentences
     pad_to_longest: bool = True  # EXACT speed-up: BERT masks pads and words are re-padded to 97 slots
-    num_threads: int | None = None  # torch CPU threads

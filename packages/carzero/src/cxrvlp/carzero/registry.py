@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from cxrvlp.carzero.config import BIOCLINICAL_MPBERT, VIT_B16, CarzeroModelConfig
 from cxrvlp.carzero.model import Carzero, build_model
+from cxrvlp.core.encoders.packaged import require_small_backbones
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice, lazy
+from cxrvlp.core.method import PretrainedRecord, PromptChoice, method_spec, with_text_vocab
 from cxrvlp.core.registry import register_model
 
 METHOD = "carzero"
@@ -24,11 +23,7 @@ TINY_BERT = dict(
 
 
 def _config(base: dict[str, Any], overrides: dict[str, Any]) -> CarzeroModelConfig:
-    overrides = dict(overrides)
-    vocab = overrides.pop("text_vocab_size", None)
-    cfg = {**base, **overrides}
-    if vocab is not None:
-        cfg["text_config"] = {**cfg.get("text_config", BIOCLINICAL_MPBERT), "vocab_size": int(vocab)}
+    cfg = with_text_vocab({**base, **overrides}, BIOCLINICAL_MPBERT)
     try:
         return CarzeroModelConfig.from_dict(cfg)
     except TypeError as err:
@@ -72,13 +67,7 @@ def carzero_tiny(**overrides) -> Carzero:
 )
 def carzero_small(**overrides) -> Carzero:
     """Small real-weight variant; needs core's 'efficientnet-lite0' and 'minilm-l6' encoders."""
-    from cxrvlp.core.encoders import list_image_encoders, list_text_encoders
-
-    if "efficientnet-lite0" not in list_image_encoders() or "minilm-l6" not in list_text_encoders():
-        raise ConfigError("carzero-small needs core's 'efficientnet-lite0' and 'minilm-l6' encoders")
-    from cxrvlp.core.encoders.minilm import minilm_model_dir
-
-    minilm_model_dir()  # ImportError naming the package to install, before any weights are built
+    require_small_backbones("carzero-small")
     base = dict(
         image_encoder="efficientnet-lite0", image_pretrained=True, text_encoder="minilm-l6",
         text_pretrained=True, tokenizer="minilm-l6", embed_dim=384, normalisation="imagenet",
@@ -86,46 +75,10 @@ def carzero_small(**overrides) -> Carzero:
     return build_model(_config(base, overrides))
 
 
-def train(config: str | Path, overrides: Sequence[str] = ()) -> Path:
-    """Same run as `python -m cxrvlp.carzero.train CONFIG key=value ...`; returns the run folder."""
-    from cxrvlp.carzero.train import main
-
-    return main(config, list(overrides))
-
-
-def load_adapter(pretrained_dir: str | Path, device=None):
-    """Zero-shot adapter around a model saved by our training (`final/` folder or a save_model folder)."""
-    from cxrvlp.carzero.zeroshot import CarzeroAdapter
-
-    return CarzeroAdapter.from_pretrained(pretrained_dir, device=device)
-
-
-def load_official_adapter(source: str | Path, name: str | None = None, device=None, tokenizer=None):
-    """Zero-shot adapter of the released checkpoint (tokenizer: Laihaoran/BioClinicalMPBERT or a folder)."""
-    from cxrvlp.carzero.official import load_official_checkpoint
-    from cxrvlp.carzero.zeroshot import CarzeroAdapter
-    from cxrvlp.core.training.checkpoint import sha256_file
-
-    model = load_official_checkpoint(source, name=name)
-    sha = sha256_file(source) if isinstance(source, (str, Path)) and Path(source).is_file() else None
-    return CarzeroAdapter(model, tokenizer=tokenizer, device=device, model_name=name or "carzero-vit-b16",
-                          source=source, checkpoint_sha256=sha)  # fmt: skip
-
-
-
-
-METHOD_SPEC = MethodSpec(
-    name=METHOD,
+METHOD_SPEC = method_spec(
+    METHOD,
     description="CARZero (CVPR 2024): cross-attention image-text pair scorer, symmetric CE on i2t and t2i",
-    train=train,
-    load_adapter=load_adapter,
-    load_official_adapter=load_official_adapter,
-    load_official_checkpoint=lazy("cxrvlp.carzero.official:load_official_checkpoint"),
-    example_batch=lazy("cxrvlp.carzero.testing:example_batch"),
-    configs_dir=Path(__file__).parent / "configs",
     prompts={"*": PromptChoice("carzero-there-is", official=True)},
-    image_size_keys=("data.image_size", "model.image_size"),
-    text_length_key="model.text_max_length",
     pretrained=(
         PretrainedRecord(
             "carzero-vit-b16",

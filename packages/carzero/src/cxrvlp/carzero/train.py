@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,8 @@ from cxrvlp.carzero.loss import CarzeroLoss
 from cxrvlp.carzero.model import Carzero, build_model
 from cxrvlp.carzero.official import UNUSED_PATTERNS
 from cxrvlp.core.data.pretraining import resolve_mimic_root
-from cxrvlp.core.method import cli_arguments
-from cxrvlp.core.training import TaskModule, load_config, run_training, scalar_logs, sum_losses
+from cxrvlp.core.method import recipe_trainer, training_main
+from cxrvlp.core.training import TaskModule, scalar_logs, sum_losses
 from cxrvlp.core.training.loop import process_state
 
 TOKENIZER_DIR = "tokenizer"
@@ -171,23 +170,8 @@ class CarzeroTask:
         return sum_losses(terms), scalar_logs(terms)
 
 
-def resolve_config(path: str | Path | None) -> Path | None:
-    """A YAML path, or the name of a packaged recipe ('tiny', 'carzero_vit_b16'); None: the defaults."""
-    from cxrvlp.carzero.registry import METHOD_SPEC
-    from cxrvlp.core.method import resolve_recipe
-
-    return None if path is None else resolve_recipe(METHOD_SPEC, path)
-
-
-def main(config: str | Path | None = None, overrides: list[str] | None = None) -> Path:
-    """Run training; returns the run folder (its `final/` holds model, config and tokenizer)."""
-    if config is None and overrides is None:
-        config, overrides = cli_arguments(sys.argv[1:], __doc__)
-    cfg = load_config(CarzeroTrainConfig, resolve_config(config), list(overrides or []))
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    return run_training(CarzeroTask(cfg), cfg).output_dir
+train = recipe_trainer("carzero", CarzeroTrainConfig, CarzeroTask)
 
 
 if __name__ == "__main__":
-    main()
+    training_main(train, __doc__)

@@ -173,3 +173,18 @@ def _grid(model: Carzero, n: int) -> tuple[int, int]:
         return tuple(grid)
     side = int(round(n**0.5))
     return side, n // side
+
+
+def load_adapter(pretrained_dir, device=None) -> CarzeroAdapter:
+    """Zero-shot adapter around a model saved by our training (`final/` folder or a save_model folder)."""
+    return CarzeroAdapter.from_pretrained(pretrained_dir, device=device)
+
+
+def load_official_adapter(source, name: str | None = None, device=None, tokenizer=None) -> CarzeroAdapter:
+    """Zero-shot adapter of the released checkpoint (tokenizer: Laihaoran/BioClinicalMPBERT or a folder)."""
+    from cxrvlp.carzero.official import load_official_checkpoint
+    from cxrvlp.core.method import file_sha256
+
+    model = load_official_checkpoint(source, name=name)
+    return CarzeroAdapter(model, tokenizer=tokenizer, device=device, model_name=name or "carzero-vit-b16",
+                          source=source, checkpoint_sha256=file_sha256(source))  # fmt: skip

@@ -140,13 +140,125 @@ def cli_arguments(argv: Sequence[str], doc: str | None) -> tuple[str | None, lis
 
 
 def resolve_recipe(spec: MethodSpec, config: str | os.PathLike) -> Path:
-    """A YAML path as given, or the packaged recipe of that name ('tiny', 'mgca_vit_b16')."""
+    """A YAML path as given, or the packaged recipe of that name ('tiny', 'mgca_vit_b16', 'tiny.yaml')."""
     p = Path(config)
     if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.is_file():
-            raise ConfigError(f"{spec.name}: config file '{p}' does not exist; packaged: {spec.recipes()}")
-        return p
+        if p.is_file():
+            return p
+        if p.parent == Path(".") and p.stem in spec.recipes():  # 'tiny.yaml': the packaged file by name
+            return spec.recipe(p.stem)
+        raise ConfigError(f"{spec.name}: config file '{p}' does not exist; packaged: {spec.recipes()}")
     return spec.recipe(str(config))
+
+
+def load_recipe_config(
+    method: str, config_cls: type, config: Any = None, overrides: Sequence[str] = ()
+) -> Any:
+    """The training config of a run of `method`.
+
+    `config` is a `config_cls` instance (used as given: overrides are refused), a YAML path or the name of a
+    packaged recipe, or None (the dataclass defaults); `overrides` are `key=value` strings.
+    """
+    from cxrvlp.core.registry import get_method
+    from cxrvlp.core.training.config import load_config
+
+    if isinstance(config, config_cls):
+        if overrides:
+            raise ConfigError(f"overrides apply to a YAML config; edit the {config_cls.__name__} instead")
+        return config
+    path = None if config is None else resolve_recipe(get_method(method), config)
+    return load_config(config_cls, path, list(overrides))
+
+
+def recipe_trainer(method: str, config_cls: type, make_task: Callable[[Any], Any]) -> Callable[..., Path]:
+    """A method's `train(config=None, overrides=())`: load the config (`load_recipe_config`), build the
+    method's training task with `make_task(cfg)`, run core's loop; returns the run folder (its `final/` is
+    what the method's `load_adapter` reads)."""
+
+    def train(config: Any = None, overrides: Sequence[str] = ()) -> Path:
+        import torch
+        from cxrvlp.core.training.loop import run_training
+
+        cfg = load_recipe_config(method, config_cls, config, overrides)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        return Path(run_training(make_task(cfg), cfg).output_dir)
+
+    train.__doc__ = f"Run one {method} training (recipe name, YAML path or config); returns the run folder."
+    train.__qualname__ = train.__name__ = "train"
+    return train
+
+
+def training_main(
+    train: Callable[[Any, Sequence[str]], Path], doc: str | None, argv: Sequence[str] | None = None
+) -> Path:
+    """`python -m cxrvlp.<m>.train CONFIG key=value ...`: runs `train`, prints and returns the run folder."""
+    import sys
+
+    config, overrides = cli_arguments(sys.argv[1:] if argv is None else argv, doc)
+    out = train(config, overrides)
+    print(f"run folder: {out}")
+    return out
+
+
+def file_sha256(source: Any) -> str | None:
+    """SHA-256 of `source` when it is a path to a file (a released checkpoint), else None (dict, folder)."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+        from cxrvlp.core.training.checkpoint import sha256_file
+
+        return sha256_file(source)
+    return None
+
+
+def merged_config(base: Mapping[str, Any], overrides: Mapping[str, Any], nested: Sequence[str] = ()) -> dict:
+    """`base` updated with `overrides`; the keys in `nested` whose override is a mapping are merged into the
+    base's mapping instead of replacing it (`bert={"vocab_size": 600}` keeps the other BERT fields)."""
+    d = dict(base)
+    for k, v in overrides.items():
+        d[k] = {**(d.get(k) or {}), **v} if k in nested and isinstance(v, Mapping) else v
+    return d
+
+
+def with_text_vocab(
+    cfg: dict[str, Any], default_text_config: Mapping[str, Any], key: str = "text_config"
+) -> dict:
+    """`cfg` with its `text_vocab_size` entry (if any) moved into `cfg[key]["vocab_size"]` (registry builders
+    accept `text_vocab_size=N` to size the embedding to a run's own tokenizer)."""
+    cfg = dict(cfg)
+    vocab = cfg.pop("text_vocab_size", None)
+    if vocab is not None:
+        cfg[key] = {**cfg.get(key, default_text_config), "vocab_size": int(vocab)}
+    return cfg
+
+
+def saved_or(folder: str | os.PathLike, name: str, fallback: Any) -> Any:
+    """`folder/name` when it is a folder (a tokenizer saved beside the weights), else `fallback`."""
+    p = Path(folder) / name
+    return p if p.is_dir() else fallback
+
+
+def method_spec(name: str, **parts: Any) -> MethodSpec:
+    """A MethodSpec of a package that follows the template (docs/design.md), its hooks found by module:
+
+    train = `cxrvlp.<name>.train:train`, load_adapter / load_official_adapter = `cxrvlp.<name>.zeroshot`,
+    load_official_checkpoint = `cxrvlp.<name>.official`, example_batch = `cxrvlp.<name>.testing`, recipes in
+    the package's `configs/`, image size at `data.image_size` + `model.image_size`, text length at
+    `model.text_max_length`. `parts` overrides any of them and gives the rest (prompts, pretrained, ...).
+    """
+    import importlib
+
+    package = f"cxrvlp.{name}"
+    defaults: dict[str, Any] = dict(
+        train=lazy(f"{package}.train:train"),
+        load_adapter=lazy(f"{package}.zeroshot:load_adapter"),
+        load_official_adapter=lazy(f"{package}.zeroshot:load_official_adapter"),
+        load_official_checkpoint=lazy(f"{package}.official:load_official_checkpoint"),
+        example_batch=lazy(f"{package}.testing:example_batch"),
+        configs_dir=Path(importlib.import_module(package).__file__).parent / "configs",
+        image_size_keys=("data.image_size", "model.image_size"),
+        text_length_key="model.text_max_length",
+    )
+    return MethodSpec(name=name, **{**defaults, **parts})
 
 
 _CALLABLES = ("train", "load_adapter", "load_official_checkpoint")
@@ -218,7 +330,15 @@ __all__: Sequence[str] = (
     "PromptChoice",
     "check_method_spec",
     "describe",
+    "file_sha256",
     "lazy",
+    "load_recipe_config",
+    "merged_config",
+    "method_spec",
     "overrides_for_size",
     "resolve_recipe",
+    "saved_or",
+    "recipe_trainer",
+    "training_main",
+    "with_text_vocab",
 )

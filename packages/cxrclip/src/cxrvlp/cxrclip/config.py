@@ -6,24 +6,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cxrvlp.core.data.pretraining import MimicSourceConfig
+from cxrvlp.core.encoders.text import BERT_BASE_CASED
 from cxrvlp.core.training import TrainConfig
 
 # emilyalsentzer/Bio_ClinicalBERT (BERT-base, cased vocab of 28,996)
-BIO_CLINICAL_BERT = dict(
-    vocab_size=28996,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    max_position_embeddings=512,
-    type_vocab_size=2,
-    hidden_act="gelu",
-    hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1,
-    layer_norm_eps=1e-12,
-    initializer_range=0.02,
-    pad_token_id=0,
-)
+BIO_CLINICAL_BERT = dict(BERT_BASE_CASED)
 
 
 @dataclass
@@ -86,4 +73,3 @@ class CxrClipTrainConfig(TrainConfig):
     tokenizer_vocab_size: int = 2000  # only when model.tokenizer is null: WordPiece built from the reports
     pad_to_longest: bool = True  # EXACT speed-up: pads cut to the batch's longest (EOS pooling is masked)
     sync_batchnorm_on_cpu: bool = False  # torch cannot sync BN across CPU processes: plain BN there
-    num_threads: int | None = None  # torch CPU threads (1 avoids OpenMP oversubscription on a busy CPU)

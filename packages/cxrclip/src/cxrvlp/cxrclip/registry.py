@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+from cxrvlp.core.encoders.packaged import require_small_backbones
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice, lazy
+from cxrvlp.core.method import PretrainedRecord, PromptChoice, method_spec, with_text_vocab
 from cxrvlp.core.registry import register_model
 from cxrvlp.cxrclip.config import BIO_CLINICAL_BERT, CxrClipModelConfig
 from cxrvlp.cxrclip.model import CxrClip, build_model
@@ -26,11 +25,7 @@ TINY_BERT = dict(
 
 
 def _config(base: dict[str, Any], overrides: dict[str, Any]) -> CxrClipModelConfig:
-    overrides = dict(overrides)
-    vocab = overrides.pop("text_vocab_size", None)
-    cfg = {**base, **overrides}
-    if vocab is not None:
-        cfg["text_config"] = {**cfg.get("text_config", BIO_CLINICAL_BERT), "vocab_size": int(vocab)}
+    cfg = with_text_vocab({**base, **overrides}, BIO_CLINICAL_BERT)
     try:
         return CxrClipModelConfig(**cfg)
     except TypeError as err:
@@ -83,15 +78,7 @@ def cxrclip_tiny(**overrides) -> CxrClip:
 )
 def cxrclip_small(**overrides) -> CxrClip:
     """Small real-weight variant; needs core's 'efficientnet-lite0' and 'minilm-l6' encoders."""
-    from cxrvlp.core.encoders import list_image_encoders, list_text_encoders
-
-    if "efficientnet-lite0" not in list_image_encoders() or "minilm-l6" not in list_text_encoders():
-        raise ConfigError(
-            "cxrclip-small needs core's 'efficientnet-lite0' and 'minilm-l6' encoders (not installed)"
-        )
-    from cxrvlp.core.encoders.minilm import minilm_model_dir
-
-    minilm_model_dir()  # ImportError naming the package to install, before any weights are built
+    require_small_backbones("cxrclip-small")
     base = dict(
         image_encoder="efficientnet-lite0",
         image_encoder_kwargs={},
@@ -102,36 +89,6 @@ def cxrclip_small(**overrides) -> CxrClip:
         normalisation="imagenet",
     )
     return build_model(_config(base, overrides))
-
-
-def train(config: str | Path, overrides: Sequence[str] = ()) -> Path:
-    """Same run as `python -m cxrvlp.cxrclip.train CONFIG key=value ...`; returns the run folder."""
-    from cxrvlp.cxrclip.train import main
-
-    return main(config, list(overrides))
-
-
-def load_adapter(pretrained_dir: str | Path, device=None):
-    """Zero-shot adapter around a model saved by our training (`final/` folder or any save_pretrained dir)."""
-    from cxrvlp.cxrclip.zeroshot import CxrClipAdapter
-
-    return CxrClipAdapter.from_pretrained(pretrained_dir, device=device)
-
-
-def load_official_adapter(source: str | Path, name: str | None = None, device=None, tokenizer=None):
-    """Zero-shot adapter around a released checkpoint (Bio_ClinicalBERT tokenizer: hub or folder)."""
-    from cxrvlp.core.training.checkpoint import sha256_file
-    from cxrvlp.cxrclip.official import load_official_checkpoint
-    from cxrvlp.cxrclip.zeroshot import CxrClipAdapter
-
-    model = load_official_checkpoint(source, name=name)
-    sha = sha256_file(source) if isinstance(source, (str, Path)) and Path(source).is_file() else None
-    name = name or "official"
-    return CxrClipAdapter(
-        model, tokenizer=tokenizer, device=device, model_name=name, source=source, checkpoint_sha256=sha
-    )
-
-
 
 
 def _release(model: str, data: str, norm: str) -> PretrainedRecord:
@@ -149,22 +106,14 @@ def _release(model: str, data: str, norm: str) -> PretrainedRecord:
     )
 
 
-METHOD_SPEC = MethodSpec(
-    name=METHOD,
+METHOD_SPEC = method_spec(
+    METHOD,
     description="CXR-CLIP (MICCAI 2023): image-text, image-label and multi-view contrastive losses",
-    train=train,
-    load_adapter=load_adapter,
-    load_official_adapter=load_official_adapter,
-    load_official_checkpoint=lazy("cxrvlp.cxrclip.official:load_official_checkpoint"),
-    example_batch=lazy("cxrvlp.cxrclip.testing:example_batch"),
-    configs_dir=Path(__file__).parent / "configs",
     prompts={
         "*": PromptChoice("cxrclip-binary", official=True),
         "rsna-pneumonia": PromptChoice("biovil-pneumonia", official=True),
         "chexpert-5x200": PromptChoice("gloria-5x200", official=True),
     },
-    image_size_keys=("data.image_size", "model.image_size"),
-    text_length_key="model.text_max_length",
     pretrained=tuple(
         _release(m, d, "imagenet" if m == "cxrclip-r50" else "mean0.5-std0.5")
         for m in ("cxrclip-r50", "cxrclip-swint")

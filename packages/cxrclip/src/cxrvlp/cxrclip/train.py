@@ -7,20 +7,17 @@ AdamW lr 5e-5 wd 1e-4, global batch 128, warm-up 1 epoch + cosine to 0 at 15 epo
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from cxrvlp.core.method import cli_arguments
-from cxrvlp.core.training import TaskModule, load_config, run_training, scalar_logs, sum_losses
+from cxrvlp.core.method import recipe_trainer, training_main
+from cxrvlp.core.training import TaskModule, scalar_logs, sum_losses
 from cxrvlp.core.training.loop import process_state
 from cxrvlp.cxrclip.config import CxrClipTrainConfig
 from cxrvlp.cxrclip.data import build_train_dataset
 from cxrvlp.cxrclip.loss import CxrClipLoss
 from cxrvlp.cxrclip.model import build_model, trim_padding
-
-CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 class CxrClipTrainModule(TaskModule):
@@ -147,28 +144,8 @@ class CxrClipTask:
         return sum_losses(terms), scalar_logs(terms)
 
 
-def resolve_config(path: str | Path | None) -> Path | None:
-    """A config path, or the name of a packaged config ('tiny', 'cxrclip_r50.yaml')."""
-    if path is None:
-        return None
-    p = Path(path)
-    if p.exists():
-        return p
-    for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
-        if cand.exists():
-            return cand
-    return p  # load_config reports the missing file
-
-
-def main(config: str | Path | None = None, overrides: list[str] | None = None) -> Path:
-    """Run training; returns the run folder (its `final/` holds model, config and tokenizer)."""
-    if config is None and overrides is None:
-        config, overrides = cli_arguments(sys.argv[1:], __doc__)
-    cfg = load_config(CxrClipTrainConfig, resolve_config(config), list(overrides or []))
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    return run_training(CxrClipTask(cfg), cfg).output_dir
+train = recipe_trainer("cxrclip", CxrClipTrainConfig, CxrClipTask)
 
 
 if __name__ == "__main__":
-    main()
+    training_main(train, __doc__)

@@ -212,3 +212,18 @@ class CxrClipAdapter:
         text_emb = self.encode_texts(texts)  # (P, D)
         sims = torch.einsum("bnd,pd->bpn", patches, text_emb).reshape(images.shape[0], -1, h, w)
         return F.interpolate(sims, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def load_adapter(pretrained_dir: str | Path, device=None) -> CxrClipAdapter:
+    """Zero-shot adapter around a model saved by our training (`final/` folder or any save_pretrained dir)."""
+    return CxrClipAdapter.from_pretrained(pretrained_dir, device=device)
+
+
+def load_official_adapter(source, name: str | None = None, device=None, tokenizer=None) -> CxrClipAdapter:
+    """Zero-shot adapter around a released checkpoint (Bio_ClinicalBERT tokenizer: hub or folder)."""
+    from cxrvlp.core.method import file_sha256
+    from cxrvlp.cxrclip.official import load_official_checkpoint
+
+    model = load_official_checkpoint(source, name=name)
+    return CxrClipAdapter(model, tokenizer=tokenizer, device=device, model_name=name or "official",
+                          source=source, checkpoint_sha256=file_sha256(source))  # fmt: skip

@@ -81,4 +81,3 @@ class MavlTrainConfig(TrainConfig):
     model: MavlModelConfig = field(default_factory=MavlModelConfig)
     data: MavlDataConfig = field(default_factory=MavlDataConfig)
     loss: MavlLossConfig = field(default_factory=MavlLossConfig)
-    num_threads: int | None = None

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
-from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice, lazy
+from cxrvlp.core.method import PretrainedRecord, PromptChoice, method_spec
 from cxrvlp.core.registry import register_model
 from cxrvlp.mavl.config import BIO_CLINICAL_BERT, MavlModelConfig
 from cxrvlp.mavl.model import Mavl
@@ -54,29 +51,6 @@ def mavl_small(**overrides) -> Mavl:
     return _build(base, overrides)
 
 
-def train(config: str | Path, overrides: Sequence[str] = ()) -> Path:
-    """Same run as `python -m cxrvlp.mavl.train CONFIG key=value ...`; returns the run folder."""
-    from cxrvlp.mavl.train import main
-
-    return main(config, list(overrides))
-
-
-def load_adapter(pretrained_dir: str | Path, device=None):
-    """Zero-shot adapter around a model saved by our training (its books travel with the weights)."""
-    from cxrvlp.mavl.zeroshot import MavlAdapter
-
-    return MavlAdapter.from_pretrained(pretrained_dir, device=device)
-
-
-def load_official_adapter(source: str | Path, name: str | None = None, device=None, books=None, **kw):
-    """Zero-shot adapter around a released checkpoint; `books` = CLS books (file/dict) or None to compute
-    them with the config's text encoder (Bio_ClinicalBERT: hub or local folder)."""
-    from cxrvlp.mavl.zeroshot import MavlAdapter
-
-    return MavlAdapter.from_official(source, name=name, device=device, books=books, **kw)
-
-
-
 def _release(file_name: str, notes: str) -> PretrainedRecord:
     return PretrainedRecord(
         "mavl-r50", file_name, "Google Drive link of the official README (mavl.md section 5)", 224,
@@ -86,45 +60,15 @@ def _release(file_name: str, notes: str) -> PretrainedRecord:
     )  # fmt: skip
 
 
-def example_batch(name: str = "mavl-tiny", batch_size: int = 4, **overrides):
-    """(task module, batch) for contract tests: a registered model with hashed books and a random batch."""
-    import torch
-    from cxrvlp.core.registry import create_model
-    from cxrvlp.mavl.books import books_for
-    from cxrvlp.mavl.loss import MavlLoss
-    from cxrvlp.mavl.train import MavlTaskModule
-
-    model = create_model(name, **overrides)
-    books = books_for({**model.config.to_dict(), "text_encoder": None})
-    model.set_books(books["ana_book"], books["concept_book"])
-    s, e = model.config.image_size, model.config.n_entities
-    labels = torch.randint(-1, 2, (batch_size, e)).float()
-    labels[:, 8] = 1  # at least one present entity per image
-    batch = {
-        "images": torch.randn(batch_size, 3, s, s),
-        "labels": labels,
-        "location_index": torch.randint(0, model.config.n_landmarks, (batch_size, e, 8)),
-    }
-    return MavlTaskModule(model, MavlLoss()), batch
-
-
-METHOD_SPEC = MethodSpec(
-    name=METHOD,
+METHOD_SPEC = method_spec(
+    METHOD,
     description="MAVL (CVPR 2024): 75 entities x 9 visual aspects as decoder queries; presence, location and "
     "aspect-wise contrastive losses from report -> entity/landmark labels",
-    train=train,
-    load_adapter=load_adapter,
-    load_official_adapter=load_official_adapter,
-    load_official_checkpoint=lazy("cxrvlp.mavl.official:load_official_checkpoint"),
-    configs_dir=Path(__file__).parent / "configs",
     prompts={"*": PromptChoice("mavl-entities", official=True)},
-    image_size_keys=("data.image_size", "model.image_size"),
-    text_length_key="model.text_max_length",
     pretrained=(
         _release("checkpoint_full_46.pth", "60-epoch run, epoch 46: best zero-shot classification"),
         _release("checkpoint_full_40.pth", "60-epoch run, epoch 40: grounding, RSNA/SIIM/COVID"),
         _release("checkpoint_short_37.pth", "40-epoch fp16 run, epoch 37: PadChest-seen"),
     ),
     random_init_overrides=("model.image_pretrained=null",),
-    example_batch=example_batch,
 )

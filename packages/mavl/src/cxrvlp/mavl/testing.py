@@ -174,3 +174,24 @@ def run_parity_fixture(
     if absent:
         raise ConfigError(f"{fixture}: outputs not produced by run_parity_fixture: {absent}")
     return result
+
+
+def example_batch(name: str = "mavl-tiny", batch_size: int = 4, **overrides):
+    """(task module, batch) for contract tests: a registered model with hashed books and a random batch."""
+    from cxrvlp.core.registry import create_model
+    from cxrvlp.mavl.books import books_for
+    from cxrvlp.mavl.loss import MavlLoss
+    from cxrvlp.mavl.train import MavlTaskModule
+
+    model = create_model(name, **overrides)
+    books = books_for({**model.config.to_dict(), "text_encoder": None})
+    model.set_books(books["ana_book"], books["concept_book"])
+    s, e = model.config.image_size, model.config.n_entities
+    labels = torch.randint(-1, 2, (batch_size, e)).float()
+    labels[:, 8] = 1  # at least one present entity per image
+    batch = {
+        "images": torch.randn(batch_size, 3, s, s),
+        "labels": labels,
+        "location_index": torch.randint(0, model.config.n_landmarks, (batch_size, e, 8)),
+    }
+    return MavlTaskModule(model, MavlLoss()), batch

@@ -12,20 +12,17 @@ Distributed semantics: nothing is gathered (see loss.py); each process draws its
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
-from cxrvlp.core.method import cli_arguments
-from cxrvlp.core.training import TaskModule, load_config, run_training, scalar_logs, sum_losses
+from cxrvlp.core.method import recipe_trainer, training_main
+from cxrvlp.core.training import TaskModule, scalar_logs, sum_losses
 from cxrvlp.core.training.loop import process_state
 from cxrvlp.mavl.books import books_for
 from cxrvlp.mavl.config import MavlTrainConfig
 from cxrvlp.mavl.data import build_train_dataset, collate
 from cxrvlp.mavl.loss import MavlLoss
 from cxrvlp.mavl.model import Mavl
-
-CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 class MavlTaskModule(TaskModule):
@@ -93,28 +90,8 @@ class MavlTask:
         return sum_losses(terms), scalar_logs(terms)
 
 
-def resolve_config(path: str | Path | None) -> Path | None:
-    if path is None:
-        return None
-    p = Path(path)
-    if p.exists():
-        return p
-    for cand in (CONFIG_DIR / p.name, CONFIG_DIR / f"{p.name}.yaml"):
-        if cand.exists():
-            return cand
-    return p
-
-
-def main(config: str | Path | None = None, overrides: list[str] | None = None) -> Path:
-    """Run training; returns the run folder (its `final/` holds the model with its books and config)."""
-    if config is None and overrides is None:
-        config, overrides = cli_arguments(sys.argv[1:], __doc__)
-    cfg = load_config(MavlTrainConfig, resolve_config(config), list(overrides or []))
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    result = run_training(MavlTask(cfg), cfg)
-    return result.output_dir
+train = recipe_trainer("mavl", MavlTrainConfig, MavlTask)
 
 
 if __name__ == "__main__":
-    main()
+    training_main(train, __doc__)

@@ -249,3 +249,14 @@ def as_class_prompts(entities: Mapping[str, str] | Sequence[str]) -> list[ClassP
     """ClassPrompts for entity names (what the `mavl-entities` prompt set produces)."""
     items = entities.items() if isinstance(entities, Mapping) else ((e, e) for e in entities)
     return [ClassPrompts(name, [entity]) for name, entity in items]
+
+
+def load_adapter(pretrained_dir: str | Path, device=None) -> MavlAdapter:
+    """Zero-shot adapter around a model saved by our training (its books travel with the weights)."""
+    return MavlAdapter.from_pretrained(pretrained_dir, device=device)
+
+
+def load_official_adapter(source, name: str | None = None, device=None, books=None, **kw: Any) -> MavlAdapter:
+    """Zero-shot adapter around a released checkpoint; `books` = CLS books (file/dict) or None to compute
+    them with the config's text encoder (Bio_ClinicalBERT: hub or local folder)."""
+    return MavlAdapter.from_official(source, name=name, device=device, books=books, **kw)

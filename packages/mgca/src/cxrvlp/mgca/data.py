@@ -68,8 +68,8 @@ class MGCATokenizer:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, max_words: int = 112) -> MGCATokenizer:
         """Hub id (the paper: emilyalsentzer/Bio_ClinicalBERT), a local folder / vocab.txt, or "minilm-l6"."""
+        from cxrvlp.core.encoders.packaged import resolve_pretrained_source
         from cxrvlp.core.text.tokenize import load_tokenizer
-        from cxrvlp.mgca.packaged import resolve_pretrained_source
 
         return cls(load_tokenizer(resolve_pretrained_source(name_or_path)), max_words)
 

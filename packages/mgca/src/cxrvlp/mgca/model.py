@@ -14,11 +14,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from cxrvlp.core.encoders import create_image_encoder
+from cxrvlp.core.encoders.packaged import INSTALL_HINT, resolve_pretrained_source
 from cxrvlp.core.encoders.text import merge_word_pieces
 from cxrvlp.core.errors import ConfigError
 from cxrvlp.mgca.config import MGCAConfig
 from cxrvlp.mgca.heads import GlobalHead, LocalHead
-from cxrvlp.mgca.packaged import INSTALL_HINT, resolve_pretrained_source
 from cxrvlp.mgca.text_encoder import MedBertModel, load_bert_prefix_weights
 from torch import nn
 
@@ -223,3 +223,10 @@ class MGCA(nn.Module):
     def normalize_prototypes_(self) -> None:
         """L2-normalise the prototype rows in place (the official forward does it before every use)."""
         self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1, p=2))
+
+
+def load_pretrained(pretrained_dir) -> tuple[MGCA, dict]:
+    """(model, config.json document) of a `final/` folder written by training."""
+    from cxrvlp.core.training.checkpoint import load_trained_model
+
+    return load_trained_model(pretrained_dir, MGCAConfig.from_dict, MGCA)

@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import torch
-from cxrvlp.core.method import MethodSpec, PretrainedRecord, PromptChoice, lazy
+from cxrvlp.core.method import PretrainedRecord, PromptChoice, merged_config, method_spec
 from cxrvlp.core.registry import register_model
 from cxrvlp.mgca.config import MedBertConfig, MGCAConfig
 from cxrvlp.mgca.model import MGCA
-from cxrvlp.mgca.packaged import MINILM_L6
 
 METHOD = "mgca"
 
 
 def _with_overrides(base: MGCAConfig, overrides: Mapping[str, Any]) -> MGCAConfig:
-    d = base.to_dict()
-    for k, v in overrides.items():
-        if k in ("bert", "vit") and isinstance(v, Mapping):
-            d[k] = {**d[k], **v}
-        else:
-            d[k] = v
-    return MGCAConfig.from_dict(d)
+    return MGCAConfig.from_dict(merged_config(base.to_dict(), overrides, nested=("bert", "vit")))
 
 
 TINY = MGCAConfig(
@@ -69,9 +58,9 @@ SMALL = MGCAConfig(
     image_pretrained=True,  # the packaged ImageNet-1k weights
     normalisation="imagenet",
     bert=MINILM_BERT,
-    text_pretrained=MINILM_L6,
+    text_pretrained="minilm-l6",
     text_fold_token_type=True,
-    tokenizer=MINILM_L6,
+    tokenizer="minilm-l6",
     sep_token_id=102,
     fix_position_ids=True,
 )
@@ -117,84 +106,10 @@ def mgca_small(**overrides: Any) -> MGCA:
         raise ConfigError(f"mgca-small: {err}") from err
 
 
-def train(config: str | os.PathLike, overrides: Sequence[str] = ()) -> Path:
-    """Same run as `python -m cxrvlp.mgca.train CONFIG key=value ...`; returns the run folder."""
-    from cxrvlp.mgca.train import train as _train
-
-    return _train(config, tuple(overrides))
-
-
-def load_pretrained(pretrained_dir: str | os.PathLike) -> tuple[MGCA, dict[str, Any]]:
-    """(model, config.json document) of a `final/` folder written by training."""
-    from cxrvlp.core.training.checkpoint import load_pretrained_weights, read_pretrained_config
-
-    doc = read_pretrained_config(pretrained_dir)
-    cfg = doc["config"]
-    model_cfg = MGCAConfig.from_dict(cfg["model"] if "model" in cfg else cfg)
-    # every weight comes from the folder: skip the pretrained initialisation (no hub, no weight packages)
-    model = MGCA(dataclasses.replace(model_cfg, image_pretrained=None, text_pretrained=None))
-    model.cfg = model_cfg  # the trained model's config, as recorded
-    load_pretrained_weights(model, pretrained_dir)
-    return model, doc
-
-
-def load_adapter(pretrained_dir: str | os.PathLike, device: str | torch.device | None = None):
-    """Zero-shot adapter of a model trained with this package."""
-    from cxrvlp.mgca.data import MGCATokenizer
-    from cxrvlp.mgca.zeroshot import MGCAZeroShotAdapter
-
-    model, doc = load_pretrained(pretrained_dir)
-    tok_dir = Path(pretrained_dir) / "tokenizer"
-    tok = MGCATokenizer.from_pretrained(
-        tok_dir if tok_dir.is_dir() else model.cfg.tokenizer, model.cfg.max_words
-    )
-    return MGCAZeroShotAdapter(
-        model,
-        tok,
-        model_name=doc.get("model_name", "mgca"),
-        device=device,
-        checkpoint_sha256=doc.get("weights_sha256"),
-    )
-
-
-def load_official_adapter(
-    source: str | os.PathLike | Mapping[str, Any],
-    name: str | None = None,
-    device: str | torch.device | None = None,
-    tokenizer: str | os.PathLike | None = None,
-):
-    """Zero-shot adapter of a released checkpoint (tokenizer: Bio_ClinicalBERT unless given)."""
-    from cxrvlp.mgca.data import MGCATokenizer
-    from cxrvlp.mgca.official import load_official_checkpoint
-    from cxrvlp.mgca.zeroshot import MGCAZeroShotAdapter
-
-    model = load_official_checkpoint(source, name=name)
-    tok = MGCATokenizer.from_pretrained(tokenizer or model.cfg.tokenizer, model.cfg.max_words)
-    if tok.sep_token_id != model.cfg.sep_token_id:
-        model.cfg = dataclasses.replace(model.cfg, sep_token_id=tok.sep_token_id)
-    sha = None
-    if isinstance(source, (str, os.PathLike)):
-        from cxrvlp.core.training.checkpoint import sha256_file
-
-        sha = sha256_file(source)
-    label = name or ("mgca-vit-b16" if model.cfg.is_vit else "mgca-r50")
-    return MGCAZeroShotAdapter(
-        model, tok, model_name=f"{label} (official)", device=device, checkpoint_sha256=sha
-    )
-
-
-
-
 _RELEASE = "Google Drive folder of the official README (mgca.md section 8)"
-METHOD_SPEC = MethodSpec(
-    name=METHOD,
+METHOD_SPEC = method_spec(
+    METHOD,
     description="MGCA (NeurIPS 2022): instance, token and prototype alignment",
-    train=train,
-    load_adapter=load_adapter,
-    load_official_adapter=load_official_adapter,
-    load_official_checkpoint=lazy("cxrvlp.mgca.official:load_official_checkpoint"),
-    example_batch=lazy("cxrvlp.mgca.testing:example_batch"),
-    configs_dir=Path(__file__).parent / "configs",
     # MGCA defines no zero-shot prompts: ours, labelled in every result (not from the paper)
     prompts={
         "*": PromptChoice("cxrclip-binary", official=False),

@@ -13,21 +13,17 @@ Distributed semantics = the official DDP run: every loss uses the local batch on
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from cxrvlp.core.data.pretraining import resolve_mimic_root
-from cxrvlp.core.errors import ConfigError
+from cxrvlp.core.method import recipe_trainer, training_main
 from cxrvlp.core.text.run_tokenizer import build_run_tokenizer, save_run_tokenizer
 from cxrvlp.core.training import (
     TaskModule,
     TrainState,
     exported_model,
-    load_config,
-    run_training,
     scalar_logs,
     sum_losses,
 )
@@ -38,20 +34,7 @@ from cxrvlp.mgca.loss import MGCALoss, topk_accuracy
 from cxrvlp.mgca.model import MGCA, MGCAOutput
 from torch import nn
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 TOKENIZER_DIR = "tokenizer"
-
-
-def resolve_config_path(config: str | os.PathLike) -> Path:
-    """A YAML path, or the name of a packaged config (`tiny`, `small`, `mgca_vit_b16`, `mgca_r50`)."""
-    p = Path(config)
-    if p.is_file():
-        return p
-    packaged = CONFIG_DIR / f"{Path(str(config)).stem}.yaml"
-    if packaged.is_file():
-        return packaged
-    known = sorted(q.stem for q in CONFIG_DIR.glob("*.yaml"))
-    raise ConfigError(f"config '{config}' is neither a file nor a packaged config {known}")
 
 
 class MGCATrainModule(TaskModule):
@@ -207,27 +190,8 @@ class MGCATask:
         self.tokenizer.save(Path(folder) / TOKENIZER_DIR)
 
 
-def train(config: str | os.PathLike | MGCATrainConfig, overrides: tuple[str, ...] | list[str] = ()) -> Path:
-    """Run one MGCA pretraining; returns the run folder (its `final/` is a `from_pretrained` folder)."""
-    if isinstance(config, MGCATrainConfig):
-        cfg = config
-        if overrides:
-            raise ConfigError("overrides apply to a YAML config; edit the MGCATrainConfig instead")
-    else:
-        cfg = load_config(MGCATrainConfig, resolve_config_path(config), list(overrides))
-    result = run_training(MGCATask(cfg), cfg)
-    return Path(result.output_dir)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: CONFIG [key=value ...]."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
-        return
-    out = train(argv[0], argv[1:])
-    print(f"run folder: {out}")
+train = recipe_trainer("mgca", MGCATrainConfig, MGCATask)
 
 
 if __name__ == "__main__":
-    main()
+    training_main(train, __doc__)

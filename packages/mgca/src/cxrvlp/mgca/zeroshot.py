@@ -169,3 +169,33 @@ class MGCAZeroShotAdapter:
         h, w = img.grid
         maps = maps.view(maps.shape[0], maps.shape[1], h, w)
         return F.interpolate(maps, size=img.size, mode="bilinear", align_corners=False)
+
+
+def load_adapter(pretrained_dir, device: str | torch.device | None = None) -> MGCAZeroShotAdapter:
+    """Zero-shot adapter of a model trained with this package (its tokenizer saved beside the weights)."""
+    from cxrvlp.core.method import saved_or
+    from cxrvlp.mgca.model import load_pretrained
+
+    model, doc = load_pretrained(pretrained_dir)
+    tok_source = saved_or(pretrained_dir, "tokenizer", model.cfg.tokenizer)
+    tok = MGCATokenizer.from_pretrained(tok_source, model.cfg.max_words)
+    return MGCAZeroShotAdapter(model, tok, model_name=doc.get("model_name", "mgca"), device=device,
+                               checkpoint_sha256=doc.get("weights_sha256"))  # fmt: skip
+
+
+def load_official_adapter(
+    source, name: str | None = None, device: str | torch.device | None = None, tokenizer=None
+) -> MGCAZeroShotAdapter:
+    """Zero-shot adapter of a released checkpoint (tokenizer: Bio_ClinicalBERT unless given)."""
+    import dataclasses
+
+    from cxrvlp.core.method import file_sha256
+    from cxrvlp.mgca.official import load_official_checkpoint
+
+    model = load_official_checkpoint(source, name=name)
+    tok = MGCATokenizer.from_pretrained(tokenizer or model.cfg.tokenizer, model.cfg.max_words)
+    if tok.sep_token_id != model.cfg.sep_token_id:
+        model.cfg = dataclasses.replace(model.cfg, sep_token_id=tok.sep_token_id)
+    label = name or ("mgca-vit-b16" if model.cfg.is_vit else "mgca-r50")
+    return MGCAZeroShotAdapter(model, tok, model_name=f"{label} (official)", device=device,
+                               checkpoint_sha256=file_sha256(source))  # fmt: skip

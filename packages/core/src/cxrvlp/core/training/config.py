@@ -167,6 +167,7 @@ class TrainConfig:
     deterministic: bool = False
     cpu: bool = False  # force CPU even when a GPU is visible (CPU is used anyway when there is none)
     progress_bar: bool = True
+    num_threads: int | None = None  # torch CPU threads (1 avoids OpenMP oversubscription on a busy CPU)
     # A resume whose saved RNG states cannot be restored stops with CheckpointError unless this is True
     # (then it continues with a warning: data order is still exact, random augmentations are not).
     resume_allow_rng_mismatch: bool = False
