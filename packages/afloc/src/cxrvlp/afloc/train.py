@@ -57,6 +57,8 @@ class AFLocTrainModule(TaskModule):
 class AFLocTask:
     """`TrainingTask` of AFLoc: model, MIMIC-CXR reports with per-draw sentence sampling, the three losses."""
 
+    in_batch_negatives = "local"  # every loss on the local batch, nothing gathered (loss.py)
+
     def __init__(self, cfg: AFLocTrainConfig) -> None:
         from cxrvlp.core.data.transforms import build_transform
 

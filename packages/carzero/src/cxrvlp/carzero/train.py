@@ -69,6 +69,8 @@ class CarzeroTrainModule(TaskModule):
 class CarzeroTask:
     """`cxrvlp.core.training.TrainingTask` for CARZero."""
 
+    in_batch_negatives = "local"  # B x B pairs of the local batch, nothing gathered (loss.py)
+
     def __init__(self, cfg: CarzeroTrainConfig) -> None:
         self.cfg = cfg
         self.model_name = cfg.model_name

@@ -48,6 +48,8 @@ class CxrClipTrainModule(TaskModule):
 class CxrClipTask:
     """`cxrvlp.core.training.TrainingTask` for CXR-CLIP."""
 
+    in_batch_negatives = "gathered"  # keys all-gathered over the processes (loss.py)
+
     def __init__(self, cfg: CxrClipTrainConfig) -> None:
         from cxrvlp.core.data.pretraining import resolve_mimic_root
 

@@ -41,6 +41,8 @@ class MavlTaskModule(TaskModule):
 class MavlTask:
     """`cxrvlp.core.training.TrainingTask` for MAVL (the task module, `temp` included, is what DDP wraps)."""
 
+    in_batch_negatives = "local"  # t2i softmax over the local images, nothing gathered (loss.py)
+
     def __init__(self, cfg: MavlTrainConfig) -> None:
         from cxrvlp.core.data.pretraining import resolve_mimic_root
 

@@ -64,6 +64,8 @@ class MGCATrainModule(TaskModule):
 class MGCATask:
     """`TrainingTask` of MGCA: model, MIMIC-CXR captions, the three losses, prototype freezing."""
 
+    in_batch_negatives = "local"  # ITA on the local batch, nothing gathered (loss.py)
+
     def __init__(self, cfg: MGCATrainConfig) -> None:
         from cxrvlp.core.data.transforms import build_transform
 

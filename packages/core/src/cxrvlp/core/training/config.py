@@ -168,6 +168,13 @@ class TrainConfig:
     cpu: bool = False  # force CPU even when a GPU is visible (CPU is used anyway when there is none)
     progress_bar: bool = True
     num_threads: int | None = None  # torch CPU threads (1 avoids OpenMP oversubscription on a busy CPU)
+    # Recompute the activations of the model's transformer-block stacks in backward (less memory, ~1 more
+    # forward of those blocks; same loss and gradients): core.training.scaling
+    gradient_checkpointing: bool = False
+    # torch.compile of the task module (model + loss) in place; backend/mode as torch.compile takes them
+    compile: bool = False
+    compile_backend: str = "inductor"
+    compile_mode: str | None = None
     # A resume whose saved RNG states cannot be restored stops with CheckpointError unless this is True
     # (then it continues with a warning: data order is still exact, random augmentations are not).
     resume_allow_rng_mismatch: bool = False

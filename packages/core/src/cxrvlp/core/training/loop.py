@@ -53,6 +53,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -484,6 +485,23 @@ def _apply_global_batch(cfg: TrainConfig, processes: int) -> None:
         cfg.val_batch_size = cfg.batch_size
 
 
+def _apply_scaling_switches(task: TrainingTask, cfg: TrainConfig, model: nn.Module, accelerator: Any) -> None:
+    """gradient_checkpointing / compile on the freshly built task module; the accumulation warning."""
+    from cxrvlp.core.training import scaling
+
+    if cfg.gradient_checkpointing and not scaling.enable_gradient_checkpointing(model):
+        raise ConfigError(
+            "gradient_checkpointing=true, but the model has no stack of transformer blocks to checkpoint "
+            "(CNN-only models keep their activations; BatchNorm blocks are never recomputed)"
+        )
+    if cfg.compile:
+        scaling.compile_task_module(model, cfg.compile_backend, cfg.compile_mode)
+    note = scaling.accumulation_warning(task, cfg, accelerator.num_processes)
+    if note and accelerator.is_main_process:
+        logger.warning(note)
+        warnings.warn(note, stacklevel=2)
+
+
 def _check_batch_schedule(cfg: TrainConfig) -> None:
     sched = cfg.batch_size_schedule
     if not sched:
@@ -582,6 +600,7 @@ def run_training(task: TrainingTask, cfg: TrainConfig) -> TrainResult:
 
     _seed_everything(cfg.seed, cfg.deterministic)
     model = task.build_model()
+    _apply_scaling_switches(task, cfg, model, accelerator)
     dataset = SeededSampleDataset(task.build_train_dataset(), cfg.seed)
     if len(dataset) == 0:
         raise ConfigError("the training dataset is empty")
