@@ -67,18 +67,35 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _launcher(*prefix: str):
+    def run(*args: str, timeout: int, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", *prefix, *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    return run
+
+
 @pytest.fixture
 def torchrun():
     """`torchrun(*args, timeout=...)`: `python -m torch.distributed.run --nproc_per_node=2 ... *args`
     (a script path or `-m module` and its arguments); asserts success and returns the completed process."""
 
-    def run(*args: str, timeout: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        cmd = [
-            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-            f"--master_port={free_port()}", *args,
-        ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return proc
+    def run(*args: str, **kw) -> subprocess.CompletedProcess:
+        port = f"--master_port={free_port()}"
+        return _launcher("torch.distributed.run", "--nproc_per_node=2", "--nnodes=1", port)(*args, **kw)
+
+    return run
+
+
+@pytest.fixture
+def accelerate_launch():
+    """`accelerate_launch(config_file, *args, timeout=...)`: `accelerate launch --config_file F` on a free
+    port (`-m module` and its arguments follow); asserts success and returns the completed process."""
+
+    def run(config_file, *args: str, **kw) -> subprocess.CompletedProcess:
+        launch = _launcher("accelerate.commands.launch", "--config_file", str(config_file))
+        return launch("--main_process_port", str(free_port()), *args, **kw)
 
     return run
