@@ -20,7 +20,8 @@ def test_template_is_a_valid_accelerate_config(name):
     assert str(cfg.compute_environment.value) == "LOCAL_MACHINE"
     assert cfg.num_processes >= 1 and cfg.num_machines >= 1
     assert cfg.num_processes % cfg.num_machines == 0  # the same number of ranks on every machine
-    assert str(getattr(cfg.mixed_precision, "value", cfg.mixed_precision)) == "no"  # precision is the recipe's `mixed_precision` key
+    # precision is the recipe's `mixed_precision` key, never the template's
+    assert str(getattr(cfg.mixed_precision, "value", cfg.mixed_precision)) == "no"
 
 
 def test_the_templates_named_in_the_readme_exist():
