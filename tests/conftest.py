@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# the shared test machinery (method_helpers.py, ddp_helpers.py) imports by name from any test folder
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _shared_dir() -> Path | None:
@@ -60,6 +62,17 @@ def _restore_torch_global_state():
     torch.set_default_dtype(default_dtype)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny GEMMs on a shared CPU avoid OpenMP oversubscription."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def free_port() -> int:
     """A free TCP port on the loopback interface (the rendezvous of a local process group)."""
     with socket.socket() as s:
@@ -99,3 +112,40 @@ def accelerate_launch():
         return launch("--main_process_port", str(free_port()), *args, **kw)
 
     return run
+
+
+@pytest.fixture
+def ddp_checks(torchrun):
+    """The two checks every method's 2-process DDP worker (tests/<m>/<m>_ddp_worker.py) is run for.
+
+    `ddp_checks.losses(worker, tmp_path, differ=KEY)`: per rank, the DDP losses equal the single-process
+    losses of that rank's shard, the DDP gradient is the mean of the per-shard gradients, and the two
+    shards' `KEY` losses differ (else the equality proves nothing). `ddp_checks.training(worker, tmp_path,
+    tokenizer=...)`: a few steps of the tiny recipe with 2 processes leave `final/` and finite losses.
+    """
+    import json
+    import math
+    from types import SimpleNamespace
+
+    def losses(worker: Path, tmp_path: Path, differ: str, rel: float = 1e-3) -> list[dict]:
+        torchrun(str(worker), "losses", str(tmp_path), timeout=600)
+        ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+        for res in ranks:
+            for k, v in res["single"].items():
+                assert res["ddp"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), (res["rank"], k)
+            # DDP averages the per-shard gradients, nothing else is shared
+            assert res["grad_rel_err"] < 1e-4, res.get("worst_param")
+        assert ranks[0]["ddp"][differ] != pytest.approx(ranks[1]["ddp"][differ], rel=rel)
+        return ranks
+
+    def training(worker: Path, tmp_path: Path, tokenizer: bool) -> Path:
+        torchrun(str(worker), "train", str(tmp_path), str(tmp_path / "synthetic"), timeout=1200)
+        run = Path(json.loads((tmp_path / "train_rank0.json").read_text())["run"])
+        assert (run / "final" / "model.safetensors").is_file()
+        assert (run / "final" / "tokenizer").is_dir() == tokenizer
+        history = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+        values = [h["loss"] for h in history if "loss" in h]
+        assert values and all(math.isfinite(v) for v in values)
+        return run
+
+    return SimpleNamespace(losses=losses, training=training)

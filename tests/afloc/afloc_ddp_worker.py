@@ -8,14 +8,14 @@ gradient of the mean loss). Mode "train": a few optimizer steps of the packaged 
 
 from __future__ import annotations
 
-import copy
-import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ddp_helpers.py
+from ddp_helpers import check_shards, split, worker_main  # noqa: E402
 
 PER_RANK = 4
 
@@ -44,11 +44,9 @@ def tiny_batch(n: int, seed: int) -> dict[str, torch.Tensor]:
 def mode_losses(out_dir: Path) -> None:
     from cxrvlp.afloc.registry import afloc_tiny
     from cxrvlp.afloc.train import AFLocTrainModule
-    from cxrvlp.core.training import sum_losses
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+    world = dist.get_world_size()
     torch.manual_seed(0)
     bert = {"vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 4, "num_attention_heads": 2,
             "intermediate_size": 32, "max_position_embeddings": 32, "hidden_dropout_prob": 0.0,
@@ -56,50 +54,10 @@ def mode_losses(out_dir: Path) -> None:
     model = afloc_tiny(bert=bert, resnet_width_per_group=4, text_max_length=24, image_size=32).train()
     for p in model.unused_parameters():
         p.requires_grad_(False)
-    ref = copy.deepcopy(model)
-    batch = tiny_batch(PER_RANK * world, seed=1)
-    shards = [{k: v[r * PER_RANK : (r + 1) * PER_RANK] for k, v in batch.items()} for r in range(world)]
-
-    def losses(module, shard):
-        terms = module(shard)
-        total = sum_losses(terms)
-        total.backward()
-        return {"loss": total.item(), **{k: v.item() for k, v in terms.items()}}
-
-    ddp = DDP(AFLocTrainModule(model))
-    res = {"rank": rank, "ddp": losses(ddp, shards[rank])}
-    grads = []
-    for r in range(world):
-        m = AFLocTrainModule(copy.deepcopy(ref))
-        single = losses(m, shards[r])
-        if r == rank:
-            res["single"] = single
-        grads.append({n: p.grad.clone() for n, p in m.model.named_parameters() if p.grad is not None})
-    worst = 0.0
-    for n, p in model.named_parameters():
-        if p.grad is None:
-            continue
-        mean = sum(g[n] for g in grads) / world
-        worst = max(worst, (p.grad - mean).abs().max().item() / (mean.abs().max().item() + 1e-12))
-    res["grad_rel_err"] = worst
-    (out_dir / f"rank{rank}.json").write_text(json.dumps(res))
-    dist.destroy_process_group()
-
-
-def mode_train(out_dir: Path, synth: str) -> None:
-    from cxrvlp.afloc.train import train
-
-    run = train("tiny", [f"output_dir={out_dir / 'run'}", "overwrite=true", "max_steps=2",
-                         "log_every_steps=1",
-                         "batch_size=6", "num_threads=1", f"data.synthetic_dir={synth}",
-                         "data.synthetic_patients=24"])  # fmt: skip
-    rank = int(os.environ.get("RANK", "0"))
-    (out_dir / f"train_rank{rank}.json").write_text(json.dumps({"run": str(run)}))
+    shards = split(tiny_batch(PER_RANK * world, seed=1), PER_RANK, world)
+    check_shards(out_dir, model, shards, lambda module, shard: module(shard), wrap=AFLocTrainModule)
 
 
 if __name__ == "__main__":
-    mode, out = sys.argv[1], Path(sys.argv[2])
-    if mode == "losses":
-        mode_losses(out)
-    else:
-        mode_train(out, sys.argv[3])
+    train = ["max_steps=2", "batch_size=6", "num_threads=1", "data.synthetic_patients=24"]
+    worker_main("afloc", mode_losses, train)

@@ -2,53 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import math
 
+import method_helpers as mh
 import numpy as np
 import pytest
 import torch
 from cxrvlp.core.zeroshot import ClassPrompts, ZeroShotAdapter
 
-CLASSES = {
-    "Pleural Effusion": "pleural effusion",
-    "Cardiomegaly": "cardiomegaly",
-    "Pneumothorax": "pneumothorax",
-    "Edema": "pulmonary edema",
-    "Consolidation": "consolidation",
-    "Atelectasis": "atelectasis",
-}
 
-
-def _train(tmp_path, extra):
-    from cxrvlp.core.registry import get_method
-
-    afloc = get_method("afloc")
-    run = afloc.train(
-        "tiny", [f"output_dir={tmp_path / 'run'}", f"data.synthetic_dir={tmp_path / 'synth'}", *extra]
-    )
-    return afloc, run
-
-
-def _zero_shot_auroc(adapter, root):
-    from cxrvlp.core.data import MimicCxrDataset
-    from sklearn.metrics import roc_auc_score
-
-    ds = MimicCxrDataset(root, split=None, views=("PA", "AP"), blank_policy="zeros")
-    images = torch.stack([adapter.preprocess(ds[i].image) for i in range(len(ds))])
-    labels = np.stack([r.labels for r in ds.records])
-    classes = [
-        ClassPrompts(c, [f"findings suggesting {p}"], [f"no evidence of {p}"]) for c, p in CLASSES.items()
+def _classes():
+    return [
+        ClassPrompts(c, [f"findings suggesting {p}"], [f"no evidence of {p}"]) for c, p in mh.CLASSES.items()
     ]
-    scores = adapter.classify(adapter.encode_images(images), classes).numpy()
-    aucs = {}
-    for j, c in enumerate(CLASSES):
-        y = labels[:, ds.classes.index(c)]
-        ok = ~np.isnan(y)
-        y = (y[ok] == 1).astype(int)
-        if 0 < y.sum() < len(y):
-            aucs[c] = float(roc_auc_score(y, scores[ok, j]))
-    return float(np.mean(list(aucs.values()))), aucs
 
 
 def test_afloc_paper_recipe_refuses_without_data_root(tmp_path):
@@ -61,14 +27,9 @@ def test_afloc_paper_recipe_refuses_without_data_root(tmp_path):
 
 def test_afloc_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     extra = ["max_steps=3", "batch_size=8", "log_every_steps=1", "data.synthetic_patients=20"]
-    afloc, run = _train(tmp_path, extra)
+    afloc, run = mh.train_tiny("afloc", tmp_path, extra)
     final = run / "final"
-    assert (final / "model.safetensors").is_file() and (final / "tokenizer").is_dir()
-    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
-    losses = [r for r in rows if "loss" in r]
-    assert [r["step"] for r in losses] == [1, 2, 3]
-    keys = ("loss", "global_report_loss", "local_sent_loss", "local_word_loss")
-    assert all(math.isfinite(r[k]) for r in losses for k in keys)
+    mh.check_few_steps(run, ("loss", "global_report_loss", "local_sent_loss", "local_word_loss"))
     adapter = afloc.load_adapter(final)
     assert isinstance(adapter, ZeroShotAdapter)
     assert adapter.info.zero_shot_protocol.startswith("official")
@@ -96,9 +57,7 @@ def test_afloc_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     assert inferred.classify(emb, cls).shape == (2, 1)
     from cxrvlp.afloc.model import load_pretrained
 
-    again, _ = load_pretrained(final)
-    for k, v in adapter.model.state_dict().items():
-        assert torch.equal(v.cpu(), again.state_dict()[k]), k
+    mh.assert_reloads_same_weights(adapter.model, final, load_pretrained)
 
 
 @pytest.mark.slow
@@ -106,12 +65,12 @@ def test_afloc_tiny_config_learns_zero_shot_signal(tmp_path):
     from cxrvlp.afloc.zeroshot import load_adapter
     from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
 
-    _, run = _train(tmp_path, [])
-    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if "loss" in x]
+    _, run = mh.train_tiny("afloc", tmp_path)
+    rows = mh.loss_rows(run)
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert np.mean([r["loss"] for r in rows[-3:]]) < np.mean([r["loss"] for r in rows[:2]])
     eval_root = write_mimic_cxr(tmp_path / "eval", n_patients=60, seed=7, image_size=256)  # unseen patients
-    auc, per_class = _zero_shot_auroc(load_adapter(run / "final"), eval_root)
+    auc, per_class = mh.zero_shot_auroc(load_adapter(run / "final"), eval_root, _classes())
     print(f"tiny AFLoc zero-shot mean AUROC on the synthetic eval set: {auc:.3f} {per_class}")
     # measured: 0.739 (classes 0.54-0.88) with the packaged tiny recipe, official protocol
     assert auc > 0.55

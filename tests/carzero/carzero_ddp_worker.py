@@ -8,14 +8,14 @@ steps of the packaged tiny config on the synthetic mirror.
 
 from __future__ import annotations
 
-import copy
-import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ddp_helpers.py
+from ddp_helpers import check_shards, worker_main  # noqa: E402
 
 TEXTS = ["there is mild cardiomegaly", "no pleural effusion", "there is edema", "lungs are clear",
          "there is a small left pleural effusion", "support devices", "there is atelectasis",
@@ -27,7 +27,6 @@ def mode_losses(out_dir: Path) -> None:
     from cxrvlp.carzero.registry import carzero_tiny
     from cxrvlp.carzero.train import freeze_unused
     from cxrvlp.core.text.tokenize import build_tokenizer_from_texts, load_tokenizer, tokenize
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -41,7 +40,6 @@ def mode_losses(out_dir: Path) -> None:
     model = carzero_tiny(text_vocab_size=len(tok)).eval()
     model.set_tokenizer(tok)
     freeze_unused(model)
-    ref = copy.deepcopy(model)
     g = torch.Generator().manual_seed(1)
     images = torch.randn(4 * world, 3, 64, 64, generator=g)
     tokens = tokenize(tok, TEXTS[: 4 * world], 32, padding="max_length")
@@ -50,52 +48,12 @@ def mode_losses(out_dir: Path) -> None:
 
     def terms_of(m, shard):
         out = m(*shard)
-        return carzero_loss(out.i2t, out.t2i)
+        terms = carzero_loss(out.i2t, out.t2i)
+        return {k: terms[k] for k in ("loss", "i2t_loss", "t2i_loss")}
 
-    ddp = DDP(model)
-    terms = terms_of(ddp, shards[rank])
-    terms["loss"].backward()
-    res = {"rank": rank, "ddp": {k: terms[k].item() for k in ("loss", "i2t_loss", "t2i_loss")}}
-    grads = []
-    for r in range(world):
-        m = copy.deepcopy(ref)
-        t = terms_of(m, shards[r])
-        t["loss"].backward()
-        if r == rank:
-            res["single"] = {k: t[k].item() for k in ("loss", "i2t_loss", "t2i_loss")}
-        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
-    means = {n: sum(gr[n] for gr in grads) / world for n in grads[0]}
-    # relative to each tensor's scale, floored at 1e-3 of the largest gradient: some gradients are zero up to
-    # rounding (the key bias of every attention: softmax is shift-invariant) and have no relative precision
-    floor = 1e-3 * max(m.abs().max().item() for m in means.values())
-    worst = 0.0
-    for n, p in model.named_parameters():
-        if p.grad is None:
-            continue
-        mean = means[n]
-        err = (p.grad - mean).abs().max().item() / max(mean.abs().max().item(), floor)
-        if err > worst:
-            res["worst_param"] = n
-        worst = max(worst, err)
-    res["grad_rel_err"] = worst
-    (out_dir / f"rank{rank}.json").write_text(json.dumps(res))
-    dist.destroy_process_group()
-
-
-def mode_train(out_dir: Path, synth: str) -> None:
-    from cxrvlp.carzero.train import train
-
-    run = train("tiny", [f"output_dir={out_dir / 'run'}", "overwrite=true", "max_steps=2",
-                         "log_every_steps=1", "batch_size=6", f"data.synthetic_dir={synth}",
-                        "data.synthetic_patients=24"])  # fmt: skip
-    rank = int(os.environ.get("RANK", "0"))
-    (out_dir / f"train_rank{rank}.json").write_text(json.dumps({"run": str(run)}))
+    check_shards(out_dir, model, shards, terms_of, floor=1e-3)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    mode, out = sys.argv[1], Path(sys.argv[2])
-    if mode == "losses":
-        mode_losses(out)
-    else:
-        mode_train(out, sys.argv[3])
+    worker_main("carzero", mode_losses, ["max_steps=2", "batch_size=6", "data.synthetic_patients=24"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import method_helpers as mh
 import numpy as np
 import pytest
 import torch
@@ -14,53 +15,18 @@ EPOCHS = int(__import__("os").environ.get("CARZERO_TINY_EPOCHS", "12"))
 CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion", "Pneumothorax")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny GEMMs on a shared CPU: one thread avoids OpenMP oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train_tiny(tmp_path, extra: list[str]):
-    from cxrvlp.core.registry import get_method
-
-    method = get_method("carzero")
-    run = method.train(
-        "tiny", [f"output_dir={tmp_path / 'run'}", f"data.synthetic_dir={tmp_path / 'synth'}", *extra]
-    )
-    return method, run
-
-
-def _zero_shot_auroc(adapter, root) -> tuple[float, dict[str, float]]:
-    from cxrvlp.bench.prompts import carzero_there_is
-    from cxrvlp.core.data import MimicCxrDataset
-    from sklearn.metrics import roc_auc_score
-
-    ds = MimicCxrDataset(root, split=None, views=("PA", "AP"), blank_policy="zeros")
-    images = torch.stack([adapter.preprocess(ds[i].image) for i in range(len(ds))])
-    labels = np.stack([r.labels for r in ds.records])
-    scores = adapter.classify(adapter.encode_images(images), carzero_there_is(CLASSES)).numpy()
-    aucs = {}
-    for j, c in enumerate(CLASSES):
-        y = labels[:, ds.classes.index(c)]
-        ok = ~np.isnan(y)
-        y = (y[ok] == 1).astype(int)
-        if 0 < y.sum() < len(y):
-            aucs[c] = float(roc_auc_score(y, scores[ok, j]))
-    return float(np.mean(list(aucs.values()))), aucs
+    return mh.train_tiny("carzero", tmp_path, extra)
 
 
 def test_carzero_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     extra = ["max_steps=3", "batch_size=8", "log_every_steps=1", "data.synthetic_patients=20"]
     method, run = _train_tiny(tmp_path, extra)
     final = run / "final"
-    assert (final / "model.safetensors").is_file() and (final / "tokenizer").is_dir()
-    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
-    losses = [r for r in rows if "loss" in r]
-    assert [r["step"] for r in losses] == [1, 2, 3]
-    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "i2t_loss", "t2i_loss"))
+    losses = mh.check_few_steps(run, ("loss", "i2t_loss", "t2i_loss"))
     assert abs(losses[0]["loss"] - 2 * math.log(8)) < 0.1  # near-constant logits at init: 2 ln B (spec §10.4)
     adapter = method.load_adapter(final)
     assert isinstance(adapter, ZeroShotAdapter)
@@ -86,9 +52,7 @@ def test_carzero_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     assert adapter.image_features(images).shape == (3, 64)
     from cxrvlp.carzero.model import load_pretrained
 
-    again, _ = load_pretrained(final)
-    for k, v in adapter.model.state_dict().items():
-        assert torch.equal(v.cpu(), again.state_dict()[k]), k
+    mh.assert_reloads_same_weights(adapter.model, final, load_pretrained)
 
 
 def test_tiny_run_validates_and_keeps_the_best_epoch_as_the_paper_recipe(tmp_path):
@@ -208,6 +172,8 @@ def test_carzero_tiny_config_learns_zero_shot_signal(tmp_path):
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert np.mean([r["loss"] for r in rows[-3:]]) < np.mean([r["loss"] for r in rows[:2]])
     eval_root = write_mimic_cxr(tmp_path / "eval", n_patients=60, seed=7, image_size=256)  # unseen patients
-    mean, per_class = _zero_shot_auroc(load_adapter(run / "final"), eval_root)
+    from cxrvlp.bench.prompts import carzero_there_is
+
+    mean, per_class = mh.zero_shot_auroc(load_adapter(run / "final"), eval_root, carzero_there_is(CLASSES))
     print(f"tiny CARZero zero-shot mean AUROC on the synthetic eval set: {mean:.3f} {per_class}")
     assert mean > 0.55

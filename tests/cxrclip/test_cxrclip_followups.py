@@ -3,19 +3,13 @@ cache, memoised prompt embeddings."""
 
 from __future__ import annotations
 
+import method_helpers as mh
 import pytest
 import torch
-from cxrvlp.core.encoders import ImageEncoderOutput
 from cxrvlp.core.zeroshot import ClassPrompts
 from cxrvlp.cxrclip.zeroshot import binary_prompts
 
-TEXTS = [
-    "no acute cardiopulmonary process",
-    "small left pleural effusion with atelectasis",
-    "mild cardiomegaly and pulmonary edema",
-    "right upper lobe consolidation concerning for pneumonia",
-    "no pneumothorax",
-]
+TEXTS = mh.TEXTS
 
 
 @pytest.fixture(scope="module")
@@ -31,20 +25,12 @@ def adapter(tmp_path_factory):
 
 
 def test_image_encoder_feeds_the_segmentation_decoder(adapter):
-    from cxrvlp.bench.tasks.segmentation import FrozenEncoderUnet, encoder_pyramid
-
     x = torch.randn(2, 3, 64, 64)
-    assert isinstance(adapter.image_encoder, torch.nn.Module)
     with torch.no_grad():
         out = adapter.image_encoder(x)
-    assert isinstance(out, ImageEncoderOutput)
     # the encoder is the one the embeddings come from: its pooled feature is the linear-probe feature
-    torch.testing.assert_close(out.global_feat, adapter.image_features(x))
-    pyr = encoder_pyramid(out, 64)
+    pyr = mh.check_segmentation_pyramid(adapter, out, x)
     assert pyr and all(p.shape[0] == 2 and p.ndim == 4 for p in pyr)
-    with torch.no_grad():
-        logits = FrozenEncoderUnet(pyr, 64).eval()(pyr)
-    assert logits.shape == (2, 1, 64, 64) and torch.isfinite(logits).all()
 
 
 @pytest.mark.parametrize(
@@ -56,33 +42,15 @@ def test_image_encoder_feeds_the_segmentation_decoder(adapter):
     ids=["binary", "ensemble"],
 )
 def test_classify_memoises_prompts_exactly(adapter, monkeypatch, classes):
-    batches = [adapter.encode_images(torch.randn(3, 3, 64, 64)) for _ in range(3)]
-    uncached = []
-    for b in batches:
-        adapter.clear_prompt_cache()
-        uncached.append(adapter.classify(b, classes))
-    adapter.clear_prompt_cache()
-    calls = []
-    real = adapter.encode_texts
-    monkeypatch.setattr(adapter, "encode_texts", lambda texts: calls.append(tuple(texts)) or real(texts))
-    cached = [adapter.classify(b, classes) for b in batches]
-    for a, b in zip(uncached, cached):
-        assert torch.equal(a, b)
+    calls = mh.memoised_prompt_calls(adapter, monkeypatch, classes)
     # each prompt list is encoded once for the three image batches
     assert len(calls) == len(set(calls)) and calls
 
 
 def _config(tmp_path, extra=()):
-    from cxrvlp.core.method import load_recipe_config
     from cxrvlp.cxrclip.config import CxrClipTrainConfig
 
-    overrides = [
-        f"output_dir={tmp_path / 'run'}",
-        f"data.synthetic_dir={tmp_path / 'synth'}",
-        "data.synthetic_patients=12",
-        *extra,
-    ]
-    return load_recipe_config("cxrclip", CxrClipTrainConfig, "tiny", overrides)
+    return mh.tiny_recipe_config("cxrclip", CxrClipTrainConfig, tmp_path, extra)
 
 
 def test_built_tokenizer_is_reused_on_resume(tmp_path, monkeypatch):

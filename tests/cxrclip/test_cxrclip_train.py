@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import subprocess
 import sys
 
+import method_helpers as mh
 import numpy as np
 import pytest
 import torch
@@ -18,14 +17,8 @@ from cxrvlp.core.zeroshot import ClassPrompts, ZeroShotAdapter
 from cxrvlp.cxrclip.zeroshot import binary_prompts, retrieval_image_text, unique_texts
 from sklearn.metrics import roc_auc_score
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny GEMMs on a shared CPU: one thread avoids OpenMP oversubscription (20x slower steps under load).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# one torch thread: tiny GEMMs on a shared CPU are 20x slower under OpenMP oversubscription
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +43,10 @@ def _zero_shot_auroc(adapter, root) -> dict[str, float]:
 
 
 def test_tiny_train_few_steps_and_adapter(synthetic_dir, tmp_path):
-    method = get_method("cxrclip")
     extra = ["max_steps=3", "batch_size=8", "log_every_steps=1", "data.synthetic_patients=20"]
-    run = method.train(
-        "tiny", [f"output_dir={tmp_path / 'run'}", f"data.synthetic_dir={synthetic_dir}", *extra]
-    )
-    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
-    losses = [r for r in rows if "loss" in r]
-    assert [r["step"] for r in losses] == [1, 2, 3]
-    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "i2t_loss", "i2i_loss", "t2t_loss"))
+    method, run = mh.train_tiny("cxrclip", tmp_path, extra, synthetic_dir=synthetic_dir)
+    mh.check_few_steps(run, ("loss", "i2t_loss", "i2i_loss", "t2t_loss"))
     final = run / "final"
-    assert (final / "model.safetensors").is_file() and any((final / "tokenizer").iterdir())
     adapter = method.load_adapter(final, device="cpu")
     assert isinstance(adapter, ZeroShotAdapter)
     img = adapter.preprocess(np.random.default_rng(0).random((80, 70), dtype=np.float32))
@@ -81,9 +67,7 @@ def test_tiny_train_few_steps_and_adapter(synthetic_dir, tmp_path):
     assert adapter.image_features(images).shape[0] == 2
     from cxrvlp.cxrclip.model import load_pretrained
 
-    again, _ = load_pretrained(final)
-    for k, v in adapter.model.state_dict().items():
-        assert torch.equal(v.cpu(), again.state_dict()[k]), k
+    mh.assert_reloads_same_weights(adapter.model, final, load_pretrained)
 
 
 @pytest.mark.slow

@@ -7,14 +7,14 @@ per-shard gradients. Mode "train": a few optimizer steps of the packaged tiny co
 
 from __future__ import annotations
 
-import copy
-import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ddp_helpers.py
+from ddp_helpers import check_shards, split, worker_main  # noqa: E402
 
 
 def tiny_batch(n: int, seed: int) -> dict[str, torch.Tensor]:
@@ -34,13 +34,10 @@ def tiny_batch(n: int, seed: int) -> dict[str, torch.Tensor]:
 
 
 def mode_losses(out_dir: Path) -> None:
-    from cxrvlp.core.training import sum_losses
     from cxrvlp.mgca.registry import mgca_tiny
     from cxrvlp.mgca.train import MGCATrainModule
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
     dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     model = mgca_tiny(
         vit={"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2},
@@ -53,55 +50,10 @@ def mode_losses(out_dir: Path) -> None:
     for m in model.modules():  # dropout off: the two paths must see the same computation
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    ref = copy.deepcopy(model)
-    batch = tiny_batch(8 * world, seed=1)
-    shards = [{k: v[r * 8 : (r + 1) * 8] for k, v in batch.items()} for r in range(world)]
-    ddp = DDP(MGCATrainModule(model))  # model + loss: what the training loop wraps
-    terms = ddp(shards[rank])
-    sum_losses(terms).backward()
-    res = {"rank": rank, "ddp": {k: v.item() for k, v in terms.items() if k.endswith("_loss")}}
-    # single process on every shard, in this process
-    grads = []
-    for r in range(world):
-        m = copy.deepcopy(ref)
-        terms = MGCATrainModule(m)(shards[r])
-        sum_losses(terms).backward()
-        if r == rank:
-            res["single"] = {k: v.item() for k, v in terms.items() if k.endswith("_loss")}
-        grads.append({n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None})
-    worst = 0.0
-    for n, p in model.named_parameters():
-        if p.grad is None:
-            continue
-        mean = sum(g[n] for g in grads) / world
-        worst = max(worst, (p.grad - mean).abs().max().item() / (mean.abs().max().item() + 1e-12))
-    res["grad_rel_err"] = worst
-    (out_dir / f"rank{rank}.json").write_text(json.dumps(res))
-    dist.destroy_process_group()
-
-
-def mode_train(out_dir: Path, synth: str) -> None:
-    from cxrvlp.mgca.train import train
-
-    run = train(
-        "tiny",
-        [
-            f"output_dir={out_dir / 'run'}",
-            "overwrite=true",
-            "max_steps=2",
-            "log_every_steps=1",
-            "batch_size=6",
-            f"data.synthetic_dir={synth}",
-            "data.synthetic_patients=24",
-        ],
-    )
-    rank = int(os.environ.get("RANK", "0"))
-    (out_dir / f"train_rank{rank}.json").write_text(json.dumps({"run": str(run)}))
+    shards = split(tiny_batch(8 * dist.get_world_size(), seed=1), 8, dist.get_world_size())
+    # model + loss: what the training loop wraps
+    check_shards(out_dir, model, shards, lambda module, shard: module(shard), wrap=MGCATrainModule)
 
 
 if __name__ == "__main__":
-    mode, out = sys.argv[1], Path(sys.argv[2])
-    if mode == "losses":
-        mode_losses(out)
-    else:
-        mode_train(out, sys.argv[3])
+    worker_main("mgca", mode_losses, ["max_steps=2", "batch_size=6", "data.synthetic_patients=24"])

@@ -3,18 +3,12 @@ cache, memoised prompt embeddings."""
 
 from __future__ import annotations
 
+import method_helpers as mh
 import pytest
 import torch
-from cxrvlp.core.encoders import ImageEncoderOutput
 from cxrvlp.core.zeroshot import ClassPrompts
 
-TEXTS = [
-    "no acute cardiopulmonary process",
-    "small left pleural effusion with atelectasis",
-    "mild cardiomegaly and pulmonary edema",
-    "right upper lobe consolidation concerning for pneumonia",
-    "no pneumothorax",
-]
+TEXTS = mh.TEXTS
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +26,12 @@ def adapter(tmp_path_factory):
 
 
 def test_image_encoder_feeds_the_segmentation_decoder(adapter):
-    from cxrvlp.bench.tasks.segmentation import FrozenEncoderUnet, encoder_pyramid
-
     x = torch.randn(2, 3, 64, 64)
     out = adapter.image_encoder(x)
-    assert isinstance(adapter.image_encoder, torch.nn.Module)
-    assert isinstance(out, ImageEncoderOutput)
     assert out.grid_size == (8, 8) and out.local_feat.shape == (2, 64, 64)
     # the encoder is the one the embeddings come from: its [CLS] feature is the linear-probe feature
-    torch.testing.assert_close(out.global_feat, adapter.image_features(x))
-    pyr = encoder_pyramid(out, 64)
+    pyr = mh.check_segmentation_pyramid(adapter, out, x)
     assert [tuple(p.shape) for p in pyr] == [(2, 64, 8, 8)]
-    logits = FrozenEncoderUnet(pyr, 64).eval()(pyr)
-    assert logits.shape == (2, 1, 64, 64) and torch.isfinite(logits).all()
 
 
 def test_classify_memoises_prompts_exactly(adapter, monkeypatch):
@@ -52,34 +39,15 @@ def test_classify_memoises_prompts_exactly(adapter, monkeypatch):
         ClassPrompts("Effusion", ["pleural effusion", "small left effusion"], ["no pleural effusion"]),
         ClassPrompts("Cardiomegaly", ["cardiomegaly"], []),
     ]
-    batches = [adapter.encode_images(torch.randn(3, 3, 64, 64)) for _ in range(3)]
-    adapter.clear_prompt_cache()
-    uncached = []
-    for b in batches:
-        adapter.clear_prompt_cache()
-        uncached.append(adapter.classify(b, classes))
-    adapter.clear_prompt_cache()
-    calls = []
-    real = adapter.encode_texts
-    monkeypatch.setattr(adapter, "encode_texts", lambda texts: calls.append(tuple(texts)) or real(texts))
-    cached = [adapter.classify(b, classes) for b in batches]
-    for a, b in zip(uncached, cached):
-        assert torch.equal(a, b)
+    calls = mh.memoised_prompt_calls(adapter, monkeypatch, classes)
     # three prompt lists, each encoded once for the three image batches
     assert sorted(calls) == sorted({tuple(c.positive) for c in classes} | {("no pleural effusion",)})
 
 
 def _task_config(tmp_path, extra=()):
-    from cxrvlp.core.method import load_recipe_config
     from cxrvlp.mgca.config import MGCATrainConfig
 
-    overrides = [
-        f"output_dir={tmp_path / 'run'}",
-        f"data.synthetic_dir={tmp_path / 'synth'}",
-        "data.synthetic_patients=12",
-        *extra,
-    ]
-    return load_recipe_config("mgca", MGCATrainConfig, "tiny", overrides)
+    return mh.tiny_recipe_config("mgca", MGCATrainConfig, tmp_path, extra)
 
 
 def test_built_tokenizer_is_saved_in_the_run_folder_and_reused(tmp_path, monkeypatch):

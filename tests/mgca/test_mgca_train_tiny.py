@@ -2,63 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import math
 
+import method_helpers as mh
 import numpy as np
 import pytest
 import torch
 from cxrvlp.core.zeroshot import ClassPrompts, ZeroShotAdapter
 
-# class -> phrase as the synthetic reports write it (prompts are ours: MGCA has no zero-shot protocol)
-CLASSES = {
-    "Pleural Effusion": "pleural effusion",
-    "Cardiomegaly": "cardiomegaly",
-    "Pneumothorax": "pneumothorax",
-    "Edema": "pulmonary edema",
-    "Consolidation": "consolidation",
-    "Atelectasis": "atelectasis",
-}
 
-
-def _zero_shot_auroc(adapter, root) -> tuple[float, dict[str, float]]:
-    from cxrvlp.core.data import MimicCxrDataset
-    from sklearn.metrics import roc_auc_score
-
-    ds = MimicCxrDataset(root, split=None, views=("PA", "AP"), blank_policy="zeros")
-    images = torch.stack([adapter.preprocess(ds[i].image) for i in range(len(ds))])
-    labels = np.stack([r.labels for r in ds.records])
-    classes = [ClassPrompts(c, [p], [f"no {p}"]) for c, p in CLASSES.items()]
-    scores = adapter.classify(adapter.encode_images(images), classes).numpy()
-    aucs = {}
-    for j, c in enumerate(CLASSES):
-        y = labels[:, ds.classes.index(c)]
-        ok = ~np.isnan(y)
-        y = (y[ok] == 1).astype(int)
-        if 0 < y.sum() < len(y):
-            aucs[c] = float(roc_auc_score(y, scores[ok, j]))
-    return float(np.mean(list(aucs.values()))), aucs
-
-
-def _train_tiny(tmp_path, extra: list[str]):
-    from cxrvlp.core.registry import get_method
-
-    mgca = get_method("mgca")
-    run = mgca.train(
-        "tiny", [f"output_dir={tmp_path / 'run'}", f"data.synthetic_dir={tmp_path / 'synth'}", *extra]
-    )
-    return mgca, run
+def _classes():
+    # prompts are ours: MGCA has no zero-shot protocol
+    return [ClassPrompts(c, [p], [f"no {p}"]) for c, p in mh.CLASSES.items()]
 
 
 def test_mgca_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     extra = ["max_steps=3", "batch_size=8", "log_every_steps=1", "data.synthetic_patients=20"]
-    mgca, run = _train_tiny(tmp_path, extra)
+    mgca, run = mh.train_tiny("mgca", tmp_path, extra)
     final = run / "final"
-    assert (final / "model.safetensors").is_file() and (final / "tokenizer").is_dir()
-    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
-    losses = [r for r in rows if "loss" in r]
-    assert [r["step"] for r in losses] == [1, 2, 3]
-    assert all(math.isfinite(r[k]) for r in losses for k in ("loss", "ita_loss", "cta_loss", "cpa_loss"))
+    mh.check_few_steps(run, ("loss", "ita_loss", "cta_loss", "cpa_loss"))
     adapter = mgca.load_adapter(final)
     assert isinstance(adapter, ZeroShotAdapter)
     assert "not from the paper" in adapter.info.zero_shot_protocol
@@ -76,9 +38,7 @@ def test_mgca_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     # the saved model reloads to the same weights
     from cxrvlp.mgca.model import load_pretrained
 
-    again, _ = load_pretrained(final)
-    for k, v in adapter.model.state_dict().items():
-        assert torch.equal(v.cpu(), again.state_dict()[k]), k
+    mh.assert_reloads_same_weights(adapter.model, final, load_pretrained)
 
 
 @pytest.mark.slow
@@ -86,12 +46,12 @@ def test_mgca_tiny_config_learns_zero_shot_signal(tmp_path):
     from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
     from cxrvlp.mgca.zeroshot import load_adapter
 
-    mgca, run = _train_tiny(tmp_path, [])
-    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if "loss" in x]
+    mgca, run = mh.train_tiny("mgca", tmp_path)
+    rows = mh.loss_rows(run)
     assert all(math.isfinite(r["loss"]) for r in rows)
     assert np.mean([r["cta_loss"] for r in rows[-3:]]) < np.mean([r["cta_loss"] for r in rows[:2]])
     eval_root = write_mimic_cxr(tmp_path / "eval", n_patients=60, seed=7, image_size=256)  # unseen patients
-    trained, per_class = _zero_shot_auroc(load_adapter(run / "final"), eval_root)
+    trained, per_class = mh.zero_shot_auroc(load_adapter(run / "final"), eval_root, _classes())
     print(f"tiny MGCA zero-shot mean AUROC on the synthetic eval set: {trained:.3f} {per_class}")
     # Measured with this config on this eval set: 0.62 and 0.65 (12 epochs, lr 5e-4; classes 0.46-0.76); the
     # 6-epoch lr 1e-3 variant gave 0.52-0.60 across two identical runs, so runs vary by several points.

@@ -23,7 +23,7 @@ from cxrvlp.core.training.checkpoint import (
     apply_key_map,
     extract_state_dict,
     load_state_dict_strict,
-    safe_load,
+    read_checkpoint,
 )
 
 # Everything up to and including the last "CARZero." goes (the official loader's rule); nothing else moves.
@@ -40,18 +40,8 @@ UNUSED_PATTERNS = (
 
 def read_official_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The bare state dict (prefix stripped, float32) from the released .ckpt, a .safetensors or a dict."""
-    if isinstance(source, Mapping):
-        sd = extract_state_dict(dict(source), source="state dict")
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            sd = extract_state_dict(safe_load(path), source=str(path))
+    obj, where = read_checkpoint(source)
+    sd = obj if where.endswith(".safetensors") else extract_state_dict(obj, source=where)
     sd = apply_key_map(sd, KEY_RULES)
     return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from cxrvlp.core.errors import CheckpointError
-from cxrvlp.core.training.checkpoint import load_state_dict_strict, safe_load
+from cxrvlp.core.training.checkpoint import load_state_dict_strict, read_checkpoint
 from cxrvlp.cxrclip.model import CxrClip
 from torch import nn
 
@@ -98,20 +98,7 @@ def ours_to_official(key: str, swin: bool) -> str:
 
 def read_official_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The bare official state dict from a released `.tar`/`.pt`/`.safetensors` file or a loaded dict."""
-    if isinstance(source, Mapping):
-        obj: object = dict(source)
-        where = "state dict"
-    else:
-        path = Path(source)
-        where = str(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj = load_file(str(path))
-        else:
-            obj = safe_load(path)
+    obj, where = read_checkpoint(source)
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]  # the release: {"model": ..., "config": ..., "optimizer": ..., ...}
     elif isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):

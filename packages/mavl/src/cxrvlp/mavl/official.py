@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from cxrvlp.core.errors import CheckpointError
-from cxrvlp.core.training.checkpoint import KeyRule, apply_key_map, load_state_dict_strict, safe_load
+from cxrvlp.core.training.checkpoint import KeyRule, apply_key_map, load_state_dict_strict, read_checkpoint
 from torch import nn
 
 BOOK_KEYS = ("ana_book", "concept_book")
@@ -33,20 +33,7 @@ KEY_RULES = (KeyRule(r"^module\.", ""),)
 
 def read_official_state_dict(source: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The bare state dict (no `module.`) from a released `.pth`, a `.safetensors` file or a loaded dict."""
-    if isinstance(source, Mapping):
-        obj: object = dict(source)
-        where = "state dict"
-    else:
-        path = Path(source)
-        where = str(path)
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj = load_file(str(path))
-        else:
-            obj = safe_load(path)
+    obj, where = read_checkpoint(source)
     if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -195,6 +195,21 @@ def safe_load(path: str | os.PathLike, stub_globals: Sequence[str] = ()) -> Any:
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network")
 
 
+def read_checkpoint(
+    source: str | os.PathLike | Mapping[str, Any], stub_globals: Sequence[str] = ()
+) -> tuple[Any, str]:
+    """(loaded object, its name for messages) of a released checkpoint: a `.safetensors` file, any torch
+    pickle (read with `safe_load`: nothing is executed), or an already loaded dict (a copy of it)."""
+    if isinstance(source, Mapping):
+        return dict(source), "state dict"
+    path = Path(source)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        return load_file(str(path)), str(path)
+    return safe_load(path, stub_globals=stub_globals), str(path)
+
+
 def _is_state_dict(obj: Any) -> bool:
     return (
         isinstance(obj, Mapping)
