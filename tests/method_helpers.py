@@ -129,3 +129,10 @@ def check_segmentation_pyramid(adapter, out, x: torch.Tensor) -> list[torch.Tens
         logits = FrozenEncoderUnet(pyr, 64).eval()(pyr)
     assert logits.shape == (x.shape[0], 1, 64, 64) and torch.isfinite(logits).all()
     return pyr
+
+
+def tiny_tokenizer(folder: Path):
+    """A 120-piece WordPiece tokenizer built from `TEXTS` (a tiny model's vocabulary)."""
+    from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
+
+    return build_tokenizer_from_texts(TEXTS * 4, folder, vocab_size=120)

@@ -1,4 +1,4 @@
-"""Worker for test_afloc_distributed: run by torchrun with 2 CPU processes (gloo).
+"""Worker for tests/workspace/test_method_ddp_workers.py: run by torchrun with 2 CPU processes (gloo).
 
 Mode "losses": a DDP-wrapped tiny AFLoc on each rank's shard of one batch gives exactly the losses the
 unwrapped model gives on that shard alone (nothing is gathered: in-batch negatives of the shard, as the

@@ -14,12 +14,11 @@ TEXTS = mh.TEXTS
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
-    from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
     from cxrvlp.cxrclip.registry import cxrclip_tiny
     from cxrvlp.cxrclip.zeroshot import CxrClipAdapter
 
     torch.manual_seed(0)
-    tok = build_tokenizer_from_texts(TEXTS * 4, tmp_path_factory.mktemp("tok"), vocab_size=120)
+    tok = mh.tiny_tokenizer(tmp_path_factory.mktemp("tok"))
     model = cxrclip_tiny(text_vocab_size=len(tok))
     return CxrClipAdapter(model, tokenizer=tok, device="cpu", batch_size=2)
 

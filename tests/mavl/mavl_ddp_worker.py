@@ -1,4 +1,4 @@
-"""Worker for test_mavl_distributed: run by torchrun with 2 CPU processes (gloo).
+"""Worker for tests/workspace/test_method_ddp_workers.py: run by torchrun with 2 CPU processes (gloo).
 
 Mode "losses": a DDP-wrapped tiny MAVL on each rank's shard of one batch gives exactly the losses of the
 unwrapped model on that shard alone (nothing gathered, as officially), and the DDP gradient is the mean of

@@ -1,4 +1,4 @@
-"""Worker for test_mgca_distributed: run by torchrun with 2 CPU processes (gloo).
+"""Worker for tests/workspace/test_method_ddp_workers.py: run by torchrun with 2 CPU processes (gloo).
 
 Mode "losses": a DDP-wrapped tiny MGCA on each rank's shard of one batch must give exactly the losses the
 unwrapped model gives on that shard alone (nothing gathered), and the DDP gradient must be the mean of the

@@ -1,5 +1,6 @@
-"""MGCA follow-ups: frozen image encoder for segmentation, tokenizer reuse on resume, versioned synthetic
-cache, memoised prompt embeddings."""
+"""MGCA follow-ups: the ViT encoder feeds the segmentation decoder, memoised prompt embeddings, the built
+tokenizer saved and reused on resume, the versioned synthetic cache, captions never shifted by a skipped
+image, prompts cleaned like captions."""
 
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ TEXTS = mh.TEXTS
 
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory):
-    from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
     from cxrvlp.mgca.data import MGCATokenizer
     from cxrvlp.mgca.registry import mgca_tiny
     from cxrvlp.mgca.zeroshot import MGCAZeroShotAdapter
 
     torch.manual_seed(0)
-    tok = build_tokenizer_from_texts(TEXTS * 4, tmp_path_factory.mktemp("tok"), vocab_size=120)
+    tok = mh.tiny_tokenizer(tmp_path_factory.mktemp("tok"))
     mtok = MGCATokenizer(tok, max_words=32)
     model = mgca_tiny(bert={"vocab_size": len(tok)}, sep_token_id=tok.sep_token_id, max_words=32)
     return MGCAZeroShotAdapter(model, mtok, batch_size=2)

@@ -24,11 +24,12 @@ from cxrvlp.afloc.config import AFLocTrainConfig
 from cxrvlp.afloc.data import AFLocPretrainDataset, AFLocTokenizer, afloc_collate
 from cxrvlp.afloc.loss import TERMS, AFLocLoss
 from cxrvlp.afloc.model import AFLoc, ImageSide, TextSide
-from cxrvlp.core.data.pretraining import resolve_mimic_root
+from cxrvlp.core.data.pretraining import mimic_images, resolve_mimic_root
 from cxrvlp.core.method import recipe_trainer, training_main
 from cxrvlp.core.text.tokenize import build_tokenizer_on_main, check_same_vocab
 from cxrvlp.core.training import TaskModule, TrainState, scalar_logs, sum_losses
 from cxrvlp.core.training.loop import process_state
+from cxrvlp.core.training.task import MethodTask
 from torch import nn
 
 TOKENIZER_DIR = "tokenizer"
@@ -54,7 +55,7 @@ class AFLocTrainModule(TaskModule):
         return {name: lo[name] for name in TERMS}
 
 
-class AFLocTask:
+class AFLocTask(MethodTask):
     """`TrainingTask` of AFLoc: model, MIMIC-CXR reports with per-draw sentence sampling, the three losses."""
 
     in_batch_negatives = "local"  # every loss on the local batch, nothing gathered (loss.py)
@@ -89,13 +90,7 @@ class AFLocTask:
         self._dataset: AFLocPretrainDataset | None = None
 
     def _images(self, split: str):
-        from cxrvlp.core.data import MimicCxrDataset
-
-        d = self.cfg.data
-        return MimicCxrDataset(
-            self.data_root, split=split, views=("PA", "AP"), label_source=None, reports_root=d.reports_root,
-            sectioned_csv=d.sectioned_csv, cache_dir=d.image_cache_dir, on_error=d.on_error,
-        )  # fmt: skip
+        return mimic_images(self.cfg.data, self.data_root, split)
 
     def _tokenizer(self, state: Any) -> AFLocTokenizer:
         d, m = self.cfg.data, self.cfg.model
@@ -177,9 +172,6 @@ class AFLocTask:
                 terms[name] = terms[name] + v if name in terms else v
         return sum_losses(terms), scalar_logs(terms)
 
-    def save_resources(self, folder: Path) -> None:
-        """The tokenizer beside the weights (final/, best/, top_k/): the adapter tokenises prompts with it."""
-        self.tokenizer.save(Path(folder) / TOKENIZER_DIR)
 
 
 train = recipe_trainer("afloc", AFLocTrainConfig, AFLocTask)

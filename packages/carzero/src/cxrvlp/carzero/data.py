@@ -144,17 +144,13 @@ def build_train_dataset(
     """Frontal MIMIC-CXR images of `split` (default `cfg.split`) with their sentences (LLM column when
     configured). Validation passes `cfg.val_split` with train=False (the eval transform). `root`: the resolved
     data root (the task resolves it once, main process first); None resolves it here."""
-    from cxrvlp.core.data.mimic_cxr import MimicCxrDataset
+    from cxrvlp.core.data.pretraining import mimic_images
     from cxrvlp.core.data.transforms import build_transform
 
     root = root or resolve_mimic_root(cfg, "carzero")
     transform = build_transform(cfg.transform, train=train, image_size=cfg.image_size,
                                 normalisation=cfg.normalisation)  # fmt: skip
-    images = MimicCxrDataset(
-        root, split=split or cfg.split, views=cfg.views, reports_root=cfg.reports_root,
-        sectioned_csv=cfg.sectioned_csv, cache_dir=cfg.image_cache_dir, label_source=None,
-        on_error=cfg.on_error,
-    )  # fmt: skip
+    images = mimic_images(cfg, root, split or cfg.split, views=cfg.views)
     llm = None
     if cfg.llm_csv:
         llm = read_llm_table(cfg.llm_csv, cfg.llm_column, cfg.impression_column)

@@ -28,8 +28,9 @@ from cxrvlp.carzero.model import Carzero, build_model
 from cxrvlp.carzero.official import UNUSED_PATTERNS
 from cxrvlp.core.data.pretraining import resolve_mimic_root
 from cxrvlp.core.method import recipe_trainer, training_main
-from cxrvlp.core.training import TaskModule, scalar_logs, sum_losses
+from cxrvlp.core.training import TaskModule
 from cxrvlp.core.training.loop import process_state
+from cxrvlp.core.training.task import MethodTask, batch_bookkeeping
 
 TOKENIZER_DIR = "tokenizer"
 
@@ -66,7 +67,7 @@ class CarzeroTrainModule(TaskModule):
         }
 
 
-class CarzeroTask:
+class CarzeroTask(MethodTask):
     """`cxrvlp.core.training.TrainingTask` for CARZero."""
 
     in_batch_negatives = "local"  # B x B pairs of the local batch, nothing gathered (loss.py)
@@ -149,11 +150,6 @@ class CarzeroTask:
             return None
         return build_train_dataset(d, train=False, split=d.val_split, root=self.data_root)
 
-    def save_resources(self, folder: Path) -> None:
-        """The tokenizer next to the weights (final/, best/): the adapter tokenises prompts with it."""
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(str(Path(folder) / TOKENIZER_DIR))
-
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         from cxrvlp.core.text.tokenize import tokenize
 
@@ -162,14 +158,8 @@ class CarzeroTask:
         return {
             "images": torch.stack([s["image"] for s in samples]),
             "tokens": tokens,
-            "sample_ids": [s["sample_id"] for s in samples],
-            "skipped": [x for s in samples for x in s.get("skipped", ())],
+            **batch_bookkeeping(samples),
         }
-
-    def training_step(self, model, batch, state):
-        """Symmetric CE on both B x B logit matrices of the local batch (nothing gathered, as official)."""
-        terms = model(batch)
-        return sum_losses(terms), scalar_logs(terms)
 
 
 train = recipe_trainer("carzero", CarzeroTrainConfig, CarzeroTask)

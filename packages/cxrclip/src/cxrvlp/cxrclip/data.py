@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from cxrvlp.core.data.pretraining import (
     load_with_substitute,
+    mimic_images,
     read_exact,
     resolve_mimic_root,
 )
@@ -235,22 +236,12 @@ def build_train_dataset(
     `split` defaults to `cfg.split` for training; validation passes `cfg.val_split` with train=False
     (eval transform, deterministic draws) and gets CheXpert's `valid` split when CheXpert is configured.
     """
-    from cxrvlp.core.data.mimic_cxr import MimicCxrDataset
     from cxrvlp.core.data.transforms import build_transform
 
     root = root or resolve_mimic_root(cfg, "cxrclip")
     split = split or cfg.split
     transform = build_transform(cfg.transform, train=train, image_size=cfg.image_size)
-    images = MimicCxrDataset(
-        root,
-        split=split,
-        views=cfg.views,
-        reports_root=cfg.reports_root,
-        sectioned_csv=cfg.sectioned_csv,
-        cache_dir=cfg.image_cache_dir,
-        label_source=None,
-        on_error=cfg.on_error,
-    )
+    images = mimic_images(cfg, root, split, views=cfg.views)
     parts: list[Dataset] = [
         MimicStudyDataset(
             images,

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 from cxrvlp.core.method import recipe_trainer, training_main
-from cxrvlp.core.training import TaskModule, scalar_logs, sum_losses
+from cxrvlp.core.training import TaskModule
 from cxrvlp.core.training.loop import process_state
+from cxrvlp.core.training.task import MethodTask, batch_bookkeeping
 from cxrvlp.cxrclip.config import CxrClipTrainConfig
 from cxrvlp.cxrclip.data import build_train_dataset
 from cxrvlp.cxrclip.loss import CxrClipLoss
@@ -45,7 +46,7 @@ class CxrClipTrainModule(TaskModule):
         }
 
 
-class CxrClipTask:
+class CxrClipTask(MethodTask):
     """`cxrvlp.core.training.TrainingTask` for CXR-CLIP."""
 
     in_batch_negatives = "gathered"  # keys all-gathered over the processes (loss.py)
@@ -118,11 +119,6 @@ class CxrClipTask:
             self.cfg.data, train=False, split=self.cfg.data.val_split, root=self.data_root
         )
 
-    def save_resources(self, folder: Path) -> None:
-        """The tokenizer next to the weights (final/, best/): the adapter tokenises prompts with it."""
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(str(Path(folder) / "tokenizer"))
-
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         from cxrvlp.core.text.tokenize import tokenize
 
@@ -136,14 +132,8 @@ class CxrClipTask:
             "image_views": torch.stack([s["image_view"] for s in samples]),
             "text_tokens": t1,
             "text_tokens2": t2,
-            "sample_ids": [s["sample_id"] for s in samples],
-            "skipped": [x for s in samples for x in s.get("skipped", ())],
+            **batch_bookkeeping(samples),
         }
-
-    def training_step(self, model, batch, state):
-        """The four weighted terms of the local queries against the gathered keys (official DDP run)."""
-        terms = model(batch)
-        return sum_losses(terms), scalar_logs(terms)
 
 
 train = recipe_trainer("cxrclip", CxrClipTrainConfig, CxrClipTask)

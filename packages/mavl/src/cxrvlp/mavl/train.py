@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 from cxrvlp.core.method import recipe_trainer, training_main
-from cxrvlp.core.training import TaskModule, scalar_logs, sum_losses
+from cxrvlp.core.training import TaskModule
 from cxrvlp.core.training.loop import process_state
+from cxrvlp.core.training.task import MethodTask
 from cxrvlp.mavl.books import books_for
 from cxrvlp.mavl.config import MavlTrainConfig
 from cxrvlp.mavl.data import build_train_dataset, collate
@@ -38,7 +39,7 @@ class MavlTaskModule(TaskModule):
         return {k: v for k, v in terms.items() if k != "loss"}
 
 
-class MavlTask:
+class MavlTask(MethodTask):
     """`cxrvlp.core.training.TrainingTask` for MAVL (the task module, `temp` included, is what DDP wraps)."""
 
     in_batch_negatives = "local"  # t2i softmax over the local images, nothing gathered (loss.py)
@@ -87,9 +88,6 @@ class MavlTask:
     def collate(self, samples):
         return collate(samples)
 
-    def training_step(self, model, batch, state):
-        terms = model(batch)
-        return sum_losses(terms), scalar_logs(terms)
 
 
 train = recipe_trainer("mavl", MavlTrainConfig, MavlTask)

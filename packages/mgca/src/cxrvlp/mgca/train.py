@@ -13,11 +13,10 @@ Distributed semantics = the official DDP run: every loss uses the local batch on
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import torch
-from cxrvlp.core.data.pretraining import resolve_mimic_root
+from cxrvlp.core.data.pretraining import mimic_images, resolve_mimic_root
 from cxrvlp.core.method import recipe_trainer, training_main
 from cxrvlp.core.text.run_tokenizer import build_run_tokenizer, save_run_tokenizer
 from cxrvlp.core.training import (
@@ -28,6 +27,7 @@ from cxrvlp.core.training import (
     sum_losses,
 )
 from cxrvlp.core.training.loop import process_state
+from cxrvlp.core.training.task import MethodTask
 from cxrvlp.mgca.config import MGCATrainConfig
 from cxrvlp.mgca.data import MGCAPretrainDataset, MGCATokenizer, mgca_collate, report_caption
 from cxrvlp.mgca.loss import MGCALoss, topk_accuracy
@@ -61,7 +61,7 @@ class MGCATrainModule(TaskModule):
         }
 
 
-class MGCATask:
+class MGCATask(MethodTask):
     """`TrainingTask` of MGCA: model, MIMIC-CXR captions, the three losses, prototype freezing."""
 
     in_batch_negatives = "local"  # ITA on the local batch, nothing gathered (loss.py)
@@ -93,19 +93,7 @@ class MGCATask:
         )
 
     def _images(self, split: str):
-        from cxrvlp.core.data import MimicCxrDataset
-
-        d = self.cfg.data
-        return MimicCxrDataset(
-            self.data_root,
-            split=split,
-            views=("PA", "AP"),
-            label_source=None,
-            reports_root=d.reports_root,
-            sectioned_csv=d.sectioned_csv,
-            cache_dir=d.image_cache_dir,
-            on_error=d.on_error,
-        )
+        return mimic_images(self.cfg.data, self.data_root, split)
 
     @staticmethod
     def _caption(base: Any, rec: Any) -> str | None:
@@ -187,9 +175,6 @@ class MGCATask:
             inner = state.accelerator.unwrap_model(model) if state.accelerator is not None else model
             exported_model(inner).prototypes.weight.grad = None
 
-    def save_resources(self, folder: Path) -> None:
-        """The tokenizer next to the weights (final/, best/): the adapter tokenises prompts with it."""
-        self.tokenizer.save(Path(folder) / TOKENIZER_DIR)
 
 
 train = recipe_trainer("mgca", MGCATrainConfig, MGCATask)

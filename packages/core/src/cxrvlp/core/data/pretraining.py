@@ -54,6 +54,17 @@ class MimicSourceConfig:
     synthetic_image_size: int = 256
 
 
+def mimic_images(cfg: MimicSourceConfig, root: str | Path, split: str | None, views=("PA", "AP")):
+    """The MIMIC-CXR image records of `split` (None: every split) as the `data:` section says where reports,
+    the resized-image cache and the error policy are; no labels (pretraining reads the reports)."""
+    from cxrvlp.core.data.mimic_cxr import MimicCxrDataset
+
+    return MimicCxrDataset(
+        root, split=split, views=views, label_source=None, reports_root=cfg.reports_root,
+        sectioned_csv=cfg.sectioned_csv, cache_dir=cfg.image_cache_dir, on_error=cfg.on_error,
+    )  # fmt: skip
+
+
 def synthetic_mimic_root(cfg: MimicSourceConfig) -> Path:
     """Generate (once, atomically) and return the synthetic MIMIC-CXR mirror `cfg` describes."""
     from cxrvlp.core.data.synthetic import GENERATOR_VERSION

@@ -49,3 +49,41 @@ def scalar_logs(terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def exported_model(module: nn.Module) -> nn.Module:
     """What a pretrained folder holds: the task module's `model`, or the module itself."""
     return module.model if isinstance(module, TaskModule) else module
+
+
+def batch_bookkeeping(samples: list[Mapping[str, object]]) -> dict[str, list]:
+    """The loop's per-batch bookkeeping a collate adds: `sample_ids` and the records `skipped` for them."""
+    return {
+        "sample_ids": [s["sample_id"] for s in samples],
+        "skipped": [x for s in samples for x in s.get("skipped", ())],
+    }
+
+
+class MethodTask:
+    """Defaults shared by the methods' `TrainingTask`s (a task overrides what it does differently).
+
+    `training_step`: the task module's `*_loss` terms summed, its 0-d terms logged. `save_resources`: the
+    run's tokenizer (`self.tokenizer`, if any) into `tokenizer/` beside the weights (final/, best/), where the
+    method's zero-shot adapter reads it.
+    """
+
+    tokenizer = None
+    TOKENIZER_DIR = "tokenizer"
+
+    def training_step(self, model: nn.Module, batch: Mapping[str, object], state: object):
+        """Sum of the `*_loss` terms of `model(batch)`, and its scalar terms for logging."""
+        terms = model(batch)
+        return sum_losses(terms), scalar_logs(terms)
+
+    def save_resources(self, folder) -> None:
+        """The tokenizer next to the weights (HF tokenizers: save_pretrained; the methods' wrappers: save)."""
+        from pathlib import Path
+
+        tok = self.tokenizer
+        if tok is None:
+            return
+        out = Path(folder) / self.TOKENIZER_DIR
+        if hasattr(tok, "save"):
+            tok.save(out)
+        else:
+            tok.save_pretrained(str(out))
