@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 from cxrvlp.core.errors import MalformedRecordError
 from cxrvlp.core.text.prompts import chexpert_5x200_prompts
-from cxrvlp.cxrclip.data import draw_image_pair, draw_text_pair, text_sections
-from cxrvlp.cxrclip.prompts import (
+from cxrvlp.cxrclip.data import (
     chestxray14_text_labels,
     chexpert_text_labels,
+    draw_image_pair,
+    draw_text_pair,
     generate_report_from_labels,
     load_prompt_bank,
+    text_sections,
 )
 
 

@@ -55,8 +55,8 @@ def _captions(tok, texts):
 
 def test_mgca_small_text_tower_is_minilm(small, hf_minilm, weights):
     from cxrvlp.mgca.data import MGCATokenizer
+    from cxrvlp.mgca.model import MedBertModel, load_bert_prefix_weights
     from cxrvlp.mgca.registry import MINILM_BERT
-    from cxrvlp.mgca.text_encoder import MedBertModel, load_bert_prefix_weights
 
     hf = hf_minilm.state_dict()
     own = small.text_encoder.state_dict()

@@ -6,7 +6,7 @@ import pytest
 import torch
 from cxrvlp.mgca.config import MedBertConfig, MGCAConfig
 from cxrvlp.mgca.model import MGCA
-from cxrvlp.mgca.transfer import LinearProbe, SETRSegmenter, UNetSegmenter, mixed_seg_loss
+from cxrvlp.mgca.zeroshot import LinearProbe, SETRSegmenter, UNetSegmenter, mixed_seg_loss
 
 BERT = MedBertConfig(vocab_size=20, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
                      intermediate_size=32, encoder_width=16)  # fmt: skip

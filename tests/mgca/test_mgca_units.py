@@ -141,7 +141,7 @@ def test_mgca_caption_rules():
 
 
 def test_mgca_text_init_copies_embeddings_and_first_layers(tmp_path):
-    from cxrvlp.mgca.text_encoder import MedBertModel, load_bert_prefix_weights
+    from cxrvlp.mgca.model import MedBertModel, load_bert_prefix_weights
     from transformers import BertConfig, BertModel
 
     hf_cfg = BertConfig(vocab_size=30, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
