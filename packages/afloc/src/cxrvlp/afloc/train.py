@@ -24,7 +24,7 @@ from cxrvlp.afloc.config import AFLocTrainConfig
 from cxrvlp.afloc.data import AFLocPretrainDataset, AFLocTokenizer, afloc_collate
 from cxrvlp.afloc.loss import TERMS, AFLocLoss
 from cxrvlp.afloc.model import AFLoc, ImageSide, TextSide
-from cxrvlp.core.data.pretraining import mimic_images, resolve_mimic_root
+from cxrvlp.core.data.pretraining import mimic_images
 from cxrvlp.core.method import recipe_trainer, training_main
 from cxrvlp.core.text.tokenize import build_tokenizer_on_main, check_same_vocab
 from cxrvlp.core.training import TaskModule, TrainState, scalar_logs, sum_losses
@@ -60,16 +60,14 @@ class AFLocTask(MethodTask):
 
     in_batch_negatives = "local"  # every loss on the local batch, nothing gathered (loss.py)
 
+    method = "afloc"
+
     def __init__(self, cfg: AFLocTrainConfig) -> None:
         from cxrvlp.core.data.transforms import build_transform
 
-        self.cfg = cfg
-        self.model_name = cfg.model_name
+        super().__init__(cfg)
         d = cfg.data
         state = process_state(cfg)
-        with state.main_process_first():
-            root = resolve_mimic_root(d, "afloc")
-        self.data_root = root
         self.base = self._images(d.split)
         self.transform = build_transform(
             "afloc", train=True, image_size=d.image_size, seed=cfg.seed, normalisation=cfg.model.normalisation
@@ -140,18 +138,10 @@ class AFLocTask(MethodTask):
         """The official validation split (`validate`) with the eval transform, the same per-draw sentence
         sampling and the same losses (`val_loss` = the official monitor). The loop fixes the draws (one
         seed per row, every epoch); the official draws change each epoch."""
-        from cxrvlp.core.data.transforms import build_transform
-
-        d = self.cfg.data
-        if d.val_split is None:
+        val = self.val_images("afloc")
+        if val is None:
             return None
-        base = self._images(d.val_split)
-        if not base.records:
-            return None
-        tf = build_transform(
-            "afloc", train=False, image_size=d.image_size, normalisation=self.cfg.model.normalisation
-        )
-        return AFLocPretrainDataset(base, self.tokenizer, tf, on_error=d.on_error)
+        return AFLocPretrainDataset(val[0], self.tokenizer, val[1], on_error=self.cfg.data.on_error)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         return afloc_collate(samples, self.tokenizer)

@@ -26,7 +26,6 @@ from cxrvlp.carzero.data import build_train_dataset
 from cxrvlp.carzero.loss import CarzeroLoss
 from cxrvlp.carzero.model import Carzero, build_model
 from cxrvlp.carzero.official import UNUSED_PATTERNS
-from cxrvlp.core.data.pretraining import resolve_mimic_root
 from cxrvlp.core.method import recipe_trainer, training_main
 from cxrvlp.core.training import TaskModule
 from cxrvlp.core.training.loop import process_state
@@ -72,14 +71,11 @@ class CarzeroTask(MethodTask):
 
     in_batch_negatives = "local"  # B x B pairs of the local batch, nothing gathered (loss.py)
 
+    method = "carzero"
+
     def __init__(self, cfg: CarzeroTrainConfig) -> None:
-        self.cfg = cfg
-        self.model_name = cfg.model_name
-        # before anything heavy: a paper recipe without data.root stops here, naming the key
-        with process_state(cfg).main_process_first():
-            self.data_root = resolve_mimic_root(cfg.data, "carzero")
+        super().__init__(cfg)
         self._dataset = None
-        self.tokenizer = None
 
     def dataset(self):
         if self._dataset is None:

@@ -51,16 +51,11 @@ class CxrClipTask(MethodTask):
 
     in_batch_negatives = "gathered"  # keys all-gathered over the processes (loss.py)
 
-    def __init__(self, cfg: CxrClipTrainConfig) -> None:
-        from cxrvlp.core.data.pretraining import resolve_mimic_root
+    method = "cxrclip"
 
-        self.cfg = cfg
-        self.model_name = cfg.model_name
-        # before anything heavy: a paper recipe without data.root stops here, naming the key
-        with process_state(cfg).main_process_first():
-            self.data_root = resolve_mimic_root(cfg.data, "cxrclip")
+    def __init__(self, cfg: CxrClipTrainConfig) -> None:
+        super().__init__(cfg)
         self._dataset = None
-        self.tokenizer = None
 
     def dataset(self):
         if self._dataset is None:

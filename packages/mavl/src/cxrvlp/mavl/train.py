@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from cxrvlp.core.method import recipe_trainer, training_main
 from cxrvlp.core.training import TaskModule
-from cxrvlp.core.training.loop import process_state
 from cxrvlp.core.training.task import MethodTask
 from cxrvlp.mavl.books import books_for
 from cxrvlp.mavl.config import MavlTrainConfig
@@ -44,16 +43,12 @@ class MavlTask(MethodTask):
 
     in_batch_negatives = "local"  # t2i softmax over the local images, nothing gathered (loss.py)
 
-    def __init__(self, cfg: MavlTrainConfig) -> None:
-        from cxrvlp.core.data.pretraining import resolve_mimic_root
+    method = "mavl"
 
-        self.cfg = cfg
-        self.model_name = cfg.model_name
+    def __init__(self, cfg: MavlTrainConfig) -> None:
         if cfg.data.image_size is not None:
             cfg.model.image_size = cfg.data.image_size
-        # before any model or book is built: a paper recipe without data.root stops here, naming the key
-        with process_state(cfg).main_process_first():
-            self.data_root = resolve_mimic_root(cfg.data, "mavl")
+        super().__init__(cfg)  # before any model or book is built: checks data.root
 
     def build_model(self) -> MavlTaskModule:
         from cxrvlp.core.losses.infonce import world_info

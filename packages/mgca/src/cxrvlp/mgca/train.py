@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any
 
 import torch
-from cxrvlp.core.data.pretraining import mimic_images, resolve_mimic_root
+from cxrvlp.core.data.pretraining import mimic_images
 from cxrvlp.core.method import recipe_trainer, training_main
 from cxrvlp.core.text.run_tokenizer import build_run_tokenizer, save_run_tokenizer
 from cxrvlp.core.training import (
@@ -66,15 +66,14 @@ class MGCATask(MethodTask):
 
     in_batch_negatives = "local"  # ITA on the local batch, nothing gathered (loss.py)
 
+    method = "mgca"
+
     def __init__(self, cfg: MGCATrainConfig) -> None:
         from cxrvlp.core.data.transforms import build_transform
 
-        self.cfg = cfg
-        self.model_name = cfg.model_name
+        super().__init__(cfg)
         d = cfg.data
         state = process_state(cfg)
-        with state.main_process_first():
-            self.data_root = resolve_mimic_root(d, "mgca")
         self.base = self._images(d.split)
         # one pass over the reports: the caption of every train record (None: dropped, official rule)
         self.captions = [self._caption(self.base, rec) for rec in self.base.records]
@@ -141,18 +140,10 @@ class MGCATask(MethodTask):
 
     def build_val_dataset(self) -> MGCAPretrainDataset | None:
         """The official validation split (MIMIC `validate`), eval transform, same captions rule and losses."""
-        from cxrvlp.core.data.transforms import build_transform
-
-        d = self.cfg.data
-        if d.val_split is None:
+        val = self.val_images("mgca")
+        if val is None:
             return None
-        base = self._images(d.val_split)
-        if not base.records:
-            return None
-        tf = build_transform(
-            "mgca", train=False, image_size=d.image_size, normalisation=self.cfg.model.normalisation
-        )
-        return MGCAPretrainDataset(base, self.tokenizer, tf, on_error=d.on_error)
+        return MGCAPretrainDataset(val[0], self.tokenizer, val[1], on_error=self.cfg.data.on_error)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """Stacked batch + sample_ids."""

@@ -67,8 +67,35 @@ class MethodTask:
     method's zero-shot adapter reads it.
     """
 
+    method = ""  # the method's name: messages and the data-root check
     tokenizer = None
     TOKENIZER_DIR = "tokenizer"
+
+    def __init__(self, cfg) -> None:
+        from cxrvlp.core.data.pretraining import resolve_mimic_root
+        from cxrvlp.core.training.loop import process_state
+
+        self.cfg = cfg
+        self.model_name = cfg.model_name
+        # before anything heavy: a paper recipe without data.root stops here, naming the key; the
+        # synthetic mirror (when asked for) is written once, by the main process
+        with process_state(cfg).main_process_first():
+            self.data_root = resolve_mimic_root(cfg.data, self.method)
+
+    def val_images(self, preset: str):
+        """(images of `data.val_split`, the `preset` eval transform at the run's size and normalisation),
+        or None when the run has no validation split or the split is empty."""
+        from cxrvlp.core.data.pretraining import mimic_images
+        from cxrvlp.core.data.transforms import build_transform
+
+        d = self.cfg.data
+        if d.val_split is None:
+            return None
+        base = mimic_images(d, self.data_root, d.val_split)
+        if not base.records:
+            return None
+        norm = self.cfg.model.normalisation
+        return base, build_transform(preset, train=False, image_size=d.image_size, normalisation=norm)
 
     def training_step(self, model: nn.Module, batch: Mapping[str, object], state: object):
         """Sum of the `*_loss` terms of `model(batch)`, and its scalar terms for logging."""
