@@ -136,3 +136,16 @@ def tiny_tokenizer(folder: Path):
     from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
 
     return build_tokenizer_from_texts(TEXTS * 4, folder, vocab_size=120)
+
+
+def check_two_rank_run(proc, out: Path, tmp_path: Path) -> None:
+    """A 2-process launch of a training entry point: two ranks of one process group (both printed their
+    weights checksum, and the two are equal), `final/` written, one run folder beside the synthetic mirror."""
+    import re
+
+    log = proc.stdout + proc.stderr
+    sums = dict(re.findall(r"rank (\d)/2 weights checksum (\S+ \S+)", log))
+    assert set(sums) == {"0", "1"}, log[-3000:]  # both processes were ranks of one 2-process group
+    assert sums["0"] == sums["1"]
+    assert (out / "final" / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, "synth"]  # one run folder

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
+import method_helpers as mh
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,9 +41,4 @@ def test_two_process_cpu_training_through_the_template(tmp_path, accelerate_laun
         f"data.synthetic_dir={tmp_path / 'synth'}", "epochs=1", "max_steps=1", "batch_size=4",
         "data.synthetic_patients=12", "progress_bar=false", timeout=900, env=env, cwd=tmp_path,
     )  # fmt: skip
-    log = proc.stdout + proc.stderr
-    sums = dict(re.findall(r"rank (\d)/2 weights checksum (\S+ \S+)", log))
-    assert set(sums) == {"0", "1"}, log[-3000:]  # both processes were ranks of one 2-process group
-    assert sums["0"] == sums["1"]
-    assert (out / "final" / "model.safetensors").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "synth"]  # one run folder
+    mh.check_two_rank_run(proc, out, tmp_path)

@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 
+import method_helpers as mh
 import pytest
 from cxrvlp.core.errors import ConfigError
 from cxrvlp.core.registry import get_method, installed_methods
@@ -35,12 +36,7 @@ def test_two_process_torchrun_of_the_entry_point(method, tmp_path, torchrun):
         "-m", f"cxrvlp.{method}.train", "tiny", f"output_dir={out}",
         f"data.synthetic_dir={tmp_path / 'synth'}", *SMALL_RUN, timeout=900, env=env,
     )  # fmt: skip
-    log = proc.stdout + proc.stderr
-    sums = dict(re.findall(r"rank (\d)/2 weights checksum (\S+ \S+)", log))
-    assert set(sums) == {"0", "1"}, log[-3000:]  # both processes were ranks of one 2-process group
-    assert sums["0"] == sums["1"]
-    assert (out / "final" / "model.safetensors").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "synth"]  # one run folder
+    mh.check_two_rank_run(proc, out, tmp_path)
 
 
 @pytest.mark.parametrize("method", METHODS)
