@@ -73,14 +73,8 @@ class CarzeroTask(MethodTask):
 
     method = "carzero"
 
-    def __init__(self, cfg: CarzeroTrainConfig) -> None:
-        super().__init__(cfg)
-        self._dataset = None
-
-    def dataset(self):
-        if self._dataset is None:
-            self._dataset = build_train_dataset(self.cfg.data, train=True, root=self.data_root)
-        return self._dataset
+    def make_train_dataset(self):
+        return build_train_dataset(self.cfg.data, train=True, root=self.data_root)
 
     def _vocab_files(self, state) -> dict[str, bytes]:
         """The main process trains a WordPiece vocab on the training sentences; every rank gets its files
@@ -90,7 +84,7 @@ class CarzeroTask(MethodTask):
         files: dict[str, bytes] = {}
         if state.is_main_process:
             with tempfile.TemporaryDirectory(prefix="carzero-tokenizer-") as tmp:
-                texts = self.dataset().texts()
+                texts = self.build_train_dataset().texts()
                 build_tokenizer_from_texts(texts, tmp, vocab_size=self.cfg.tokenizer_vocab_size)
                 files = {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
         if state.num_processes > 1:
@@ -135,9 +129,6 @@ class CarzeroTask(MethodTask):
         model.set_tokenizer(self.tokenizer)
         freeze_unused(model)
         return CarzeroTrainModule(model, CarzeroLoss(self.cfg.loss.i2t_weight, self.cfg.loss.t2i_weight))
-
-    def build_train_dataset(self):
-        return self.dataset()
 
     def build_val_dataset(self):
         """The official validation split (MIMIC `validate`), eval transform, same sentences and loss."""

@@ -53,14 +53,8 @@ class CxrClipTask(MethodTask):
 
     method = "cxrclip"
 
-    def __init__(self, cfg: CxrClipTrainConfig) -> None:
-        super().__init__(cfg)
-        self._dataset = None
-
-    def dataset(self):
-        if self._dataset is None:
-            self._dataset = build_train_dataset(self.cfg.data, train=True, root=self.data_root)
-        return self._dataset
+    def make_train_dataset(self):
+        return build_train_dataset(self.cfg.data, train=True, root=self.data_root)
 
     def _build_tokenizer(self):
         from cxrvlp.core.text.run_tokenizer import build_run_tokenizer, save_run_tokenizer
@@ -72,7 +66,7 @@ class CxrClipTask(MethodTask):
         state = process_state(self.cfg)
 
         def texts() -> list[str]:
-            ds = self.dataset()
+            ds = self.build_train_dataset()
             return ds.texts() if hasattr(ds, "texts") else [t for d in ds.datasets for t in d.texts()]
 
         # core's run-tokenizer rule (reused on resume, else built on rank 0 and broadcast); build_model runs
@@ -102,9 +96,6 @@ class CxrClipTask(MethodTask):
             if ".pooler." in name:
                 p.requires_grad_(False)
         return CxrClipTrainModule(model, CxrClipLoss(**vars(self.cfg.loss)))
-
-    def build_train_dataset(self):
-        return self.dataset()
 
     def build_val_dataset(self):
         """The official validation data (MIMIC `validate` (+ CheXpert valid)), eval transform, same loss."""

@@ -82,6 +82,16 @@ class MethodTask:
         with process_state(cfg).main_process_first():
             self.data_root = resolve_mimic_root(cfg.data, self.method)
 
+    def build_train_dataset(self):
+        """The training dataset, built once by `make_train_dataset` (a tokenizer trained on its texts asks
+        for it before the loop does)."""
+        if getattr(self, "_train_dataset", None) is None:
+            self._train_dataset = self.make_train_dataset()
+        return self._train_dataset
+
+    def make_train_dataset(self):  # pragma: no cover - a task overrides this or build_train_dataset
+        raise NotImplementedError(f"{type(self).__name__} builds no training dataset")
+
     def val_images(self, preset: str):
         """(images of `data.val_split`, the `preset` eval transform at the run's size and normalisation),
         or None when the run has no validation split or the split is empty."""
