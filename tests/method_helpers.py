@@ -149,3 +149,17 @@ def check_two_rank_run(proc, out: Path, tmp_path: Path) -> None:
     assert sums["0"] == sums["1"]
     assert (out / "final" / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, "synth"]  # one run folder
+
+
+def check_adapter_on_two_images(adapter, classes) -> tuple[torch.Tensor, object]:
+    """A trained tiny model's adapter on a random radiograph and its mirror image: preprocessing to 64 px in
+    [-1, 1], class probabilities in (0, 1), cosine similarities in [-1, 1]; returns (images, embeddings)."""
+    img = adapter.preprocess(np.random.default_rng(0).random((80, 70), dtype=np.float32))
+    assert img.shape == (3, 64, 64) and img.min() >= -1 and img.max() <= 1
+    images = torch.stack([img, img.flip(-1)])
+    emb = adapter.encode_images(images)
+    scores = adapter.classify(emb, classes)
+    assert scores.shape == (2, len(classes)) and torch.all((scores > 0) & (scores < 1))
+    sim = adapter.similarity(emb, adapter.encode_texts(["pleural effusion", "normal heart size"]))
+    assert sim.shape == (2, 2) and torch.all(sim.abs() <= 1 + 1e-5)
+    return images, emb

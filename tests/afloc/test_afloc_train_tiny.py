@@ -33,19 +33,9 @@ def test_afloc_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     adapter = afloc.load_adapter(final)
     assert isinstance(adapter, ZeroShotAdapter)
     assert adapter.info.zero_shot_protocol.startswith("official")
-    img = adapter.preprocess(np.random.default_rng(0).random((80, 70), dtype=np.float32))
-    assert img.shape == (3, 64, 64) and img.min() >= -1 and img.max() <= 1
-    images = torch.stack([img, img.flip(-1)])
-    emb = adapter.encode_images(images)
-    cls = [
-        ClassPrompts(
-            "Effusion", ["findings suggesting pleural effusion"], ["no evidence of pleural effusion"]
-        )
-    ]
-    scores = adapter.classify(emb, cls)
-    assert scores.shape == (2, 1) and torch.all((scores > 0) & (scores < 1))
-    sim = adapter.similarity(emb, adapter.encode_texts(["pleural effusion", "normal heart size"]))
-    assert sim.shape == (2, 2) and torch.all(sim.abs() <= 1 + 1e-5)
+    pos, neg = ["findings suggesting pleural effusion"], ["no evidence of pleural effusion"]
+    cls = [ClassPrompts("Effusion", pos, neg)]
+    images, emb = mh.check_adapter_on_two_images(adapter, cls)
     maps = adapter.localize(images, ["right pleural effusion", "small left pneumothorax"])
     assert maps.shape == (2, 2, 64, 64)
     m = adapter.info.extra["border_margin_px"]
