@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
 import method_helpers as mh
-import numpy as np
 import pytest
 import torch
 from cxrvlp.core.zeroshot import ClassPrompts, ZeroShotAdapter
@@ -52,15 +49,6 @@ def test_afloc_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_afloc_tiny_config_learns_zero_shot_signal(tmp_path):
-    from cxrvlp.afloc.zeroshot import load_adapter
-    from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
-
-    _, run = mh.train_tiny("afloc", tmp_path)
-    rows = mh.loss_rows(run)
-    assert all(math.isfinite(r["loss"]) for r in rows)
-    assert np.mean([r["loss"] for r in rows[-3:]]) < np.mean([r["loss"] for r in rows[:2]])
-    eval_root = write_mimic_cxr(tmp_path / "eval", n_patients=60, seed=7, image_size=256)  # unseen patients
-    auc, per_class = mh.zero_shot_auroc(load_adapter(run / "final"), eval_root, _classes())
-    print(f"tiny AFLoc zero-shot mean AUROC on the synthetic eval set: {auc:.3f} {per_class}")
+    auc = mh.learned_zero_shot("afloc", tmp_path, _classes(), falling="loss")
     # measured: 0.739 (classes 0.54-0.88) with the packaged tiny recipe, official protocol
     assert auc > 0.55

@@ -164,16 +164,7 @@ def test_llm_column_is_used_when_given(tmp_path):
     "with impression+findings text: 0.548 (12 epochs), 0.465 (24 epochs)",
 )
 def test_carzero_tiny_config_learns_zero_shot_signal(tmp_path):
-    from cxrvlp.carzero.zeroshot import load_adapter
-    from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
-
-    _, run = _train_tiny(tmp_path, [f"epochs={EPOCHS}"])
-    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines() if "loss" in x]
-    assert all(math.isfinite(r["loss"]) for r in rows)
-    assert np.mean([r["loss"] for r in rows[-3:]]) < np.mean([r["loss"] for r in rows[:2]])
-    eval_root = write_mimic_cxr(tmp_path / "eval", n_patients=60, seed=7, image_size=256)  # unseen patients
     from cxrvlp.bench.prompts import carzero_there_is
 
-    mean, per_class = mh.zero_shot_auroc(load_adapter(run / "final"), eval_root, carzero_there_is(CLASSES))
-    print(f"tiny CARZero zero-shot mean AUROC on the synthetic eval set: {mean:.3f} {per_class}")
+    mean = mh.learned_zero_shot("carzero", tmp_path, carzero_there_is(CLASSES), "loss", [f"epochs={EPOCHS}"])
     assert mean > 0.55
