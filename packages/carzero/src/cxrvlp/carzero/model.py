@@ -175,8 +175,10 @@ def _attention_logits(mode, y, mem, wq, bq, wk, bk, h: int, scale: float) -> tor
     return torch.matmul(q.transpose(1, 2), k)  # (R, H, T, dh) x (N, H, dh, S) -> (N, H, T, S)
 
 
-def _attention_output(mode, probs, mem, wv, bv, out_proj: nn.Linear, h: int) -> torch.Tensor:
-    """out_proj(concat_h P_h (Wv m + bv)_h) as (N, T, D) for probabilities (N, H, T, S); exact rewrites."""
+def _attention_output(mode, probs, mem, wv, bv, out_proj: nn.Linear, h: int, dropped: bool) -> torch.Tensor:
+    """out_proj(concat_h P_h (Wv m + bv)_h) as (N, T, D) for probabilities (N, H, T, S); exact rewrites.
+
+    dropped: P went through dropout (its rows do not sum to 1)."""
     n, _, t, s = probs.shape
     d = mem.shape[-1]
     dh = d // h
@@ -189,8 +191,10 @@ def _attention_output(mode, probs, mem, wv, bv, out_proj: nn.Linear, h: int) -> 
     if mode == "fold_value":
         c = torch.matmul(probs.reshape(n, h * t, s), mem).view(n, h, t, d)  # P_h m
         o = torch.einsum("nhtd,hcd->nthc", c, wv.view(h, dh, d))  # Wv_h (P_h m)
-        # + bv_h * sum_s P_h: the row sums are 1 unless dropout rescaled P
-        o = o + bv.view(h, dh) * probs.sum(dim=-1).transpose(1, 2)[..., None]
+        if dropped:  # + bv_h * sum_s P_h: dropout rescaled P, so its rows no longer sum to 1
+            o = o + bv.view(h, dh) * probs.sum(dim=-1).transpose(1, 2)[..., None]
+        else:
+            o = o + bv.view(h, dh)
         return out_proj(o.reshape(n, t, d))
     if mode != "project":
         raise ConfigError(f"value mode must be one of {VALUE_MODES}, got '{mode}'")
@@ -243,9 +247,10 @@ def score_pairs(
         probs = scores.softmax(dim=-1)  # (N, H, T, S)
         if need_weights:
             maps.append(probs.mean(dim=1))  # (N, T, S)
-        if fusion.training and attn.dropout > 0:
+        dropped = fusion.training and attn.dropout > 0
+        if dropped:
             probs = F.dropout(probs, attn.dropout, training=True)
-        x = x + layer.dropout2(_attention_output(value_mode, probs, mem, wv, bv, attn.out_proj, h))
+        x = x + layer.dropout2(_attention_output(value_mode, probs, mem, wv, bv, attn.out_proj, h, dropped))
         x = x + layer._ff_block(layer.norm3(x))  # (N, T, D)
         if return_states:
             states.append(x)
