@@ -54,6 +54,31 @@ def mavl_small(**overrides) -> Mavl:
     return _build(base, overrides)
 
 
+@register_model(
+    "medklip-r50",
+    method=METHOD,
+    description="MedKLIP (MAVL's base, spec mavl.md §3.6): ResNet-50 (layer3, random init) + 4-layer "
+    "75-query decoder, per-query presence/location heads, no global term",
+)
+def medklip_r50(**overrides) -> Mavl:
+    """MedKLIP as shipped in the MAVL repository (`Pretrain/models/model_MedKLIP.py`)."""
+    return _build(dict(variant="medklip", n_aspects=1), overrides)
+
+
+@register_model(
+    "medklip-tiny",
+    method=METHOD,
+    description="MedKLIP wiring on the tiny CNN (64 px), d_model 32, 2 decoder layers: tests, NOT the paper",
+    paper_config=False,
+)
+def medklip_tiny(**overrides) -> Mavl:
+    base = dict(
+        variant="medklip", n_aspects=1, backbone="tiny-cnn", tiny_channels=32, image_size=64, d_model=32,
+        num_layers=2, nhead=2, dim_feedforward=64, text_dim=32, text_encoder=None,
+    )  # fmt: skip
+    return _build(base, overrides)
+
+
 def train(config: str | Path, overrides: Sequence[str] = ()) -> Path:
     """Same run as `python -m cxrvlp.mavl.train CONFIG key=value ...`; returns the run folder."""
     from cxrvlp.mavl.train import main
