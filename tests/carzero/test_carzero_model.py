@@ -173,8 +173,8 @@ def test_factorisations_agree_in_train_mode_under_the_same_dropout_draws(modes):
     torch.manual_seed(0)
     f = CarzeroFusion(32, nhead=4, dim_feedforward=64, num_layers=2, mlp_hidden=(24,), dropout=0.3).train()
     memory, queries = torch.randn(3, 9, 32), torch.randn(4, 32)
-    torch.manual_seed(7)
-    plain = score_pairs(f, memory, queries, modes=("project", "project")).logits
+    torch.manual_seed(7)  # need_weights: the explicit-softmax path for the plain projections too (not SDPA)
+    plain = score_pairs(f, memory, queries, need_weights=True, modes=("project", "project")).logits
     torch.manual_seed(7)
     folded = score_pairs(f, memory, queries, modes=modes).logits
     torch.manual_seed(8)

@@ -13,9 +13,13 @@ Shapes (B images, T texts, D width, W = text_max_length word slots, N = h*w patc
 
 The official fusion (`TQN_Model.forward`) repeats every query once per memory item and runs the decoder on
 all B x T query rows; `fusion_reference` restates exactly that through core's `TransformerDecoder`.
-`score_pairs` computes the same scores with batched tensor operations: keys/values are projected once per
-memory item, the first layer's query LayerNorm / projection run on the T distinct queries and are
-broadcast, attention runs through SDPA unless the maps are asked for, nothing is repeated B-fold.
+`score_pairs` computes the same scores with batched tensor operations and no work per pair that does not
+depend on the pair: the memory LayerNorm once per memory item, layer 0's query LayerNorm / projection once per
+query (broadcast), and in every layer the cheapest exact factorisation of the attention products
+(`pair_plan`): with long memories and few queries (image tokens at B <= 64) the key and value projections are
+folded onto the per-pair side (scores = (Wk^T q) . m, output = Wv (P m)), with short memories (compacted
+text) onto the memory side (scores = y . (Wq^T k), output = sum_h P_h (V_h Wo_h^T)); otherwise plain
+projections through SDPA. Nothing is repeated B-fold.
 """
 
 from __future__ import annotations
@@ -218,9 +222,10 @@ def score_pairs(
     True = ignore (None: the official behaviour, nothing masked). Same maths as `fusion_reference` (up to
     float rounding), with no work repeated per pair that does not depend on the pair: the memory LayerNorm
     runs once per memory item, layer 0's query LayerNorm and projection once per query; each layer picks
-    the cheapest exact factorisation of its key and value products (`pair_plan`; `modes` forces one).
-    need_weights returns the head-averaged attention maps. memory_bias (N, S) is added to every attention
-    score (`compact_pad_memory` uses it to stand for repeated slots).
+    the cheapest exact factorisation of its key and value products (`pair_plan`; `modes` forces one; the
+    plain projections without maps go through SDPA). need_weights returns the head-averaged attention maps.
+    memory_bias (N, S) is added to every attention score (`compact_pad_memory` uses it to stand for repeated
+    slots).
     """
     ln = fusion.decoder_norm
     n, s, d = memory.shape
@@ -241,16 +246,26 @@ def score_pairs(
         attn = layer.multihead_attn
         (wq, wk, wv), (bq, bk, bv) = _mha_params(attn)
         key_mode, value_mode = modes or pair_plan(x.shape[0] * t, n, t, s, d, h)
-        scores = _attention_logits(key_mode, layer.norm2(x), mem, wq, bq, wk, bk, h, scale)
-        if bias is not None:
-            scores = scores + bias
-        probs = scores.softmax(dim=-1)  # (N, H, T, S)
-        if need_weights:
-            maps.append(probs.mean(dim=1))  # (N, T, S)
         dropped = fusion.training and attn.dropout > 0
-        if dropped:
-            probs = F.dropout(probs, attn.dropout, training=True)
-        x = x + layer.dropout2(_attention_output(value_mode, probs, mem, wv, bv, attn.out_proj, h, dropped))
+        if key_mode == value_mode == "project" and not need_weights:  # fused attention (SDPA)
+            q = F.linear(layer.norm2(x), wq, bq).view(x.shape[0], t, h, d // h).transpose(1, 2)
+            k = F.linear(mem, wk, bk).view(n, s, h, d // h).transpose(1, 2)  # (N, H, S, dh)
+            v = F.linear(mem, wv, bv).view(n, s, h, d // h).transpose(1, 2)
+            o = F.scaled_dot_product_attention(
+                q.expand(n, -1, -1, -1), k, v, attn_mask=bias, dropout_p=attn.dropout if dropped else 0.0
+            )  # (N, H, T, dh)
+            attn_out = attn.out_proj(o.transpose(1, 2).reshape(n, t, d))
+        else:
+            scores = _attention_logits(key_mode, layer.norm2(x), mem, wq, bq, wk, bk, h, scale)
+            if bias is not None:
+                scores = scores + bias
+            probs = scores.softmax(dim=-1)  # (N, H, T, S)
+            if need_weights:
+                maps.append(probs.mean(dim=1))  # (N, T, S)
+            if dropped:
+                probs = F.dropout(probs, attn.dropout, training=True)
+            attn_out = _attention_output(value_mode, probs, mem, wv, bv, attn.out_proj, h, dropped)
+        x = x + layer.dropout2(attn_out)
         x = x + layer._ff_block(layer.norm3(x))  # (N, T, D)
         if return_states:
             states.append(x)
