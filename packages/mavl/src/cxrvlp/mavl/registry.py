@@ -32,11 +32,13 @@ def mavl_r50(**overrides) -> Mavl:
     paper_config=False,
 )
 def mavl_tiny(**overrides) -> Mavl:
-    base = dict(
-        backbone="tiny-cnn", tiny_channels=32, image_size=64, d_model=32, num_layers=2, nhead=2,
-        dim_feedforward=64, pool_heads=2, text_dim=32, text_encoder=None,
-    )  # fmt: skip
-    return _build(base, overrides)
+    return _build(_TINY, overrides)
+
+
+_TINY = dict(
+    backbone="tiny-cnn", tiny_channels=32, image_size=64, d_model=32, num_layers=2, nhead=2,
+    dim_feedforward=64, pool_heads=2, text_dim=32, text_encoder=None,
+)  # fmt: skip
 
 
 @register_model(
@@ -72,11 +74,8 @@ def medklip_r50(**overrides) -> Mavl:
     paper_config=False,
 )
 def medklip_tiny(**overrides) -> Mavl:
-    base = dict(
-        variant="medklip", n_aspects=1, backbone="tiny-cnn", tiny_channels=32, image_size=64, d_model=32,
-        num_layers=2, nhead=2, dim_feedforward=64, text_dim=32, text_encoder=None,
-    )  # fmt: skip
-    return _build(base, overrides)
+    """MedKLIP on the tiny MAVL sizes (tests and contract checks)."""
+    return _build({**_TINY, "variant": "medklip", "n_aspects": 1}, overrides)
 
 
 def train(config: str | Path, overrides: Sequence[str] = ()) -> Path:
