@@ -100,7 +100,6 @@ def load_official_adapter(source: str | Path, name: str | None = None, device=No
     return MavlAdapter.from_official(source, name=name, device=device, books=books, **kw)
 
 
-
 def _release(file_name: str, notes: str) -> PretrainedRecord:
     return PretrainedRecord(
         "mavl-r50", file_name, "Google Drive link of the official README (mavl.md section 5)", 224,
