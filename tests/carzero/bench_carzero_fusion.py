@@ -18,13 +18,25 @@ encoder makes them: 4 to 14 word slots incl. [CLS]/[SEP], like the harness' 6-12
 
 Scores are compared in eval mode (dropout off) on the same inputs and weights before the timing; the runs are
 interleaved (official, ours, official, ours, ...) and the medians and their ratio are printed.
+
+With `--harness perf_official/carzero/step_time.py --harness-python VENV/bin/python --harness-src SRC` the
+official side is the official code itself (`CARZeroDQNWOSAGLMLP.forward` + `calc_loss` with the encoders
+replaced by fixed random features, the harness' "fusion scaling" section, one subprocess per batch size) and
+ours is timed in this process right after it, batch size by batch size, round after round:
+
+    python tests/carzero/bench_carzero_fusion.py --batch 8 16 32 64 --rounds 2 --repeats 2 \
+        --harness ../shared/perf_official/carzero/step_time.py --harness-python VENV/bin/python \
+        --harness-src SRC --out fusion_vs_official.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import tempfile
 import time
 
 import torch
@@ -90,24 +102,23 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_step(fn, fusion, inputs, device) -> float:
+def time_step(fn, fusion, inputs, device, split: bool = False):
+    """Seconds of forward + loss + backward (split: the pair (forward + loss, backward))."""
     feats = [x.detach().requires_grad_(x.is_floating_point()) for x in inputs]
     fusion.zero_grad(set_to_none=True)
     _sync(device)
     t0 = time.perf_counter()
     loss = fn(*feats)[2]
+    _sync(device)
+    t1 = time.perf_counter()
     loss.backward()
     _sync(device)
-    return time.perf_counter() - t0
+    t2 = time.perf_counter()
+    return (t1 - t0, t2 - t1) if split else t2 - t0
 
 
 def run(batch: int, repeats: int, device: str = "cpu", compact: bool = True, seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    fusion = CarzeroFusion(768).to(device)  # released sizes: 4 layers, 4 heads, FFN 1024, MLP 1024-512-256-1
-    with torch.no_grad():  # larger weights than N(0, 0.02): non-trivial attention and logits spread
-        for p in fusion.parameters():
-            if p.dim() > 1:
-                p.mul_(3.0)
+    fusion = make_fusion(device, seed)  # released sizes: 4 layers, 4 heads, FFN 1024, MLP 1024-512-256-1
     ours = OursFusion(fusion, compact)
     inputs = make_inputs(batch, seed=seed, device=device)
     img_g, img_l, txt_g, txt_l, word_mask = inputs
@@ -146,6 +157,69 @@ def run(batch: int, repeats: int, device: str = "cpu", compact: bool = True, see
     }
 
 
+def make_fusion(device="cpu", seed: int = 0) -> CarzeroFusion:
+    """The released fusion sizes with weights x3 (non-trivial attention), in train mode."""
+    torch.manual_seed(seed)
+    fusion = CarzeroFusion(768).to(device)
+    with torch.no_grad():
+        for p in fusion.parameters():
+            if p.dim() > 1:
+                p.mul_(3.0)
+    return fusion.train()
+
+
+def run_harness(harness: str, python: str, src: str, batch: int, steps: int, threads: int) -> dict:
+    """One official fusion-scaling row (`step_time.py --skip-train --skip-infer --fusion-batches B`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "official.json")
+        cmd = [python, harness, "--src", src, "--batch", str(batch), "--skip-train", "--skip-infer",
+               "--fusion-batches", str(batch), "--fusion-steps", str(steps), "--threads", str(threads),
+               "--rss-limit-mib", "9000", "--out", out]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0 or not os.path.exists(out):
+            raise RuntimeError(f"official harness failed (rc {proc.returncode}): {proc.stderr[-2000:]}")
+        with open(out) as f:
+            return json.load(f)["fusion_loss_scaling"]["rows"][0]
+
+
+def run_against_harness(a) -> list[dict]:
+    """Official code (harness subprocess) and ours (this process), interleaved per batch size and round."""
+    fusion = make_fusion()
+    ours = OursFusion(fusion, compact=not a.no_compact)
+    keys = (
+        "official_fwd_bwd_s",
+        "official_fwd_s",
+        "official_loss",
+        "ours_fwd_bwd_s",
+        "ours_fwd_s",
+        "ours_loss",
+    )
+    rows = {b: {"batch": b, "threads": a.threads, **{k: [] for k in keys}} for b in a.batch}
+    for _ in range(a.rounds):
+        for b in a.batch:
+            r = rows[b]
+            off = run_harness(a.harness, a.harness_python, a.harness_src, b, a.repeats + 1, a.threads)
+            r["official_fwd_s"] += off["fwd_s"][1:]
+            r["official_fwd_bwd_s"] += [f + w for f, w in zip(off["fwd_s"][1:], off["bwd_s"][1:])]
+            r["official_loss"].append(off["loss"])
+            inputs = make_inputs(b)
+            time_step(ours.step, fusion, inputs, "cpu")  # warm-up, as the harness' first step
+            for _ in range(a.repeats):
+                fwd, bwd = time_step(ours.step, fusion, inputs, "cpu", split=True)
+                r["ours_fwd_s"].append(fwd)
+                r["ours_fwd_bwd_s"].append(fwd + bwd)
+            with torch.no_grad():
+                r["ours_loss"].append(float(ours.step(*inputs)[2]))
+            print(f"B={b}: official {statistics.median(r['official_fwd_bwd_s']):.3f} s, ours "
+                  f"{statistics.median(r['ours_fwd_bwd_s']):.3f} s so far", flush=True)  # fmt: skip
+    for r in rows.values():
+        r["official_median_s"] = statistics.median(r["official_fwd_bwd_s"])
+        r["ours_median_s"] = statistics.median(r["ours_fwd_bwd_s"])
+        r["speedup"] = r["official_median_s"] / r["ours_median_s"]
+        r["fwd_speedup"] = statistics.median(r["official_fwd_s"]) / statistics.median(r["ours_fwd_s"])
+    return list(rows.values())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, nargs="+", default=[64])
@@ -154,8 +228,26 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-compact", action="store_true", help="keep the 98-slot t2i memory in ours")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rounds", type=int, default=1, help="with --harness: rounds over all batch sizes")
+    ap.add_argument("--harness", default=None, help="official step_time.py (time the official code)")
+    ap.add_argument("--harness-python", default=None, help="the python of the harness venv (setup.sh)")
+    ap.add_argument("--harness-src", default=None, help="the extracted official repository")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if a.harness:
+        rows = run_against_harness(a)
+        for r in rows:
+            print(
+                f"B={r['batch']} threads={a.threads}: official code {r['official_median_s']:.3f} s, ours "
+                f"{r['ours_median_s']:.3f} s (fwd+bwd, medians of {len(r['ours_fwd_bwd_s'])}, interleaved) "
+                "-> "
+                f"{r['speedup']:.2f}x (forward alone {r['fwd_speedup']:.2f}x)",
+                flush=True,
+            )
+        if a.out:
+            with open(a.out, "w") as f:
+                json.dump(rows, f, indent=1)
+        return
     rows = []
     for b in a.batch:
         r = run(b, a.repeats, a.device, compact=not a.no_compact)

@@ -127,3 +127,57 @@ def test_compacted_pad_memory_gives_the_same_scores_and_gradients(fusion):
     g_full = torch.autograd.grad(full[[0, 1, 3]].sum(), [queries])[0]
     g_small = torch.autograd.grad(small.sum(), [queries])[0]
     torch.testing.assert_close(g_small, g_full, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("key_mode", ["project", "fold_query", "fold_key"])
+@pytest.mark.parametrize("value_mode", ["project", "fold_value", "fold_out"])
+def test_every_factorisation_gives_the_reference_scores_maps_and_gradients(fusion, key_mode, value_mode):
+    torch.manual_seed(6)
+    memory = torch.randn(3, 7, 32, requires_grad=True)
+    queries = torch.randn(5, 32, requires_grad=True)
+    bias = torch.randn(3, 7) * 0.5  # stands for compacted pad slots
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[1, 5:] = True
+    ref = fusion_reference(fusion, memory, queries)
+    ours = score_pairs(fusion, memory, queries, need_weights=True, modes=(key_mode, value_mode))
+    torch.testing.assert_close(ours.logits, ref.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.stack(ours.maps), torch.stack(ref.maps), rtol=1e-5, atol=1e-6)
+    params = [memory, queries] + [p for p in fusion.parameters() if p.requires_grad]
+    g_ref = torch.autograd.grad(symmetric_ce(ref.logits[:, :3])[0], params, allow_unused=True)
+    g_ours = torch.autograd.grad(symmetric_ce(ours.logits[:, :3])[0], params, allow_unused=True)
+    for a, b in zip(g_ours, g_ref):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # the plan's modes with a mask and an additive bias equal forcing the plain projections
+    kw = {"memory_mask": mask, "memory_bias": bias}
+    masked = score_pairs(fusion, memory, queries, modes=(key_mode, value_mode), **kw)
+    plain = score_pairs(fusion, memory, queries, modes=("project", "project"), **kw)
+    torch.testing.assert_close(masked.logits, plain.logits, rtol=1e-5, atol=1e-5)
+
+
+def test_pair_plan_picks_the_cheapest_factorisation():
+    from cxrvlp.carzero.model import pair_plan
+
+    # released sizes at B = 64: image tokens (197) fold per pair; compacted text (15 slots) folds per memory
+    assert pair_plan(64 * 64, 64, 64, 197, 768, 4) == ("fold_query", "fold_value")
+    assert pair_plan(64 * 64, 64, 64, 15, 768, 4) == ("fold_key", "fold_out")
+    # many heads and many queries sharing each long memory: the plain projections
+    assert pair_plan(1024 * 1024, 1024, 1024, 197, 768, 12) == ("project", "project")
+
+
+@pytest.mark.parametrize("modes", [("fold_query", "fold_value"), ("fold_key", "fold_out")])
+def test_factorisations_agree_in_train_mode_under_the_same_dropout_draws(modes):
+    # every mode draws its dropout masks on tensors of the same shapes in the same order, so one seed gives
+    # the same masks: the rescaled (non-normalised) attention rows must give the same outputs
+    torch.manual_seed(0)
+    f = CarzeroFusion(32, nhead=4, dim_feedforward=64, num_layers=2, mlp_hidden=(24,), dropout=0.3).train()
+    memory, queries = torch.randn(3, 9, 32), torch.randn(4, 32)
+    torch.manual_seed(7)  # need_weights: the explicit-softmax path for the plain projections too (not SDPA)
+    plain = score_pairs(f, memory, queries, need_weights=True, modes=("project", "project")).logits
+    torch.manual_seed(7)
+    folded = score_pairs(f, memory, queries, modes=modes).logits
+    torch.manual_seed(8)
+    other_draw = score_pairs(f, memory, queries, modes=modes).logits
+    torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-5)
+    assert (other_draw - plain).abs().max() > 1e-3  # dropout is really on

@@ -13,9 +13,13 @@ Shapes (B images, T texts, D width, W = text_max_length word slots, N = h*w patc
 
 The official fusion (`TQN_Model.forward`) repeats every query once per memory item and runs the decoder on
 all B x T query rows; `fusion_reference` restates exactly that through core's `TransformerDecoder`.
-`score_pairs` computes the same scores with batched tensor operations: keys/values are projected once per
-memory item, the first layer's query LayerNorm / projection run on the T distinct queries and are
-broadcast, attention runs through SDPA unless the maps are asked for, nothing is repeated B-fold.
+`score_pairs` computes the same scores with batched tensor operations and no work per pair that does not
+depend on the pair: the memory LayerNorm once per memory item, layer 0's query LayerNorm / projection once per
+query (broadcast), and in every layer the cheapest exact factorisation of the attention products
+(`pair_plan`): with long memories and few queries (image tokens at B <= 64) the key and value projections are
+folded onto the per-pair side (scores = (Wk^T q) . m, output = Wv (P m)), with short memories (compacted
+text) onto the memory side (scores = y . (Wq^T k), output = sum_h P_h (V_h Wo_h^T)); otherwise plain
+projections through SDPA. Nothing is repeated B-fold.
 """
 
 from __future__ import annotations
@@ -103,9 +107,103 @@ class PairScores:
 
 
 def _mha_params(attn: nn.MultiheadAttention):
+    # unbind, not slicing: its backward stacks the three gradients once instead of zero-filling the whole
+    # (3D, D) in_proj gradient per slice
     d = attn.embed_dim
-    w, b = attn.in_proj_weight, attn.in_proj_bias
-    return (w[:d], w[d : 2 * d], w[2 * d :]), (b[:d], b[d : 2 * d], b[2 * d :])
+    return attn.in_proj_weight.view(3, d, d).unbind(0), attn.in_proj_bias.view(3, d).unbind(0)
+
+
+KEY_MODES = ("project", "fold_query", "fold_key")
+VALUE_MODES = ("project", "fold_value", "fold_out")
+
+
+def pair_plan(rows: int, n: int, t: int, s: int, d: int, h: int) -> tuple[str, str]:
+    """The cheapest (key mode, value mode) by multiply-adds for one layer; every mode gives the same scores.
+
+    rows = distinct query rows (T in layer 0, N*T after it). Keys, with y the normalised query state:
+      project     k = Wk m per memory token, q = Wq y per row, scores q.k     N S D^2 + rows D^2 + N T S D
+      fold_query  q~_h = Wk_h^T q_h per row, scores q~_h . m (no key proj.)  2 rows D^2 + N T H S D
+      fold_key    K~_h = Wq_h^T k_h per memory token, scores y . K~_h        2 N S D^2 + N T H S D
+    Values, with P the attention probabilities:
+      project     v = Wv m per memory token, P v, then Wo                     N S D^2 + N T S D + N T D^2
+      fold_value  c_h = P_h m per pair, then Wv_h, then Wo                    N T H S D + 2 N T D^2
+      fold_out    U_h = (Wv_h m) Wo_h^T per memory token, sum_h P_h U_h       2 N S D^2 + N T H S D
+    Per-memory projections pay off when many queries share them (large T, long memories use `project`);
+    per-pair folding when the memory is long and T small (image tokens at B <= 64); `fold_*` on the
+    memory side when the memory is short (compacted text) and rows many. Ties keep `project`.
+    """
+    pairs, mem = n * t, n * s
+    keys = {
+        "project": mem * d * d + rows * d * d + pairs * s * d,
+        "fold_query": 2 * rows * d * d + pairs * h * s * d,
+        "fold_key": 2 * mem * d * d + pairs * h * s * d,
+    }
+    values = {
+        "project": mem * d * d + pairs * s * d + pairs * d * d,
+        "fold_value": pairs * h * s * d + 2 * pairs * d * d,
+        "fold_out": 2 * mem * d * d + pairs * h * s * d,
+    }
+    return min(KEY_MODES, key=keys.__getitem__), min(VALUE_MODES, key=values.__getitem__)
+
+
+def _attention_logits(mode, y, mem, wq, bq, wk, bk, h: int, scale: float) -> torch.Tensor:
+    """Scaled scores (N, H, T, S) of queries y (R, T, D) (R = 1: shared by all memory items) on mem (N, S, D).
+
+    Exact rewrites of (Wq y + bq)_h . (Wk m + bk)_h * scale: the bracket is multiplied out in a different
+    order, no term is dropped (the ones constant over S still cancel in the softmax, as in the official code).
+    """
+    r, t, d = y.shape
+    n, s, _ = mem.shape
+    dh = d // h
+    if mode == "fold_key":
+        k = F.linear(mem, wk, bk).view(n, s, h, dh)
+        k_t = torch.einsum("nshc,hcd->nhsd", k, wq.view(h, dh, d)) * scale  # (N, H, S, D): Wq_h^T k_h
+        k_b = torch.einsum("nshc,hc->nhs", k, bq.view(h, dh)) * scale  # bq_h . k_h
+        if r == 1:  # one (N*H*S, D) x (D, T) product
+            out = (k_t.reshape(n * h * s, d) @ y[0].t()).view(n, h, s, t).transpose(2, 3)
+        else:
+            out = torch.matmul(y, k_t.reshape(n, h * s, d).transpose(1, 2)).view(n, t, h, s).transpose(1, 2)
+        return out + k_b[:, :, None, :]
+    q = F.linear(y, wq, bq).view(r, t, h, dh) * scale
+    if mode == "fold_query":
+        q_t = torch.einsum("rthc,hcd->rhtd", q, wk.view(h, dh, d))  # (R, H, T, D): Wk_h^T q_h
+        q_b = torch.einsum("rthc,hc->rht", q, bk.view(h, dh))[..., None]  # q_h . bk_h, constant over S
+        if r == 1:  # one (N*S, D) x (D, H*T) product
+            out = (mem.reshape(n * s, d) @ q_t[0].reshape(h * t, d).t()).view(n, s, h, t).permute(0, 2, 3, 1)
+        else:
+            out = torch.matmul(q_t.reshape(n, h * t, d), mem.transpose(1, 2)).view(n, h, t, s)
+        return out + q_b
+    if mode != "project":
+        raise ConfigError(f"key mode must be one of {KEY_MODES}, got '{mode}'")
+    k = F.linear(mem, wk, bk).view(n, s, h, dh).permute(0, 2, 3, 1)  # (N, H, dh, S)
+    return torch.matmul(q.transpose(1, 2), k)  # (R, H, T, dh) x (N, H, dh, S) -> (N, H, T, S)
+
+
+def _attention_output(mode, probs, mem, wv, bv, out_proj: nn.Linear, h: int, dropped: bool) -> torch.Tensor:
+    """out_proj(concat_h P_h (Wv m + bv)_h) as (N, T, D) for probabilities (N, H, T, S); exact rewrites.
+
+    dropped: P went through dropout (its rows do not sum to 1)."""
+    n, _, t, s = probs.shape
+    d = mem.shape[-1]
+    dh = d // h
+    if mode == "fold_out":
+        v = F.linear(mem, wv, bv).view(n, s, h, dh)
+        wo = out_proj.weight.view(d, h, dh)
+        u = torch.einsum("nshc,ehc->nhse", v, wo)  # (N, H, S, D): (Wv_h m + bv_h) Wo_h^T
+        p = probs.transpose(1, 2).reshape(n, t, h * s)
+        return torch.baddbmm(out_proj.bias, p, u.reshape(n, h * s, d))
+    if mode == "fold_value":
+        c = torch.matmul(probs.reshape(n, h * t, s), mem).view(n, h, t, d)  # P_h m
+        o = torch.einsum("nhtd,hcd->nthc", c, wv.view(h, dh, d))  # Wv_h (P_h m)
+        if dropped:  # + bv_h * sum_s P_h: dropout rescaled P, so its rows no longer sum to 1
+            o = o + bv.view(h, dh) * probs.sum(dim=-1).transpose(1, 2)[..., None]
+        else:
+            o = o + bv.view(h, dh)
+        return out_proj(o.reshape(n, t, d))
+    if mode != "project":
+        raise ConfigError(f"value mode must be one of {VALUE_MODES}, got '{mode}'")
+    v = F.linear(mem, wv, bv).view(n, s, h, dh).transpose(1, 2)  # (N, H, S, dh)
+    return out_proj(torch.matmul(probs, v).transpose(1, 2).reshape(n, t, d))
 
 
 def score_pairs(
@@ -116,21 +214,24 @@ def score_pairs(
     return_states: bool = False,
     memory_mask: torch.Tensor | None = None,
     memory_bias: torch.Tensor | None = None,
+    modes: tuple[str, str] | None = None,
 ) -> PairScores:
     """Score every (memory item n, query t) pair with the fusion's weights, batched.
 
     memory (N, S, D) un-normalised tokens; queries (T, D) un-normalised global vectors; memory_mask (N, S)
     True = ignore (None: the official behaviour, nothing masked). Same maths as `fusion_reference` (up to
-    float rounding): keys/values are projected once per memory item; layer 0 normalises and projects the T
-    distinct queries once and broadcasts them over N; later layers work on (N, T, D) query states.
-    need_weights returns the head-averaged attention maps (explicit softmax); otherwise SDPA. memory_bias
-    (N, S) is added to every attention score (`compact_pad_memory` uses it to stand for repeated slots).
+    float rounding), with no work repeated per pair that does not depend on the pair: the memory LayerNorm
+    runs once per memory item, layer 0's query LayerNorm and projection once per query; each layer picks
+    the cheapest exact factorisation of its key and value products (`pair_plan`; `modes` forces one; the
+    plain projections without maps go through SDPA). need_weights returns the head-averaged attention maps.
+    memory_bias (N, S) is added to every attention score (`compact_pad_memory` uses it to stand for repeated
+    slots).
     """
     ln = fusion.decoder_norm
     n, s, d = memory.shape
     t = queries.shape[0]
     h = fusion.nhead
-    dh = d // h
+    scale = 1.0 / math.sqrt(d // h)
     mem = ln(memory)  # (N, S, D)
     x: torch.Tensor = ln(queries)[None]  # (1, T, D): broadcast over N until layer 0's residual
     bias = None
@@ -144,27 +245,28 @@ def score_pairs(
     for layer in fusion.decoder.layers:
         attn = layer.multihead_attn
         (wq, wk, wv), (bq, bk, bv) = _mha_params(attn)
-        k = F.linear(mem, wk, bk).view(n, s, h, dh).transpose(1, 2)  # (N, H, S, dh), once per memory item
-        v = F.linear(mem, wv, bv).view(n, s, h, dh).transpose(1, 2)
-        q = F.linear(layer.norm2(x), wq, bq)  # (1 or N, T, D)
-        q = q.view(q.shape[0], t, h, dh).transpose(1, 2)  # (1 or N, H, T, dh)
-        drop = attn.dropout if fusion.training else 0.0
-        if need_weights:
-            scores = torch.matmul(q * (1.0 / math.sqrt(dh)), k.transpose(-2, -1))  # (N, H, T, S)
+        key_mode, value_mode = modes or pair_plan(x.shape[0] * t, n, t, s, d, h)
+        dropped = fusion.training and attn.dropout > 0
+        if key_mode == value_mode == "project" and not need_weights:  # fused attention (SDPA)
+            q = F.linear(layer.norm2(x), wq, bq).view(x.shape[0], t, h, d // h).transpose(1, 2)
+            k = F.linear(mem, wk, bk).view(n, s, h, d // h).transpose(1, 2)  # (N, H, S, dh)
+            v = F.linear(mem, wv, bv).view(n, s, h, d // h).transpose(1, 2)
+            o = F.scaled_dot_product_attention(
+                q.expand(n, -1, -1, -1), k, v, attn_mask=bias, dropout_p=attn.dropout if dropped else 0.0
+            )  # (N, H, T, dh)
+            attn_out = attn.out_proj(o.transpose(1, 2).reshape(n, t, d))
+        else:
+            scores = _attention_logits(key_mode, layer.norm2(x), mem, wq, bq, wk, bk, h, scale)
             if bias is not None:
                 scores = scores + bias
-            probs = scores.softmax(dim=-1)
-            maps.append(probs.mean(dim=1))  # (N, T, S)
-            if drop > 0:
-                probs = F.dropout(probs, drop, training=True)
-            o = torch.matmul(probs, v)  # (N, H, T, dh)
-        else:
-            if q.shape[0] != n:
-                q = q.expand(n, -1, -1, -1)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=drop)
-        o = o.transpose(1, 2).reshape(n, t, d)
-        x = x + layer.dropout2(attn.out_proj(o))  # (N, T, D)
-        x = x + layer._ff_block(layer.norm3(x))
+            probs = scores.softmax(dim=-1)  # (N, H, T, S)
+            if need_weights:
+                maps.append(probs.mean(dim=1))  # (N, T, S)
+            if dropped:
+                probs = F.dropout(probs, attn.dropout, training=True)
+            attn_out = _attention_output(value_mode, probs, mem, wv, bv, attn.out_proj, h, dropped)
+        x = x + layer.dropout2(attn_out)
+        x = x + layer._ff_block(layer.norm3(x))  # (N, T, D)
         if return_states:
             states.append(x)
     if x.shape[0] != n:  # zero decoder layers: still one row per pair

@@ -15,6 +15,10 @@ BIO_CLINICAL_BERT = "emilyalsentzer/Bio_ClinicalBERT"
 class MavlModelConfig:
     """Sizes and choices of one MAVL model; defaults are the paper's (`MAVL_resnet.yaml`)."""
 
+    # mavl (the paper) | medklip (MAVL's base, spec §3.6: 75 description queries, per-query Linear heads
+    # `cl_fc` / `classifier`, plain Dropout, trunk `res_features` without ImageNet init, no pool/temp/global
+    # loss)
+    variant: str = "mavl"
     backbone: str = "resnet50"  # resnet50 (paper) | tiny-cnn (ours, tests) | efficientnet-lite0 (ours, small)
     image_pretrained: Any = None  # resnet50: path to torchvision weights; efficientnet-lite0: True = packaged
     image_size: int = 224

@@ -16,6 +16,9 @@ Deviations that do not change the math: one log-softmax per direction over the (
 a Python loop over the 9 aspects, computed in the similarities' dtype (the official code promotes to
 float64 through its float64 labels); masked means instead of boolean indexing (no host sync).
 Ours (named): an empty mask gives 0 instead of the official NaN (a batch without a present entity).
+
+MedKLIP (`medklip-r50`, spec §3.6): the same presence and location terms and no global term; pass
+`global_sim=None` / `temp=None` (its model has neither).
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ class MavlLoss(nn.Module):
         cls_logits: torch.Tensor,  # (B, E, 2)
         labels: torch.Tensor,  # (B, E) in {-1, 0, 1}
         location_logits: torch.Tensor | None,  # (B, E, K), candidate 0 = the positive landmark
-        global_sim: torch.Tensor,  # (B, E, A) cosines
-        temp: torch.Tensor,  # (A,) log logit scales
+        global_sim: torch.Tensor | None,  # (B, E, A) cosines (None: MedKLIP, no global term)
+        temp: torch.Tensor | None,  # (A,) log logit scales
     ) -> dict[str, torch.Tensor]:
         valid = (labels != -1) & (labels != 2)  # (B, E)
         target = (labels == 1).long()
@@ -62,6 +65,9 @@ class MavlLoss(nn.Module):
         if location_logits is not None and self.location_weight:
             loc = torch.logsumexp(location_logits, -1) - location_logits[..., 0]  # CE with target 0, (B, E)
             terms["location_loss"] = self.location_weight * _masked_mean(loc, labels == 1)
+        if global_sim is None or temp is None:  # MedKLIP: L = CE + location CE
+            terms["loss"] = sum(v for k, v in terms.items() if k.endswith("_loss"))
+            return terms
         c = (labels == 1).to(global_sim.dtype).unsqueeze(-1).expand_as(global_sim)  # (B, E, A)
         logits = global_sim * temp.exp().to(global_sim.dtype)  # (B, E, A)
         i2t = soft_target_ce(logits, c, dim=1)  # (A,)

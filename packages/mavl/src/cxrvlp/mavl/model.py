@@ -10,6 +10,14 @@ here (`ana_book` (L, 768), `concept_book` (E*9, 768), row 9*e + k = entity e, as
 carries them; the official code keeps them as plain attributes outside the state dict, and the importer
 allows them to be absent from a release.
 
+`variant="medklip"` (`medklip-r50`) is MAVL's base, MedKLIP as the MAVL repository ships it
+(`Pretrain/models/model_MedKLIP.py`, spec §3.6): the queries are the 75 entity descriptions only (one
+"aspect": the concept book's description rows), the trunk is `res_features` (random init), location and
+presence heads are per-query Linears (`cl_fc` 256 -> 768, `classifier` 256 -> 2), the feature dropout is
+plain Dropout, and there is no AttentionPool2d, no `temp` and no global contrastive term (`x_global` and
+`global_sim` are None).
+The rest (res_l1/res_l2, the pre-norm decoder with self-attention, the location logits) is shared.
+
 Shapes at every change are noted as comments; Q = E * A queries (E entities, A = 9 aspects), M = h*w
 memory tokens.
 
@@ -39,12 +47,12 @@ from torch import nn
 class MavlOutput:
     """What the forward returns (B images, E entities, A aspects, Q = E*A, M memory tokens, D = d_model)."""
 
-    x_global: torch.Tensor  # (B, D) AttentionPool2d output
+    x_global: torch.Tensor | None  # (B, D) AttentionPool2d output (None: medklip)
     query_embed: torch.Tensor  # (Q, D)
     features: torch.Tensor  # (Q, B, D) decoder output after the final LayerNorm (before feature dropout)
     cls_logits: torch.Tensor  # (B, E, 2)
     l_emb: torch.Tensor  # (B, E, text_dim) location embeddings
-    global_sim: torch.Tensor  # (B, E, A) cosine(x_global, query_embed)
+    global_sim: torch.Tensor | None  # (B, E, A) cosine(x_global, query_embed) (None: medklip)
     aspect_features: torch.Tensor  # (B, E, A, D) after feature dropout (what the heads read)
     attention_maps: list[torch.Tensor]  # need_maps: L x (B, Q, M) head-averaged cross-attention, else []
 
@@ -139,9 +147,17 @@ class Mavl(nn.Module):
             cfg = MavlModelConfig(**{**cfg.to_dict(), **overrides})
         self.config = cfg
         d, a = cfg.d_model, cfg.n_aspects
-        self.backbone, c, stride = build_backbone(cfg)
-        grid = cfg.image_size // stride
-        self.pool = AttentionPool2d(grid, c, cfg.pool_heads, d)
+        self.medklip = cfg.variant == "medklip"
+        if cfg.variant not in ("mavl", "medklip"):
+            raise ValueError(f"unknown MAVL variant '{cfg.variant}' (mavl, medklip)")
+        if self.medklip and a != 1:
+            raise ValueError(f"variant medklip has one query per entity: n_aspects must be 1, got {a}")
+        trunk, c, stride = build_backbone(cfg)
+        if self.medklip:
+            self.res_features = trunk  # the official name in MedKLIP's state dict
+        else:
+            self.backbone = trunk
+            self.pool = AttentionPool2d(cfg.image_size // stride, c, cfg.pool_heads, d)
         self.res_l1 = nn.Sequential(nn.Conv2d(c, c, kernel_size=1), nn.PReLU())
         self.res_l2 = nn.Conv2d(c, d, kernel_size=1)
         self.disease_embedding_layer = nn.Linear(cfg.text_dim, d)
@@ -150,13 +166,17 @@ class Mavl(nn.Module):
             normalize_before=True, self_attention=cfg.self_attention,
         )  # fmt: skip
         self.decoder = TransformerDecoder(layer, cfg.num_layers, nn.LayerNorm(d))
-        self.location_emb = nn.Conv1d(d, cfg.text_dim, kernel_size=a, stride=a)
+        if self.medklip:
+            self.cl_fc = nn.Linear(d, cfg.text_dim)  # location embedding per query
+        else:
+            self.location_emb = nn.Conv1d(d, cfg.text_dim, kernel_size=a, stride=a)
         self.classifier = nn.Linear(d * a, cfg.attribute_set_size)
-        self.temp = nn.Parameter(torch.full((a,), math.log(1 / cfg.temperature_init)))
+        if not self.medklip:
+            self.temp = nn.Parameter(torch.full((a,), math.log(1 / cfg.temperature_init)))
         self.register_buffer("ana_book", torch.zeros(cfg.n_landmarks, cfg.text_dim))
         self.register_buffer("concept_book", torch.zeros(cfg.n_entities * a, cfg.text_dim))
         for name, module in self.named_children():
-            if name != "backbone":
+            if name not in ("backbone", "res_features"):
                 module.apply(_init_weights)
 
     # ------------------------------------------------------------------------------------------------------
@@ -164,20 +184,29 @@ class Mavl(nn.Module):
     def n_aspects(self) -> int:
         return self.config.n_aspects
 
+    @property
+    def trunk(self) -> nn.Module:
+        """The image trunk (`backbone` in MAVL, `res_features` in MedKLIP)."""
+        return self.res_features if self.medklip else self.backbone
+
     def set_books(
         self, ana_book: torch.Tensor | None = None, concept_book: torch.Tensor | None = None
     ) -> None:
-        """Copy new books in ((L, T) and (E*A, T)); the entity count must match the config."""
+        """Copy new books in ((L, T) and (E*A, T)); the entity count must match the config. MedKLIP (A = 1)
+        also takes a MAVL book (E*9, T) and keeps its description rows (aspect 0 = MedKLIP's descriptions)."""
         with torch.no_grad():
             if ana_book is not None:
                 self.ana_book.copy_(ana_book)
             if concept_book is not None:
+                e, width = self.config.n_entities, concept_book.shape[-1]
+                if self.n_aspects == 1 and concept_book.shape[0] == e * 9:
+                    concept_book = concept_book.view(e, 9, width)[:, 0]
                 self.concept_book.copy_(concept_book)
 
-    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, 3, H, W) -> trunk map (B, C, h, w), x_global (B, D), memory map (B, D, h, w)."""
-        f = self.backbone(images)  # (B, C, h, w)
-        x_global = self.pool(f)  # (B, D)
+    def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(B, 3, H, W) -> trunk map (B, C, h, w), x_global (B, D) (None: medklip), memory (B, D, h, w)."""
+        f = self.trunk(images)  # (B, C, h, w)
+        x_global = None if self.medklip else self.pool(f)  # (B, D)
         memory = self.res_l2(self.res_l1(f))  # (B, D, h, w)
         return f, x_global, memory
 
@@ -200,13 +229,19 @@ class Mavl(nn.Module):
     ) -> MavlOutput:
         book = self.concept_book if concept_book is None else concept_book
         a = self.n_aspects
-        b = x_global.shape[0]
+        b = memory.shape[0]
         mem = memory.flatten(2).permute(2, 0, 1)  # (M, B, D), position p = w*row + col
         query_embed = self.disease_embedding_layer(book)  # (Q, D)
         q, d = query_embed.shape
         e = q // a
         tgt = query_embed.unsqueeze(1).expand(q, b, d)  # (Q, B, D)
         features, maps = self.decoder(tgt, mem, need_weights=need_maps)  # (Q, B, D), L x (B, Q, M)
+        if self.medklip:  # per-query heads on (B, E, D) after plain Dropout
+            out = F.dropout(features, self.config.feature_dropout, self.training).transpose(0, 1)
+            return MavlOutput(
+                x_global=None, query_embed=query_embed, features=features, cls_logits=self.classifier(out),
+                l_emb=self.cl_fc(out), global_sim=None, aspect_features=out[:, :, None], attention_maps=maps,
+            )  # fmt: skip
         # nn.Dropout2d on a 3-D tensor = Dropout1d over (Q, B, D): whole D-vectors per (query, image).
         out = F.dropout1d(features, self.config.feature_dropout, self.training)  # (Q, B, D)
         l_emb = self.location_emb(out.permute(1, 2, 0)).permute(

@@ -29,11 +29,13 @@ def mavl_r50(**overrides) -> Mavl:
     paper_config=False,
 )
 def mavl_tiny(**overrides) -> Mavl:
-    base = dict(
-        backbone="tiny-cnn", tiny_channels=32, image_size=64, d_model=32, num_layers=2, nhead=2,
-        dim_feedforward=64, pool_heads=2, text_dim=32, text_encoder=None,
-    )  # fmt: skip
-    return _build(base, overrides)
+    return _build(_TINY, overrides)
+
+
+_TINY = dict(
+    backbone="tiny-cnn", tiny_channels=32, image_size=64, d_model=32, num_layers=2, nhead=2,
+    dim_feedforward=64, pool_heads=2, text_dim=32, text_encoder=None,
+)  # fmt: skip
 
 
 @register_model(
@@ -49,6 +51,28 @@ def mavl_small(**overrides) -> Mavl:
         dim_feedforward=512, text_dim=384, text_encoder="minilm-l6", text_max_length=128,
     )  # fmt: skip
     return _build(base, overrides)
+
+
+@register_model(
+    "medklip-r50",
+    method=METHOD,
+    description="MedKLIP (MAVL's base, spec mavl.md §3.6): ResNet-50 (layer3, random init) + 4-layer "
+    "75-query decoder, per-query presence/location heads, no global term",
+)
+def medklip_r50(**overrides) -> Mavl:
+    """MedKLIP as shipped in the MAVL repository (`Pretrain/models/model_MedKLIP.py`)."""
+    return _build(dict(variant="medklip", n_aspects=1), overrides)
+
+
+@register_model(
+    "medklip-tiny",
+    method=METHOD,
+    description="MedKLIP wiring on the tiny CNN (64 px), d_model 32, 2 decoder layers: tests, NOT the paper",
+    paper_config=False,
+)
+def medklip_tiny(**overrides) -> Mavl:
+    """MedKLIP on the tiny MAVL sizes (tests and contract checks)."""
+    return _build({**_TINY, "variant": "medklip", "n_aspects": 1}, overrides)
 
 
 def _release(file_name: str, notes: str) -> PretrainedRecord:

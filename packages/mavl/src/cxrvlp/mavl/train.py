@@ -34,7 +34,8 @@ class MavlTaskModule(TaskModule):
     def forward(self, batch):
         out = self.model(batch["images"])
         loc = self.model.location_logits(out.l_emb, batch["location_index"])
-        terms = self.loss(out.cls_logits, batch["labels"], loc, out.global_sim, self.model.temp)
+        temp = getattr(self.model, "temp", None)  # MedKLIP has none
+        terms = self.loss(out.cls_logits, batch["labels"], loc, out.global_sim, temp)
         return {k: v for k, v in terms.items() if k != "loss"}
 
 

@@ -55,6 +55,8 @@ class MavlAdapter:
     scored in 'feature' mode (presence-head softmax; official for seen classes), any other class is appended
     as new queries (its description + aspects through the same text encoder) and scored in 'text' mode
     (aspect cosine against 'normal' and 'clear'; official for unseen classes). `mode` forces one of them.
+    MedKLIP (`medklip-r50`) has no global head: every class, seen or new, is scored in 'feature' mode (new
+    names are new description queries through the same presence head).
     """
 
     def __init__(
@@ -72,7 +74,10 @@ class MavlAdapter:
         self.device = torch.device(device or "cpu")
         self.model = model.to(self.device).eval()
         self.cfg = model.config
-        self.mode = mode
+        self.medklip = getattr(model, "medklip", False)
+        if self.medklip and mode == "text":
+            raise ValueError("MedKLIP has no global head: zero-shot mode 'text' needs MAVL (use 'feature')")
+        self.mode = "feature" if self.medklip else mode
         self.batch_size = batch_size
         self.size = self.cfg.image_size
         self.text_max_length = text_max_length or self.cfg.text_max_length
@@ -85,11 +90,11 @@ class MavlAdapter:
             zero_shot_protocol=(
                 "official: seen entities -> softmax of the presence head (feature mode); unseen -> "
                 "sigmoid(cos(x_global, aspect query) - cos to 'normal'/'clear'), averaged (text mode)"
-                if mode == "auto" else f"official {mode} mode for every class"
+                if self.mode == "auto" else f"official {self.mode} mode for every class"
             ),
             grounding="official: decoder cross-attention, mean over layers and aspects "
-            "[description, patterns, shape, texture], bilinear upsampling (align_corners=True), "
-            "not normalised",
+            + ("[description]" if self.medklip else "[description, patterns, shape, texture]")
+            + ", bilinear upsampling (align_corners=True), not normalised",
             checkpoint_sha256=checkpoint_sha256,
             extra={
                 "knowledge_texts": knowledge if knowledge != "ours" else
@@ -165,7 +170,8 @@ class MavlAdapter:
             xs.append(x)
             mems.append(m)
             pooled.append(f.mean((2, 3)))
-        return {"x_global": torch.cat(xs), "memory": torch.cat(mems), "pooled": torch.cat(pooled)}
+        x_global = None if xs[0] is None else torch.cat(xs)  # None: MedKLIP
+        return {"x_global": x_global, "memory": torch.cat(mems), "pooled": torch.cat(pooled)}
 
     # --- texts (entities) --------------------------------------------------------------------------------
     def _entity_book(self, entities: Sequence[str]) -> torch.Tensor:
@@ -177,7 +183,8 @@ class MavlAdapter:
         new = [e for e in entities if e not in ENTITIES and e not in self._books]
         if new:
             cfg = {**self.cfg.to_dict(), "text_max_length": self.text_max_length}
-            b = books_for(cfg, entities=new)["concept_book"].view(len(new), a, -1)
+            book = books_for(cfg, entities=new)["concept_book"]
+            b = book.view(len(new), -1, book.shape[-1])[:, :a]  # MedKLIP (a = 1): the descriptions
             self._books.update({e: b[i].to(self.device) for i, e in enumerate(new)})
         rows = [trained[ENTITIES.index(e)] if e in ENTITIES else self._books[e] for e in entities]
         return torch.stack(rows).reshape(-1, trained.shape[-1])
@@ -194,18 +201,21 @@ class MavlAdapter:
     @torch.no_grad()
     def _decode(self, image_emb, book: torch.Tensor, need_maps: bool = False):
         outs = []
-        n = image_emb["x_global"].shape[0]
+        n = image_emb["memory"].shape[0]
+        x_global = image_emb["x_global"]
         for i in range(0, n, self.batch_size):
             sl = slice(i, i + self.batch_size)
-            outs.append(
-                self.model.decode(image_emb["x_global"][sl], image_emb["memory"][sl], book, need_maps)
-            )
+            x = None if x_global is None else x_global[sl]
+            outs.append(self.model.decode(x, image_emb["memory"][sl], book, need_maps))
         return outs
 
     def similarity(self, image_emb, text_emb) -> torch.Tensor:
         """(B, P): ours (the paper has no retrieval): mean over aspects of cos(x_global, aspect query)."""
         outs = self._decode(image_emb, text_emb["book"])
-        sim = torch.cat([o.global_sim for o in outs])  # (B, E, A)
+        if self.medklip:  # no global head: the presence probability stands for the similarity (ours)
+            sim = torch.cat([score_feature(o.cls_logits) for o in outs])[..., None]  # (B, E, 1)
+        else:
+            sim = torch.cat([o.global_sim for o in outs])  # (B, E, A)
         idx = [text_emb["entities"].index(t) for t in text_emb["texts"]]
         return sim[:, idx].mean(-1).float()
 
@@ -215,7 +225,7 @@ class MavlAdapter:
         entities = self._query_set(names)
         outs = self._decode(image_emb, self._entity_book(entities))
         feat = torch.cat([score_feature(o.cls_logits) for o in outs])  # (B, E)
-        text = torch.cat([score_text(o.global_sim) for o in outs])  # (B, E)
+        text = feat if self.medklip else torch.cat([score_text(o.global_sim) for o in outs])  # (B, E)
         cols = []
         for n in names:
             j = entities.index(n)
@@ -234,11 +244,10 @@ class MavlAdapter:
         from cxrvlp.mavl.model import heatmaps
 
         emb = self.encode_images(images)
+        aspects = tuple(k for k in GROUNDING_ASPECTS if k < self.model.n_aspects)  # MedKLIP: (0,)
         entities = self._query_set(texts)
         outs = self._decode(emb, self._entity_book(entities), need_maps=True)
-        heat = torch.cat(
-            [heatmaps(o.attention_maps, self.model.n_aspects, GROUNDING_ASPECTS, mode) for o in outs]
-        )
+        heat = torch.cat([heatmaps(o.attention_maps, self.model.n_aspects, aspects, mode) for o in outs])
         side = int(round(heat.shape[-1] ** 0.5))
         idx = [entities.index(t) for t in texts]
         maps = heat[:, idx].reshape(heat.shape[0], len(idx), side, side)
