@@ -126,12 +126,24 @@ def test_linear_probe_100_percent_once_and_features_from_the_cache(tmp_path):
     assert len(ctx2.record["cache_hits"]) == 3  # no feature re-extracted for the second seed
 
 
-def test_segmentation_trains_decoder():
-    res = TASK_RUNNERS["segmentation"](_ctx(_ds(), seg_epochs=2, seg_max_train=16))
+def test_segmentation_label_fractions_stream_from_a_disk_cache(tmp_path):
+    ctx = _ctx(_ds(), seg_epochs=2, seg_max_train=16, seg_fractions=(0.25, 1.0), bootstrap=50)
+    ctx.cache_dir, ctx.fingerprint = tmp_path, lambda split: f"toy {split}"
+    res = TASK_RUNNERS["segmentation"](ctx)
     m = res["metrics"]
-    assert 0.0 <= m["dice_all_images"] <= 1.0 and "dice" not in m  # no headline that rewards empty masks
-    assert m["dice_positives"] is None or 0.0 <= m["dice_positives"] <= 1.0
+    for k in ("25%", "100%"):  # no headline that rewards empty masks: Dice on positives and on all, apart
+        assert 0.0 <= m[f"dice_all_images@{k}"] <= 1.0 and "dice" not in m
+        assert m[f"dice_positives@{k}"] is None or 0.0 <= m[f"dice_positives@{k}"] <= 1.0
+        lo, hi = res["ci95"][f"dice_all_images@{k}"]
+        assert lo <= m[f"dice_all_images@{k}"] <= hi
+    assert res["fractions"]["25%"]["n_train"] < res["fractions"]["100%"]["n_train"] == 16
     assert res["final_train_loss"] is not None and np.isfinite(res["final_train_loss"])
+    maps = sorted(tmp_path.glob("*segmaps*"))
+    assert len(maps) == 2 and all((d / "meta.json").is_file() for d in maps)  # train and test, on disk
+    ctx2 = _ctx(_ds(), seg_epochs=2, seg_max_train=16, seg_fractions=(1.0,), bootstrap=0)
+    ctx2.cache_dir, ctx2.fingerprint, ctx2.seed = tmp_path, ctx.fingerprint, 1
+    TASK_RUNNERS["segmentation"](ctx2)
+    assert len(ctx2.record["cache_hits"]) == 2  # the next seed reads the maps, encodes nothing
 
 
 def test_segmentation_skips_without_encoder():

@@ -110,3 +110,66 @@ THRESHOLDS = tuple(float(t) for t in _gnd_thresholds())
 def dice(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Per-image hard Dice (empty ground truth scores 1 when the prediction is empty, else 0)."""
     return np.asarray(_seg.dice_per_image(pred.astype(np.float32), gt.astype(np.float32)), dtype=np.float64)
+
+
+BOOTSTRAP = 1000  # resamples behind every 95 % interval (`run --bootstrap`)
+
+
+def _weighted_auroc(groups: np.ndarray, pos: np.ndarray, n_groups: int, w: np.ndarray) -> float:
+    """AUROC of one class when row i counts w[i] times; `groups` ranks the scores (ties share a group)."""
+    p = np.bincount(groups[pos], w[pos], n_groups)
+    n = np.bincount(groups[~pos], w[~pos], n_groups)
+    sp, sn = p.sum(), n.sum()
+    if sp == 0 or sn == 0:
+        return float("nan")
+    below = np.cumsum(n) - n  # negatives strictly below each score group
+    return float((p * (below + 0.5 * n)).sum() / (sp * sn))
+
+
+def bootstrap_draws(n_rows: int, n: int, seed: int):
+    """n resamples with replacement, each as (n_rows,) row multiplicities (one at a time: memory O(rows))."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        yield np.bincount(rng.integers(0, n_rows, n_rows), minlength=n_rows).astype(np.float64)
+
+
+def auroc_macro_ci(
+    y_true: np.ndarray, y_score: np.ndarray, n: int = BOOTSTRAP, seed: int = 0
+) -> tuple[float, float] | None:
+    """95 % percentile-bootstrap interval of the macro AUROC over images (NaN labels dropped per class;
+    a resample's macro averages the classes with both outcomes in it, as the point figure does)."""
+    y_true, y_score = np.asarray(y_true, np.float64), np.asarray(y_score, np.float64)
+    if len(y_true) < 2 or n <= 0:
+        return None
+    cls = []  # per scorable class: its rows, positives and score groups (ranked once)
+    for c in range(y_true.shape[1]):
+        ok = np.isfinite(y_true[:, c])
+        pos = y_true[ok, c] > 0.5
+        if pos.all() or not pos.any():
+            continue
+        _, groups = np.unique(y_score[ok, c], return_inverse=True)
+        cls.append((ok, pos, groups, int(groups.max()) + 1))
+    if not cls:
+        return None
+    macro = []
+    for d in bootstrap_draws(len(y_true), n, seed):
+        vals = [_weighted_auroc(g, p, k, d[ok]) for ok, p, g, k in cls]
+        vals = [v for v in vals if np.isfinite(v)]
+        macro.append(np.mean(vals) if vals else np.nan)
+    return _interval(np.asarray(macro))
+
+
+def mean_ci(values: np.ndarray, n: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float] | None:
+    """95 % percentile-bootstrap interval of the mean of per-item values (Dice per image, hits per query)."""
+    v = np.asarray(values, np.float64)
+    if len(v) < 2 or n <= 0:
+        return None
+    return _interval(np.asarray([d @ v / len(v) for d in bootstrap_draws(len(v), n, seed)]))
+
+
+def _interval(vals: np.ndarray) -> tuple[float, float] | None:
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
+        return None
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return float(lo), float(hi)

@@ -30,11 +30,14 @@ def run_zeroshot(ctx: TaskContext) -> dict[str, Any]:
     if ds.multiclass:
         keep = np.nansum(y, axis=1) == 1  # exactly one positive class per image
         out["metrics"] = {"accuracy": scoring.multiclass_accuracy(y[keep], s[keep])}
+        hit = np.argmax(s[keep], 1) == np.argmax(np.nan_to_num(y[keep]), 1)
+        out["ci95"] = {"accuracy": scoring.mean_ci(hit.astype(np.float64), ctx.n_bootstrap, ctx.seed)}
         out["threshold_choice"] = "none: argmax over classes"
     else:
         cls = scoring.classification(y, s, ds.classes)
         out["metrics"] = {"auroc_macro": cls["auroc_macro"], "auprc_macro": cls["auprc_macro"]}
         out["per_class"] = {"auroc": cls["auroc"], "auprc": cls["auprc"]}
+        out["ci95"] = {"auroc_macro": scoring.auroc_macro_ci(y, s, ctx.n_bootstrap, ctx.seed)}
         if ds.val_split is not None:
             val = ctx.load(ds.val_split)
             yv = label_matrix(val, ds.classes, ds.name)
