@@ -106,6 +106,36 @@ def test_retrieval_recall_and_class_match():
     assert res["n_texts"] <= res["n_images"]
 
 
+def test_label_conditioned_precision_at_k_by_hand():
+    from cxrvlp.bench import scoring
+
+    sim = np.array([[0.9, 0.8, 0.1], [0.2, 0.3, 0.7]])
+    rel = np.array([[False, True, True], [True, False, False]])
+    r = scoring.class_retrieval(sim, rel, ks=(1, 2))
+    assert r["hit@1"].tolist() == [0.0, 0.0] and r["hit@2"].tolist() == [1.0, 0.0]
+    assert r["P@1"].tolist() == [0.0, 0.0] and r["P@2"].tolist() == [0.5, 0.0]
+
+
+def test_retrieval_on_a_one_class_per_image_set_reports_benchx_precision():
+    import dataclasses
+
+    one_hot = []
+    for i, s in enumerate(toy_samples(30, CLASSES, 5, with_reports=True)):
+        lab = np.zeros(len(CLASSES), np.float32)
+        lab[i % len(CLASSES)] = 1.0
+        rep = f"{CLASSES[i % len(CLASSES)]} present, case {i}."
+        one_hot.append(dataclasses.replace(s, labels=lab, report=rep, sections={"findings": rep}))
+    ctx = _ctx(_ds(multiclass=True), bootstrap=100)
+    ctx.load = {"test": one_hot}.__getitem__
+    res = TASK_RUNNERS["retrieval"](ctx)
+    m, ci = res["metrics"], res["ci95"]
+    for d in ("i2t", "t2i"):
+        assert 0.0 <= m[f"{d}_P@10"] <= m[f"{d}_class_hit@10"] <= 1.0
+        lo, hi = ci[f"{d}_P@5"]
+        assert lo <= m[f"{d}_P@5"] <= hi
+    assert "same class" in res["class_match"] and res["n_texts"] == 30
+
+
 def test_linear_probe_fractions_and_seed():
     res = TASK_RUNNERS["linear_probe"](_ctx(_ds(), fractions=(0.1, 1.0)))
     assert set(res["fractions"]) == {"10%", "100%"}

@@ -103,6 +103,37 @@ PADCHEST_RARE = (  # MAVL's 39 "rare" findings (mavl.md §6.1)
     "pulmonary venous hypertension",
     "double J stent",
 )
+PADCHEST_UNSEEN_26 = (  # MAVL's 26 listed unseen findings (mavl.md §6.1)
+    "hypoexpansion basal",
+    "non axial articular degenerative changes",
+    "central venous catheter via jugular vein",
+    "multiple nodules",
+    "COPD signs",
+    "calcified densities",
+    "mediastinal shift",
+    "hiatal hernia",
+    "volume loss",
+    "mediastinic lipomatosis",
+    "central venous catheter",
+    "ground glass pattern",
+    "surgery lung",
+    "miliary opacities",
+    "sclerotic bone lesion",
+    "pleural plaques",
+    "osteosynthesis material",
+    "calcified mediastinal adenopathy",
+    "apical pleural thickening",
+    "aortic elongation",
+    "major fissure thickening",
+    "callus rib fracture",
+    "pulmonary venous hypertension",
+    "cervical rib",
+    "loculated pleural effusion",
+    "flattened diaphragm",
+)
+# MAVL builds PadChest-unseen as a Python set() of the 26 and the 39 rare (random order; the order does not
+# change a macro AUROC, so ours is sorted). Five names are in both lists: 60 classes, not the spec's "64".
+PADCHEST_UNSEEN = tuple(sorted(set(PADCHEST_UNSEEN_26) | set(PADCHEST_RARE)))
 VINDR18 = (
     "Aortic enlargement",
     "Atelectasis",
@@ -175,6 +206,10 @@ class BenchDataset:
     # patient-level 70/15/15 split of what the reader returns (datasets without official split files).
     split_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     grounding_split: str | None = None  # defaults to test_split (ChestX-ray14: the bbox subset)
+    # classes = the reader's own list for the test split minus these (CARZero's PadChest: every label string
+    # of the manually annotated subset except "normal"); `classes` is then filled in when the data are opened
+    classes_from_reader: tuple[str, ...] | None = None
+    rare_k: int = 0  # also report macro AUROC over the k least frequent test classes (CARZero's PadChest20)
 
     def supports(self, task: str) -> bool:
         """Whether `task` is defined on this dataset."""
@@ -244,14 +279,36 @@ for _ds in (
         "chexpert-5x200",
         "chexpert",
         CHEXPERT5,
-        ("zeroshot",),
+        ("zeroshot", "retrieval"),
         test_split="5x200",
         val_split=None,
         train_split=None,
         multiclass=True,
-        expected_files="chexpert_5x200.csv (GLoRIA's 1,000-image list) and its images",
-        description="CheXpert 5x200: 200 images per class, 5-way argmax accuracy (no thresholds)",
+        expected_files="chexpert_5x200.csv (GLoRIA's 1,000-image list, Report Impression for retrieval)",
+        description=(
+            "CheXpert 5x200: 200 images per class, 5-way argmax accuracy (no thresholds); retrieval over the "
+            "list's Report Impression texts with class-matched Hit@K / Precision@K (BenchX)"
+        ),
         split_kwargs={"5x200": {"split": "5x200"}},
+    ),
+    BenchDataset(
+        "mimic-5x200",
+        "mimic-cxr",
+        CHEXPERT5,
+        ("zeroshot", "retrieval"),
+        test_split="5x200",
+        val_split=None,
+        train_split=None,
+        multiclass=True,
+        expected_files=(
+            "mimic-cxr-2.0.0-{split,metadata,chexpert}.csv.gz, files/pXX/... JPGs and the free-text reports"
+        ),
+        description=(
+            "MIMIC 5x200 (MedCLIP / BenchX recipe, derived): 200 frontal official-test images per CheXpert "
+            "competition class with that class alone positive; retrieval over their reports (Hit@K, "
+            "Precision@K) and 5-way argmax accuracy"
+        ),
+        split_kwargs={"5x200": {"split": "test", "_per_class": 200}},
     ),
     BenchDataset(
         "chestxray14",
@@ -299,6 +356,38 @@ for _ds in (
         description="PadChest, MAVL's 39 rare findings (unseen in pretraining)",
         reader_kwargs={"classes": PADCHEST_RARE},
         split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
+    ),
+    BenchDataset(
+        "padchest-unseen",
+        "padchest",
+        PADCHEST_UNSEEN,
+        ("zeroshot",),
+        test_split="test",
+        val_split="val",
+        train_split=None,
+        expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
+        description="PadChest, MAVL's unseen findings (its 26 listed unseen plus the 39 rare: 60 unique)",
+        reader_kwargs={"classes": PADCHEST_UNSEEN},
+        split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
+    ),
+    BenchDataset(
+        "padchest-192",
+        "padchest",
+        (),
+        ("zeroshot",),
+        test_split="test",
+        val_split=None,
+        train_split=None,
+        expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv (MethodLabel column) and images",
+        description=(
+            "PadChest as CARZero reports it: every manually annotated image (MethodLabel == Physician), all "
+            "its label strings except 'normal' (192 on the official file) in alphabetical order; "
+            "PadChest20 = macro AUROC over the 20 least frequent of them"
+        ),
+        reader_kwargs={"manual_only": True},
+        split_kwargs={"test": {}},
+        classes_from_reader=("normal",),
+        rare_k=20,
     ),
     BenchDataset(
         "openi",

@@ -62,6 +62,7 @@ def run_suite(
     versions = package_versions()
     for src in sources.values():
         src.check()  # fail before any model loads when a root is missing
+        src.resolve_classes()  # data-defined class lists (CARZero's PadChest) before any result is keyed
     for spec in methods:
         adapter = None
         for dname, src in sources.items():

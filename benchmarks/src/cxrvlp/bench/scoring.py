@@ -69,11 +69,16 @@ def _ranks(sim: np.ndarray, gt_sets: list[set[int]]) -> np.ndarray:
     return out
 
 
-def retrieval(sim: np.ndarray, gt: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
-    """Image->text and text->image recall@K from an (N_img, N_txt) similarity and each image's text index."""
+def retrieval_ranks(sim: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1-based rank of the paired text per image (i2t) and of the best paired image per text (t2i)."""
     r_i2t = _ranks(sim, [{int(t)} for t in gt])
     imgs_of = [set(np.flatnonzero(gt == t).tolist()) for t in range(sim.shape[1])]
-    r_t2i = _ranks(sim.T, imgs_of)
+    return r_i2t, _ranks(sim.T, imgs_of)
+
+
+def retrieval(sim: np.ndarray, gt: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
+    """Image->text and text->image recall@K from an (N_img, N_txt) similarity and each image's text index."""
+    r_i2t, r_t2i = retrieval_ranks(sim, gt)
     out: dict[str, Any] = {}
     for k in ks:
         out[f"i2t_R@{k}"] = float(np.mean(r_i2t <= k))
@@ -83,18 +88,28 @@ def retrieval(sim: np.ndarray, gt: np.ndarray, ks: Sequence[int] = (1, 5, 10)) -
     return out
 
 
+def class_retrieval(
+    sim: np.ndarray, relevant: np.ndarray, ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, np.ndarray]:
+    """Label-conditioned retrieval (BenchX): per query, Hit@K (a top-K candidate is relevant) and
+    Precision@K (share of the top K that is relevant). sim and relevant are (N_query, N_candidate)."""
+    order = np.argsort(-sim, axis=1, kind="stable")
+    out = {}
+    for k in ks:
+        top = np.take_along_axis(relevant, order[:, :k], axis=1)  # (N_query, k)
+        out[f"hit@{k}"] = top.any(1).astype(np.float64)
+        out[f"P@{k}"] = top.sum(1) / float(min(k, sim.shape[1]))
+    return out
+
+
 def class_match(
     sim: np.ndarray, img_labels: np.ndarray, txt_labels: np.ndarray, ks=(1, 5, 10)
 ) -> dict[str, Any]:
     """Class-match Hit@K: a retrieved text counts when it shares a positive class with the image."""
-    order = np.argsort(-sim, axis=1, kind="stable")
     share = (img_labels > 0).astype(np.int64) @ (txt_labels > 0).astype(np.int64).T > 0  # (N_img, N_txt)
     has = (img_labels > 0).any(1)
-    out = {}
-    for k in ks:
-        hit = np.take_along_axis(share, order[:, :k], axis=1).any(1)
-        out[f"class_hit@{k}"] = float(hit[has].mean()) if has.any() else None
-    return out
+    hits = class_retrieval(sim, share, ks)
+    return {f"class_hit@{k}": float(hits[f"hit@{k}"][has].mean()) if has.any() else None for k in ks}
 
 
 def grounding(heatmaps: np.ndarray, masks: np.ndarray) -> dict[str, float]:

@@ -142,7 +142,8 @@ def run_linear_probe(ctx: TaskContext) -> dict[str, Any]:
         "n": {s: len(v) for s, v in splits.items()},
         "protocol": (
             "scikit-learn LogisticRegression per class on standardised frozen adapter.image_features; "
-            f"C in {list(C_GRID)} chosen by validation AUROC; label fraction subsampled with this seed{once}; "
+            f"C in {list(C_GRID)} chosen by validation AUROC; label fraction subsampled with this "
+            f"seed{once}; "
             f"95 % percentile bootstrap over test images ({ctx.n_bootstrap} resamples)"
         ),
     }

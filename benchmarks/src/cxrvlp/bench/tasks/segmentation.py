@@ -76,7 +76,7 @@ class FrozenEncoderUnet(nn.Module):
 
 
 class _SegItems(Dataset):
-    """Samples -> (index, preprocessed image, ground-truth mask in the adapter's frame); runs in the loader."""
+    """Samples -> (index, preprocessed image, ground-truth mask in the adapter's frame), in the loader."""
 
     def __init__(self, samples, adapter, cls: str) -> None:
         self.samples, self.adapter, self.cls = samples, adapter, cls
@@ -223,7 +223,7 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def run_segmentation(ctx: TaskContext) -> dict[str, Any]:
-    """Train a decoder on 1/10/100 % of the training split (subsampled with this seed); Dice at 0.5 on test."""
+    """Train a decoder on 1/10/100 % of the training images (seeded subsample); Dice at 0.5 on test."""
     ds = ctx.dataset
     if adapter_image_encoder(ctx.adapter) is None:
         raise TaskSkipped("the adapter exposes no image_encoder (needed to put a decoder over it)")
@@ -236,8 +236,12 @@ def run_segmentation(ctx: TaskContext) -> dict[str, Any]:
     fractions = tuple(opts.get("seg_fractions", FRACTIONS))
     n_boot = ctx.n_bootstrap
     with tempfile.TemporaryDirectory(prefix="cxrvlp-seg-") as tmp:
-        train = encode_split(ctx, ds.train_split, cls, limit, _maps_folder(ctx, ds.train_split, cls, limit, Path(tmp)))
-        test = encode_split(ctx, ds.test_split, cls, None, _maps_folder(ctx, ds.test_split, cls, None, Path(tmp)))
+        train = encode_split(
+            ctx, ds.train_split, cls, limit, _maps_folder(ctx, ds.train_split, cls, limit, Path(tmp))
+        )
+        test = encode_split(
+            ctx, ds.test_split, cls, None, _maps_folder(ctx, ds.test_split, cls, None, Path(tmp))
+        )
         train_pos = np.asarray(train.masks.reshape(len(train), -1).any(1))
         metrics: dict[str, Any] = {}
         ci: dict[str, Any] = {}
@@ -252,7 +256,11 @@ def run_segmentation(ctx: TaskContext) -> dict[str, Any]:
                 "dice_all_images": float(d.mean()),
                 "empty_on_negatives": float(empty[~pos].mean()) if (~pos).any() else None,
             }
-            per_fraction[k] = {**m, "n_train": int(len(rows)), "final_train_loss": losses[-1] if losses else None}
+            per_fraction[k] = {
+                **m,
+                "n_train": int(len(rows)),
+                "final_train_loss": losses[-1] if losses else None,
+            }
             for name, v in m.items():
                 metrics[f"{name}@{k}"] = v
             ci[f"dice_positives@{k}"] = scoring.mean_ci(d[pos], n_boot, ctx.seed) if pos.sum() > 1 else None
@@ -271,8 +279,9 @@ def run_segmentation(ctx: TaskContext) -> dict[str, Any]:
         "epochs": epochs,
         "final_train_loss": per_fraction[f"{int(round(fractions[-1] * 100))}%"]["final_train_loss"],
         "protocol": (
-            "frozen adapter.image_encoder (maps cached on disk, float16), smp UnetDecoder (zero-channel skips "
-            "where the encoder has no map), BCE + soft Dice, AdamW wd 0.05, trained on each label fraction of "
+            "frozen adapter.image_encoder (maps cached on disk, float16), smp UnetDecoder (zero-channel "
+            "skips where the encoder has no map), BCE + soft Dice, AdamW wd 0.05, trained on each label "
+            "fraction of "
             "the training images (subsampled with this seed); Dice at 0.5 on positive test images (headline) "
             "and on all test images (empty GT scores 1 iff prediction empty), reported separately; 95 % "
             f"percentile bootstrap over test images ({n_boot} resamples)"
