@@ -49,7 +49,13 @@ def cmd_run(a: argparse.Namespace) -> int:
         seeds=[int(s) for s in _csv(a.seeds)],
         batch_size=a.batch_size,
         skip_existing=a.skip_existing,
-        task_options={"seg_epochs": a.seg_epochs},
+        task_options={
+            "seg_epochs": a.seg_epochs,
+            "bootstrap": a.bootstrap,
+            "num_workers": a.workers,
+            **({"fractions": a.fractions} if a.fractions else {}),
+            **({"seg_fractions": a.fractions} if a.fractions else {}),
+        },
     )
     summary = run_suite(methods, sources, a.out, opts)
     print(
@@ -180,6 +186,19 @@ def parser() -> argparse.ArgumentParser:
         "--skip-existing", action="store_true", help="keep finished JSONs, redo missing/broken ones"
     )
     r.add_argument("--seg-epochs", type=int, default=20, help="segmentation decoder epochs")
+    r.add_argument(
+        "--fractions",
+        type=lambda v: tuple(float(x) / 100 for x in _csv(v)),
+        default=None,
+        metavar="PCT,...",
+        help="label fractions in percent for linear probe and segmentation (default: 1,10,100)",
+    )
+    r.add_argument(
+        "--bootstrap", type=int, default=1000, help="resamples of every 95 %% interval (0: no intervals)"
+    )
+    r.add_argument(
+        "--workers", type=int, default=0, help="DataLoader workers reading images (0: in the main process)"
+    )
     r.add_argument("--device", default=None, help="torch device (default: Accelerate's choice)")
     r.set_defaults(fn=cmd_run)
 

@@ -42,6 +42,11 @@ class TaskContext:
 
         return int(self.options.get("bootstrap", BOOTSTRAP))
 
+    @property
+    def num_workers(self) -> int:
+        """DataLoader workers that read and preprocess images (`run --workers`; 0 = in this process)."""
+        return int(self.options.get("num_workers", 0))
+
     def cache_key(self, kind: str, split: str) -> str | None:
         """Hash of (kind, model + checkpoint + preprocessing, the split's images); None without a cache."""
         if self.cache_dir is None or self.fingerprint is None:

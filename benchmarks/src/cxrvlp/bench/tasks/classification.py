@@ -29,7 +29,12 @@ def run_zeroshot(ctx: TaskContext) -> dict[str, Any]:
         raise TaskSkipped(f"{ds.name}: the {ds.test_split} split is empty")
     y = label_matrix(test, ds.classes, ds.name)  # (N, C)
     s = class_scores(
-        ctx.adapter, test, prompts, batch_size=ctx.batch_size, desc=f"{ds.name} zero-shot"
+        ctx.adapter,
+        test,
+        prompts,
+        batch_size=ctx.batch_size,
+        num_workers=ctx.num_workers,
+        desc=f"{ds.name} zero-shot",
     )  # (N, C)
     if not np.isfinite(s).all():
         raise FloatingPointError(f"{ctx.method} on {ds.name}: non-finite zero-shot scores")
@@ -57,7 +62,14 @@ def run_zeroshot(ctx: TaskContext) -> dict[str, Any]:
         if ds.val_split is not None:
             val = ctx.load(ds.val_split)
             yv = label_matrix(val, ds.classes, ds.name)
-            sv = class_scores(ctx.adapter, val, prompts, batch_size=ctx.batch_size, desc=f"{ds.name} val")
+            sv = class_scores(
+                ctx.adapter,
+                val,
+                prompts,
+                batch_size=ctx.batch_size,
+                num_workers=ctx.num_workers,
+                desc=f"{ds.name} val",
+            )
             thr = scoring.choose_thresholds(yv, sv)
             th = scoring.thresholded(y, s, thr, ds.classes)
             out["metrics"].update({"f1_macro": th["f1_macro"], "accuracy_macro": th["accuracy_macro"]})

@@ -88,6 +88,7 @@ def run_grounding(ctx: TaskContext) -> dict[str, Any]:
             samples,
             lambda x, t=text: _first_map(ctx.adapter.localize(x, [t])),
             batch_size=ctx.batch_size,
+            num_workers=ctx.num_workers,
             desc=f"{ds.name} grounding {cls}",
         )
         masks = np.stack([to_adapter_frame(ctx.adapter, m) for _, m in items])  # (N, S, S)

@@ -47,7 +47,12 @@ def run_retrieval(ctx: TaskContext) -> dict[str, Any]:
     images = subset(test, kept)
     ctx.record["text_section"] = TEXT_SECTION
     sim = text_similarities(
-        ctx.adapter, images, texts, batch_size=ctx.batch_size, desc=f"{ds.name} retrieval"
+        ctx.adapter,
+        images,
+        texts,
+        batch_size=ctx.batch_size,
+        num_workers=ctx.num_workers,
+        desc=f"{ds.name} retrieval",
     )
     if not np.isfinite(sim).all():
         raise FloatingPointError(f"{ctx.method} on {ds.name}: non-finite similarities")

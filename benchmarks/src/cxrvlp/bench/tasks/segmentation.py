@@ -133,7 +133,7 @@ def encode_split(ctx: TaskContext, split: str, cls: str, limit: int | None, fold
     loader = DataLoader(
         _SegItems(samples, ctx.adapter, cls),
         batch_size=ctx.batch_size,
-        num_workers=int(ctx.options.get("num_workers", 0)),
+        num_workers=ctx.num_workers,
     )
     levels, masks, size = None, None, None
     bar = progress(loader, f"{ctx.dataset.name} {split} encoder maps", len(loader))
