@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from bench_doubles import BlobAdapter, NoMapAdapter, toy_samples
 from cxrvlp.bench.datasets import BenchDataset
 from cxrvlp.bench.tasks import TASK_RUNNERS, TaskContext, TaskSkipped
@@ -179,3 +180,39 @@ def test_segmentation_label_fractions_stream_from_a_disk_cache(tmp_path):
 def test_segmentation_skips_without_encoder():
     with pytest.raises(TaskSkipped, match="image_encoder"):
         TASK_RUNNERS["segmentation"](_ctx(_ds(), adapter=NoMapAdapter(CLASSES)))
+
+
+class _ConvEncoder(torch.nn.Module):
+    """A trainable stand-in encoder: one conv, pooled per quadrant (so the head can see where blobs are)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x):
+        from cxrvlp.core.encoders.base import ImageEncoderOutput
+
+        f = torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 2).flatten(1)  # (B, 8)
+        return ImageEncoderOutput(global_feat=f)
+
+
+def test_finetune_end_to_end_chooses_lr_on_validation_and_leaves_the_adapter_alone():
+    adapter = BlobAdapter(CLASSES)
+    adapter.image_encoder = _ConvEncoder()
+    before = {k: v.clone() for k, v in adapter.image_encoder.state_dict().items()}
+    ctx = _ctx(_ds(), adapter=adapter, fractions=(0.25, 1.0), ft_lrs=(1e-3, 1e-2), ft_epochs=3, bootstrap=50)
+    res = TASK_RUNNERS["finetune"](ctx)
+    for k in ("25%", "100%"):
+        f = res["fractions"][k]
+        assert f["lr"] in (1e-3, 1e-2) and set(f["val_auroc_macro_by_lr"]) == {"0.001", "0.01"}
+        lo, hi = res["ci95"][f"auroc_macro@{k}"]
+        assert 0.0 <= lo <= res["metrics"][f"auroc_macro@{k}"] <= hi <= 1.0
+    assert res["fractions"]["25%"]["n_train"] < res["fractions"]["100%"]["n_train"] == 40
+    assert all(torch.equal(before[k], v) for k, v in adapter.image_encoder.state_dict().items())
+
+
+def test_finetune_is_not_run_unless_asked():
+    from cxrvlp.bench.datasets import DEFAULT_TASKS
+    from cxrvlp.bench.runner import RunOptions
+
+    assert "finetune" in TASK_RUNNERS and "finetune" not in RunOptions().tasks == DEFAULT_TASKS

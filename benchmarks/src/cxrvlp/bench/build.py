@@ -62,6 +62,7 @@ TASK_PROTOCOL = {
     "retrieval": "zero-shot",
     "linear_probe": "linear probe on frozen features",
     "segmentation": "frozen encoder + decoder",
+    "finetune": "end-to-end fine-tuning",
 }
 
 

@@ -166,7 +166,10 @@ MSCXR8 = (
     "Pneumothorax",
 )
 
-TASKS = ("zeroshot", "grounding", "retrieval", "linear_probe", "segmentation")
+TASKS = ("zeroshot", "grounding", "retrieval", "linear_probe", "segmentation", "finetune")
+# what `run` does unless --tasks says otherwise: end-to-end fine-tuning (hours per model on real data) is
+# asked for by name
+DEFAULT_TASKS = tuple(t for t in TASKS if t != "finetune")
 
 # Spelling differences between our class names and a reader's, compared after lower-casing and
 # removing spaces, underscores and hyphens.
@@ -267,7 +270,7 @@ for _ds in (
         "chexpert",
         "chexpert",
         CHEXPERT5,
-        ("zeroshot", "linear_probe"),
+        ("zeroshot", "linear_probe", "finetune"),
         test_split="test",
         val_split="valid",
         train_split="train",
@@ -314,7 +317,7 @@ for _ds in (
         "chestxray14",
         "chestxray14",
         NIH14,
-        ("zeroshot", "grounding", "linear_probe"),
+        ("zeroshot", "grounding", "linear_probe", "finetune"),
         test_split="test",
         val_split="val",
         train_split="train",
@@ -405,7 +408,7 @@ for _ds in (
         "rsna-pneumonia",
         "rsna-pneumonia",
         ("Pneumonia",),
-        ("zeroshot", "grounding", "linear_probe", "segmentation"),
+        ("zeroshot", "grounding", "linear_probe", "segmentation", "finetune"),
         test_split="test",
         val_split="val",
         train_split="train",
@@ -418,7 +421,7 @@ for _ds in (
         "siim-acr",
         "siim-acr",
         ("Pneumothorax",),
-        ("zeroshot", "grounding", "linear_probe", "segmentation"),
+        ("zeroshot", "grounding", "linear_probe", "segmentation", "finetune"),
         test_split="test",
         val_split="val",
         train_split="train",
@@ -433,7 +436,7 @@ for _ds in (
         "covidx",
         "covidx",
         ("COVID-19",),
-        ("zeroshot", "linear_probe"),
+        ("zeroshot", "linear_probe", "finetune"),
         test_split="test",
         val_split="val",
         train_split="train",
@@ -450,7 +453,7 @@ for _ds in (
         "vindr-cxr",
         "vindr-cxr",
         VINDR18,
-        ("zeroshot", "grounding", "linear_probe"),
+        ("zeroshot", "grounding", "linear_probe", "finetune"),
         test_split="test",
         val_split="val",
         train_split="train",

@@ -177,7 +177,11 @@ def plot_all(out_dir: str | Path) -> list[Path]:
             )
             if p:
                 written.append(p)
-    for task, metric in (("linear_probe", "auroc_macro"), ("segmentation", "dice_positives")):
+    for task, metric in (
+        ("linear_probe", "auroc_macro"),
+        ("finetune", "auroc_macro"),
+        ("segmentation", "dice_positives"),
+    ):
         p = label_efficiency_figure(results, task, metric, pdir / f"label_efficiency_{task}_{metric}.png")
         if p:
             written.append(p)
