@@ -22,3 +22,18 @@ def test_one_reader_and_an_unknown_name(capsys):
     assert out.startswith("padchest") and "PADCHEST_chest_x_ray_images_labels_160K" in out
     assert main(["datasets", "no-such-set"]) == 2
     assert "no-such-set" in capsys.readouterr().err
+
+
+def test_synthetic_mirror_of_exactly_n_test_images(tmp_path, capsys):
+    """`cxrvlp synthetic --datasets chestxray14 --images N --image-size S --out DIR` (issue 26's command)."""
+    from cxrvlp.core.data import get_dataset
+
+    out = tmp_path / "d"
+    args = ["synthetic", "--datasets", "chestxray14", "--images", "7", "--image-size", "32"]
+    args += ["--out", str(out)]
+    assert main(args) == 0
+    root = out / "chestxray14"
+    assert len((root / "test_list.txt").read_text().split()) == 7
+    assert len(get_dataset("chestxray14", root, split="test")) == 7
+    assert main([*args[:3], "chexpert", *args[3:]]) == 2  # --images is defined for chestxray14 alone
+    assert "chestxray14 alone" in capsys.readouterr().err
