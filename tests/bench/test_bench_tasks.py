@@ -89,6 +89,25 @@ def test_grounding_pointing_game_and_overlap(tmp_path):
     assert set(res["per_class"]) == set(CLASSES[:2])
     g = np.load(tmp_path / "seed0_grounding.npz")
     assert g["maps"].shape[1:] == g["masks"].shape[1:] == (32, 32)
+    lo, hi = res["ci95"]["pointing_game_macro"]
+    assert lo <= 1.0 and hi == 1.0
+
+
+def test_streamed_grounding_equals_core_metrics_on_whole_arrays():
+    """Per-batch AFLoc quantities, aggregated afterwards, give core's grounding_metrics on the full arrays."""
+    from cxrvlp.bench import scoring
+    from cxrvlp.bench.tasks.grounding import gt_mask, to_adapter_frame
+
+    ctx = _ctx(_ds())
+    res = TASK_RUNNERS["grounding"](ctx)
+    adapter, cls = ctx.adapter, CLASSES[0]
+    rows = [s for s in ctx.load("test") if gt_mask(s, cls) is not None]
+    x = torch.stack([adapter.preprocess(s.image) for s in rows])
+    maps = adapter.localize(x, [f"{cls} present"])[:, 0].numpy()
+    masks = np.stack([to_adapter_frame(adapter, gt_mask(s, cls)) for s in rows])
+    whole = scoring.grounding(maps, masks)
+    for k in ("iou", "dice", "cnr", "pointing_game", "n"):
+        assert res["per_class"][cls][k] == pytest.approx(whole[k], rel=1e-9, abs=1e-12)
 
 
 def test_grounding_skips_without_maps():

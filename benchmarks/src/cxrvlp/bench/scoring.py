@@ -182,6 +182,19 @@ def mean_ci(values: np.ndarray, n: int = BOOTSTRAP, seed: int = 0) -> tuple[floa
     return _interval(np.asarray([d @ v / len(v) for d in bootstrap_draws(len(v), n, seed)]))
 
 
+def macro_mean_ci(
+    groups: Sequence[np.ndarray], n: int = BOOTSTRAP, seed: int = 0
+) -> tuple[float, float] | None:
+    """95 % interval of a macro mean (the mean over groups of each group's mean), resampling the items of
+    every group independently (pointing game: images within each class)."""
+    groups = [np.asarray(g, np.float64) for g in groups if len(g)]
+    if not groups or n <= 0:
+        return None
+    rng = np.random.default_rng(seed)
+    vals = [np.mean([g[rng.integers(0, len(g), len(g))].mean() for g in groups]) for _ in range(n)]
+    return _interval(np.asarray(vals))
+
+
 def _interval(vals: np.ndarray) -> tuple[float, float] | None:
     vals = vals[np.isfinite(vals)]
     if not len(vals):
