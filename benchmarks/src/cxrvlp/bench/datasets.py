@@ -265,6 +265,25 @@ def select_labels(labels: np.ndarray, idx: Sequence[int]) -> np.ndarray:
     return labels[:, list(idx)]
 
 
+def _mavl_padchest(name: str, classes: tuple[str, ...], description: str) -> BenchDataset:
+    """One of MAVL's PadChest class sets on a derived patient-level test split (val for thresholds)."""
+    return BenchDataset(
+        name,
+        "padchest",
+        classes,
+        ("zeroshot",),
+        test_split="test",
+        val_split="val",
+        train_split=None,
+        expected_files=PADCHEST_FILES,
+        description=description,
+        reader_kwargs={"classes": classes},
+        split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
+    )
+
+
+PADCHEST_FILES = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders"
+
 for _ds in (
     BenchDataset(
         "chexpert",
@@ -334,44 +353,14 @@ for _ds in (
         },
         grounding_split="bbox",
     ),
-    BenchDataset(
-        "padchest",
-        "padchest",
-        PADCHEST_SEEN,
-        ("zeroshot",),
-        test_split="test",
-        val_split="val",
-        train_split=None,
-        expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
-        description="PadChest, MAVL's 14 seen classes",
-        reader_kwargs={"classes": PADCHEST_SEEN},
-        split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
+    _mavl_padchest("padchest", PADCHEST_SEEN, "PadChest, MAVL's 14 seen classes"),
+    _mavl_padchest(
+        "padchest-rare", PADCHEST_RARE, "PadChest, MAVL's 39 rare findings (unseen in pretraining)"
     ),
-    BenchDataset(
-        "padchest-rare",
-        "padchest",
-        PADCHEST_RARE,
-        ("zeroshot",),
-        test_split="test",
-        val_split="val",
-        train_split=None,
-        expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
-        description="PadChest, MAVL's 39 rare findings (unseen in pretraining)",
-        reader_kwargs={"classes": PADCHEST_RARE},
-        split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
-    ),
-    BenchDataset(
+    _mavl_padchest(
         "padchest-unseen",
-        "padchest",
         PADCHEST_UNSEEN,
-        ("zeroshot",),
-        test_split="test",
-        val_split="val",
-        train_split=None,
-        expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
-        description="PadChest, MAVL's unseen findings (its 26 listed unseen plus the 39 rare: 60 unique)",
-        reader_kwargs={"classes": PADCHEST_UNSEEN},
-        split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
+        "PadChest, MAVL's unseen findings (its 26 listed unseen plus the 39 rare: 60 unique)",
     ),
     BenchDataset(
         "padchest-192",

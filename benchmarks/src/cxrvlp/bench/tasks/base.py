@@ -47,6 +47,10 @@ class TaskContext:
         """DataLoader workers that read and preprocess images (`run --workers`; 0 = in this process)."""
         return int(self.options.get("num_workers", 0))
 
+    def pass_kw(self, desc: str) -> dict[str, Any]:
+        """Keyword arguments of one image pass (inference.map_images): batch, workers, progress label."""
+        return {"batch_size": self.batch_size, "num_workers": self.num_workers, "desc": desc}
+
     def cache_key(self, kind: str, split: str) -> str | None:
         """Hash of (kind, model + checkpoint + preprocessing, the split's images); None without a cache."""
         if self.cache_dir is None or self.fingerprint is None:

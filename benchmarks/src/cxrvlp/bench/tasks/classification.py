@@ -32,9 +32,7 @@ def run_zeroshot(ctx: TaskContext) -> dict[str, Any]:
         ctx.adapter,
         test,
         prompts,
-        batch_size=ctx.batch_size,
-        num_workers=ctx.num_workers,
-        desc=f"{ds.name} zero-shot",
+        **ctx.pass_kw(f"{ds.name} zero-shot"),
     )  # (N, C)
     if not np.isfinite(s).all():
         raise FloatingPointError(f"{ctx.method} on {ds.name}: non-finite zero-shot scores")
@@ -66,9 +64,7 @@ def run_zeroshot(ctx: TaskContext) -> dict[str, Any]:
                 ctx.adapter,
                 val,
                 prompts,
-                batch_size=ctx.batch_size,
-                num_workers=ctx.num_workers,
-                desc=f"{ds.name} val",
+                **ctx.pass_kw(f"{ds.name} val"),
             )
             thr = scoring.choose_thresholds(yv, sv)
             th = scoring.thresholded(y, s, thr, ds.classes)

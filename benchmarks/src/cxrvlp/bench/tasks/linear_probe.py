@@ -107,9 +107,7 @@ def run_linear_probe(ctx: TaskContext) -> dict[str, Any]:
             lambda v=v, s=s: features(
                 ctx.adapter,
                 v,
-                batch_size=ctx.batch_size,
-                num_workers=ctx.num_workers,
-                desc=f"{ds.name} {s} features",
+                **ctx.pass_kw(f"{ds.name} {s} features"),
             ),
         )
         for s, v in splits.items()

@@ -50,9 +50,7 @@ def run_retrieval(ctx: TaskContext) -> dict[str, Any]:
         ctx.adapter,
         images,
         texts,
-        batch_size=ctx.batch_size,
-        num_workers=ctx.num_workers,
-        desc=f"{ds.name} retrieval",
+        **ctx.pass_kw(f"{ds.name} retrieval"),
     )
     if not np.isfinite(sim).all():
         raise FloatingPointError(f"{ctx.method} on {ds.name}: non-finite similarities")
