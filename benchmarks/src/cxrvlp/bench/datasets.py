@@ -282,6 +282,23 @@ def _mavl_padchest(name: str, classes: tuple[str, ...], description: str) -> Ben
     )
 
 
+def _five_by_200(name: str, reader: str, files: str, description: str, split: dict) -> BenchDataset:
+    """A 5x200 set: one CheXpert competition class per image, zero-shot argmax accuracy and retrieval."""
+    return BenchDataset(
+        name,
+        reader,
+        CHEXPERT5,
+        ("zeroshot", "retrieval"),
+        test_split="5x200",
+        val_split=None,
+        train_split=None,
+        multiclass=True,
+        expected_files=files,
+        description=description,
+        split_kwargs={"5x200": split},
+    )
+
+
 PADCHEST_FILES = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders"
 
 for _ds in (
@@ -297,40 +314,22 @@ for _ds in (
         description="CheXpert expert-labelled test set (500 images), 5 classes; thresholds on valid",
         split_kwargs={"test": {"split": "test"}, "valid": {"split": "valid"}, "train": {"split": "train"}},
     ),
-    BenchDataset(
+    _five_by_200(
         "chexpert-5x200",
         "chexpert",
-        CHEXPERT5,
-        ("zeroshot", "retrieval"),
-        test_split="5x200",
-        val_split=None,
-        train_split=None,
-        multiclass=True,
-        expected_files="chexpert_5x200.csv (GLoRIA's 1,000-image list, Report Impression for retrieval)",
-        description=(
-            "CheXpert 5x200: 200 images per class, 5-way argmax accuracy (no thresholds); retrieval over the "
-            "list's Report Impression texts with class-matched Hit@K / Precision@K (BenchX)"
-        ),
-        split_kwargs={"5x200": {"split": "5x200"}},
+        "chexpert_5x200.csv (GLoRIA's 1,000-image list, Report Impression for retrieval)",
+        "CheXpert 5x200: 200 images per class, 5-way argmax accuracy (no thresholds); retrieval over the "
+        "list's Report Impression texts with class-matched Hit@K / Precision@K (BenchX)",
+        {"split": "5x200"},
     ),
-    BenchDataset(
+    _five_by_200(
         "mimic-5x200",
         "mimic-cxr",
-        CHEXPERT5,
-        ("zeroshot", "retrieval"),
-        test_split="5x200",
-        val_split=None,
-        train_split=None,
-        multiclass=True,
-        expected_files=(
-            "mimic-cxr-2.0.0-{split,metadata,chexpert}.csv.gz, files/pXX/... JPGs and the free-text reports"
-        ),
-        description=(
-            "MIMIC 5x200 (MedCLIP / BenchX recipe, derived): 200 frontal official-test images per CheXpert "
-            "competition class with that class alone positive; retrieval over their reports (Hit@K, "
-            "Precision@K) and 5-way argmax accuracy"
-        ),
-        split_kwargs={"5x200": {"split": "test", "_per_class": 200}},
+        "mimic-cxr-2.0.0-{split,metadata,chexpert}.csv.gz, files/pXX/... JPGs and the free-text reports",
+        "MIMIC 5x200 (MedCLIP / BenchX recipe, derived): 200 frontal official-test images per CheXpert "
+        "competition class with that class alone positive; retrieval over their reports (Hit@K, "
+        "Precision@K) and 5-way argmax accuracy",
+        {"split": "test", "_per_class": 200},
     ),
     BenchDataset(
         "chestxray14",
