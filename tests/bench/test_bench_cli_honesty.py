@@ -39,3 +39,23 @@ def test_progress_in_a_log_file_is_one_line_per_update(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "pass: 0/20 batches" and lines[-1].startswith("pass: 20/20 batches")
     assert len(lines) <= 12 and all("\r" not in ln for ln in lines)
+
+
+def test_a_pass_in_a_log_file_writes_lines_not_carriage_returns(capsys):
+    """Every image pass (here zero-shot scoring) reports progress as whole lines when stderr is no TTY."""
+    from bench_doubles import BlobAdapter, toy_samples
+    from cxrvlp.bench.inference import class_scores
+    from cxrvlp.bench.prompts import prompts_for
+
+    classes = ("Atelectasis", "Edema")
+    adapter = BlobAdapter(classes)
+    prompts, _ = prompts_for("toy", "toy", classes)
+    class_scores(adapter, toy_samples(12, classes, 0), prompts, batch_size=2, desc="toy pass")
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.splitlines()[0] == "toy pass: 0/6 batches"
+    assert err.splitlines()[-1].startswith("toy pass: 6/6 batches")
+
+
+def test_run_options_for_fractions_intervals_and_workers():
+    a = parser().parse_args(["run", "--fractions", "1,100", "--bootstrap", "0", "--workers", "2"])
+    assert a.fractions == (0.01, 1.0) and a.bootstrap == 0 and a.workers == 2

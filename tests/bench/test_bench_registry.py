@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 from cxrvlp.bench import datasets as dsreg
 from cxrvlp.bench.sources import DataSource
 from cxrvlp.core.data import DATASETS
 from cxrvlp.core.data.synthetic import write_all
 from cxrvlp.core.data.synthetic.extras import EXTRA_WRITERS
+from cxrvlp.core.data.synthetic.mimic_cxr import write_mimic_cxr
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +20,8 @@ def mirrors(tmp_path_factory):
     roots = write_all(root, seed=0, scale=0.1, image_size=32)
     for name, write in EXTRA_WRITERS.items():
         roots[name] = write(root / name, 40, 0, 32)  # enough for a 15 % derived split to hold images
+    # MIMIC 5x200 draws from the official test split (10 % of patients): enough for single-class images
+    roots["mimic-cxr"] = write_mimic_cxr(root / "mimic-cxr-150", 150, 0, 32)
     return roots
 
 
@@ -85,3 +91,47 @@ def test_ms_cxr_reader_groups_phrases_per_image_and_converts_boxes(tmp_path):
     assert r.box_labels == ["Pneumonia", "Pleural Effusion"]
     assert r.meta["phrases"] == ["left lower lobe pneumonia", "small right effusion"]
     assert r.labels[ds.classes.index("Pneumonia")] == 1 and r.labels.sum() == 2
+
+
+def test_padchest_192_takes_its_classes_from_the_manual_subset(mirrors):
+    """CARZero's PadChest: the physician-labelled rows, every label string but 'normal', alphabetically."""
+    import numpy as np
+    from cxrvlp.bench.tasks.base import label_matrix
+    from cxrvlp.bench.tasks.classification import rare_classes
+
+    src = DataSource(dsreg.get("padchest-192"), mirrors["padchest"], synthetic=True)
+    src.resolve_classes()
+    classes = src.dataset.classes
+    assert classes and list(classes) == sorted(classes) and "normal" not in classes
+    assert dsreg.get("padchest-192").classes == ()  # the registry entry stays data-free
+    test = src.load("test")
+    assert all(s.meta["MethodLabel"] == "Physician" for s in src.load("test").light())
+    y = label_matrix(test, classes, "padchest-192")
+    rare = rare_classes(y, classes, 3)
+    pos = {c: int(np.nansum(y[:, classes.index(c)] == 1)) for c in classes}
+    scorable = [c for c in classes if 0 < pos[c] < len(y)]
+    assert len(rare) == min(3, len(scorable)) and max(pos[c] for c in rare) <= min(
+        pos[c] for c in scorable if c not in rare
+    )
+
+
+def test_padchest_unseen_is_mavls_union():
+    """MAVL's set(26 unseen + 39 rare): five names are in both lists, so 60 (the spec's '64' is not what
+    the two lists it quotes give)."""
+    union = set(dsreg.PADCHEST_UNSEEN_26) | set(dsreg.PADCHEST_RARE)
+    assert set(dsreg.PADCHEST_UNSEEN) == union and len(dsreg.PADCHEST_UNSEEN) == len(union) == 60
+
+
+def test_mimic_5x200_takes_single_class_images_of_the_official_test_split(mirrors):
+    ds = dsreg.get("mimic-5x200")
+    src = DataSource(ds, mirrors["mimic-cxr"], synthetic=True)
+    test = src.load("5x200").light()
+    assert test and "derived" in src.derived["5x200"] and "'test'" in src.derived["5x200"]
+    cols = dsreg.class_index(test[0].classes, ds.classes, ds.name)
+    for s in test:
+        assert (np.asarray(s.labels)[cols] == 1.0).sum() == 1 and s.report
+    small = DataSource(dsreg.get("mimic-5x200"), mirrors["mimic-cxr"], synthetic=True)
+    small.dataset = dataclasses.replace(
+        ds, split_kwargs={"5x200": {"split": "test", "_per_class": 1}}
+    )
+    assert len(small.load("5x200")) <= len(ds.classes)

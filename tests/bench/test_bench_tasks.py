@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from bench_doubles import BlobAdapter, NoMapAdapter, toy_samples
 from cxrvlp.bench.datasets import BenchDataset
 from cxrvlp.bench.tasks import TASK_RUNNERS, TaskContext, TaskSkipped
@@ -88,6 +89,25 @@ def test_grounding_pointing_game_and_overlap(tmp_path):
     assert set(res["per_class"]) == set(CLASSES[:2])
     g = np.load(tmp_path / "seed0_grounding.npz")
     assert g["maps"].shape[1:] == g["masks"].shape[1:] == (32, 32)
+    lo, hi = res["ci95"]["pointing_game_macro"]
+    assert lo <= 1.0 and hi == 1.0
+
+
+def test_streamed_grounding_equals_core_metrics_on_whole_arrays():
+    """Per-batch AFLoc quantities, aggregated afterwards, give core's grounding_metrics on the full arrays."""
+    from cxrvlp.bench import scoring
+    from cxrvlp.bench.tasks.grounding import gt_mask, to_adapter_frame
+
+    ctx = _ctx(_ds())
+    res = TASK_RUNNERS["grounding"](ctx)
+    adapter, cls = ctx.adapter, CLASSES[0]
+    rows = [s for s in ctx.load("test") if gt_mask(s, cls) is not None]
+    x = torch.stack([adapter.preprocess(s.image) for s in rows])
+    maps = adapter.localize(x, [f"{cls} present"])[:, 0].numpy()
+    masks = np.stack([to_adapter_frame(adapter, gt_mask(s, cls)) for s in rows])
+    whole = scoring.grounding(maps, masks)
+    for k in ("iou", "dice", "cnr", "pointing_game", "n"):
+        assert res["per_class"][cls][k] == pytest.approx(whole[k], rel=1e-9, abs=1e-12)
 
 
 def test_grounding_skips_without_maps():
@@ -104,6 +124,36 @@ def test_retrieval_recall_and_class_match():
     assert m["t2i_R@1"] <= m["t2i_R@10"]
     assert m["class_hit@1"] > 0.9  # the double's text embedding names the image's classes
     assert res["n_texts"] <= res["n_images"]
+
+
+def test_label_conditioned_precision_at_k_by_hand():
+    from cxrvlp.bench import scoring
+
+    sim = np.array([[0.9, 0.8, 0.1], [0.2, 0.3, 0.7]])
+    rel = np.array([[False, True, True], [True, False, False]])
+    r = scoring.class_retrieval(sim, rel, ks=(1, 2))
+    assert r["hit@1"].tolist() == [0.0, 0.0] and r["hit@2"].tolist() == [1.0, 0.0]
+    assert r["P@1"].tolist() == [0.0, 0.0] and r["P@2"].tolist() == [0.5, 0.0]
+
+
+def test_retrieval_on_a_one_class_per_image_set_reports_benchx_precision():
+    import dataclasses
+
+    one_hot = []
+    for i, s in enumerate(toy_samples(30, CLASSES, 5, with_reports=True)):
+        lab = np.zeros(len(CLASSES), np.float32)
+        lab[i % len(CLASSES)] = 1.0
+        rep = f"{CLASSES[i % len(CLASSES)]} present, case {i}."
+        one_hot.append(dataclasses.replace(s, labels=lab, report=rep, sections={"findings": rep}))
+    ctx = _ctx(_ds(multiclass=True), bootstrap=100)
+    ctx.load = {"test": one_hot}.__getitem__
+    res = TASK_RUNNERS["retrieval"](ctx)
+    m, ci = res["metrics"], res["ci95"]
+    for d in ("i2t", "t2i"):
+        assert 0.0 <= m[f"{d}_P@10"] <= m[f"{d}_class_hit@10"] <= 1.0
+        lo, hi = ci[f"{d}_P@5"]
+        assert lo <= m[f"{d}_P@5"] <= hi
+    assert "same class" in res["class_match"] and res["n_texts"] == 30
 
 
 def test_linear_probe_fractions_and_seed():
@@ -126,14 +176,62 @@ def test_linear_probe_100_percent_once_and_features_from_the_cache(tmp_path):
     assert len(ctx2.record["cache_hits"]) == 3  # no feature re-extracted for the second seed
 
 
-def test_segmentation_trains_decoder():
-    res = TASK_RUNNERS["segmentation"](_ctx(_ds(), seg_epochs=2, seg_max_train=16))
+def test_segmentation_label_fractions_stream_from_a_disk_cache(tmp_path):
+    ctx = _ctx(_ds(), seg_epochs=2, seg_max_train=16, seg_fractions=(0.25, 1.0), bootstrap=50)
+    ctx.cache_dir, ctx.fingerprint = tmp_path, lambda split: f"toy {split}"
+    res = TASK_RUNNERS["segmentation"](ctx)
     m = res["metrics"]
-    assert 0.0 <= m["dice_all_images"] <= 1.0 and "dice" not in m  # no headline that rewards empty masks
-    assert m["dice_positives"] is None or 0.0 <= m["dice_positives"] <= 1.0
+    for k in ("25%", "100%"):  # no headline that rewards empty masks: Dice on positives and on all, apart
+        assert 0.0 <= m[f"dice_all_images@{k}"] <= 1.0 and "dice" not in m
+        assert m[f"dice_positives@{k}"] is None or 0.0 <= m[f"dice_positives@{k}"] <= 1.0
+        lo, hi = res["ci95"][f"dice_all_images@{k}"]
+        assert lo <= m[f"dice_all_images@{k}"] <= hi
+    assert res["fractions"]["25%"]["n_train"] < res["fractions"]["100%"]["n_train"] == 16
     assert res["final_train_loss"] is not None and np.isfinite(res["final_train_loss"])
+    maps = sorted(tmp_path.glob("*segmaps*"))
+    assert len(maps) == 2 and all((d / "meta.json").is_file() for d in maps)  # train and test, on disk
+    ctx2 = _ctx(_ds(), seg_epochs=2, seg_max_train=16, seg_fractions=(1.0,), bootstrap=0)
+    ctx2.cache_dir, ctx2.fingerprint, ctx2.seed = tmp_path, ctx.fingerprint, 1
+    TASK_RUNNERS["segmentation"](ctx2)
+    assert len(ctx2.record["cache_hits"]) == 2  # the next seed reads the maps, encodes nothing
 
 
 def test_segmentation_skips_without_encoder():
     with pytest.raises(TaskSkipped, match="image_encoder"):
         TASK_RUNNERS["segmentation"](_ctx(_ds(), adapter=NoMapAdapter(CLASSES)))
+
+
+class _ConvEncoder(torch.nn.Module):
+    """A trainable stand-in encoder: one conv, pooled per quadrant (so the head can see where blobs are)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x):
+        from cxrvlp.core.encoders.base import ImageEncoderOutput
+
+        f = torch.nn.functional.adaptive_avg_pool2d(self.conv(x), 2).flatten(1)  # (B, 8)
+        return ImageEncoderOutput(global_feat=f)
+
+
+def test_finetune_end_to_end_chooses_lr_on_validation_and_leaves_the_adapter_alone():
+    adapter = BlobAdapter(CLASSES)
+    adapter.image_encoder = _ConvEncoder()
+    before = {k: v.clone() for k, v in adapter.image_encoder.state_dict().items()}
+    ctx = _ctx(_ds(), adapter=adapter, fractions=(0.25, 1.0), ft_lrs=(1e-3, 1e-2), ft_epochs=3, bootstrap=50)
+    res = TASK_RUNNERS["finetune"](ctx)
+    for k in ("25%", "100%"):
+        f = res["fractions"][k]
+        assert f["lr"] in (1e-3, 1e-2) and set(f["val_auroc_macro_by_lr"]) == {"0.001", "0.01"}
+        lo, hi = res["ci95"][f"auroc_macro@{k}"]
+        assert 0.0 <= lo <= res["metrics"][f"auroc_macro@{k}"] <= hi <= 1.0
+    assert res["fractions"]["25%"]["n_train"] < res["fractions"]["100%"]["n_train"] == 40
+    assert all(torch.equal(before[k], v) for k, v in adapter.image_encoder.state_dict().items())
+
+
+def test_finetune_is_not_run_unless_asked():
+    from cxrvlp.bench.datasets import DEFAULT_TASKS
+    from cxrvlp.bench.runner import RunOptions
+
+    assert "finetune" in TASK_RUNNERS and "finetune" not in RunOptions().tasks == DEFAULT_TASKS

@@ -27,6 +27,9 @@ COLUMNS = (
     "ours_mean",
     "ours_std",
     "n_seeds",
+    "ci95_low",
+    "ci95_high",
+    "ci95_seed",
     "paper",
     "paper_source",
     "paper_note",
@@ -59,6 +62,7 @@ TASK_PROTOCOL = {
     "retrieval": "zero-shot",
     "linear_probe": "linear probe on frozen features",
     "segmentation": "frozen encoder + decoder",
+    "finetune": "end-to-end fine-tuning",
 }
 
 
@@ -132,6 +136,9 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "ours_mean": None,
                     "ours_std": None,
                     "n_seeds": 0,
+                    "ci95_low": None,
+                    "ci95_high": None,
+                    "ci95_seed": None,
                     "paper": None,
                     "paper_source": "",
                     "paper_note": "",
@@ -156,6 +163,9 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "ours_mean": None,
                     "ours_std": None,
                     "n_seeds": 0,
+                    "ci95_low": None,
+                    "ci95_high": None,
+                    "ci95_seed": None,
                     "paper": None,
                     "paper_source": "",
                     "paper_note": "",
@@ -175,6 +185,9 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if p is not None and not matches:  # a figure for another model / protocol / fraction: not shown
                 note = f"no paper figure for this key ({why}; paper's figure {float(p['value']):.3f})"
                 p = {"value": None, "source": p.get("source", ""), "note": note, "unmatched": True}
+            with_ci = [r for r in ok if (r.get("ci95") or {}).get(m)]
+            first = min(with_ci, key=lambda r: r["seed"]) if with_ci else None
+            ci = first["ci95"][m] if first is not None else None
             rows.append(
                 {
                     "method": method,
@@ -184,6 +197,9 @@ def rows_from_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "ours_mean": float(np.mean(vals)) if vals else None,
                     "ours_std": float(np.std(vals)) if len(vals) > 1 else None,
                     "n_seeds": len(vals),
+                    "ci95_low": None if ci is None else float(ci[0]),
+                    "ci95_high": None if ci is None else float(ci[1]),
+                    "ci95_seed": None if first is None else first["seed"],
                     "paper": None if p is None or p["value"] is None else float(p["value"]),
                     "paper_source": "" if p is None else p.get("source", ""),
                     "paper_note": "" if p is None else p.get("note", ""),
@@ -210,7 +226,8 @@ def markdown(rows: list[dict[str, Any]], synthetic: bool) -> str:
     if synthetic:
         lines += [SYNTHETIC_BANNER, ""]
     lines += [
-        "Ours = mean ± std over seeds (std only with more than one seed). Paper = the figure the spec copied "
+        "Ours = mean ± std over seeds (std only with more than one seed), then [the 95 % percentile "
+        "bootstrap interval over test images of the first seed's figure]. Paper = the figure the spec copied "
         "from the source named in `paper_numbers.yaml` (⚠ = recalled, read off a plot, oracle threshold or "
         "third party: see the CSV's paper_note). A paper figure is shown only beside a result with the same "
         "(method, variant, dataset, task, protocol, label fraction); † = the paper reports this cell for "
@@ -225,6 +242,8 @@ def markdown(rows: list[dict[str, Any]], synthetic: bool) -> str:
             lines.append(f"| {r['method']} | {r['dataset']} | {r['task']} | - | {r['status']} | - |")
             continue
         ours = _fmt(r["ours_mean"]) + (f" ± {_fmt(r['ours_std'])}" if r["ours_std"] is not None else "")
+        if r.get("ci95_low") is not None:
+            ours += f" [{_fmt(r['ci95_low'])}, {_fmt(r['ci95_high'])}]"
         if r["paper"] is None and r["paper_note"].startswith("no paper figure"):
             paper = "no match †"
         else:

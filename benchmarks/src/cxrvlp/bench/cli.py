@@ -49,7 +49,15 @@ def cmd_run(a: argparse.Namespace) -> int:
         seeds=[int(s) for s in _csv(a.seeds)],
         batch_size=a.batch_size,
         skip_existing=a.skip_existing,
-        task_options={"seg_epochs": a.seg_epochs},
+        task_options={
+            "seg_epochs": a.seg_epochs,
+            "ft_epochs": a.ft_epochs,
+            "ft_max_steps": a.ft_max_steps,
+            "bootstrap": a.bootstrap,
+            "num_workers": a.workers,
+            **({"fractions": a.fractions} if a.fractions else {}),
+            **({"seg_fractions": a.fractions} if a.fractions else {}),
+        },
     )
     summary = run_suite(methods, sources, a.out, opts)
     print(
@@ -144,7 +152,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     from cxrvlp.bench import datasets as dsreg
-    from cxrvlp.bench.datasets import TASKS
+    from cxrvlp.bench.datasets import DEFAULT_TASKS, TASKS
 
     r = sub.add_parser(
         "run",
@@ -158,7 +166,11 @@ def parser() -> argparse.ArgumentParser:
         default="",
         help=f"comma list (default: every dataset given a root) of: {', '.join(dsreg.names())}",
     )
-    r.add_argument("--tasks", default=",".join(TASKS), help=f"comma list of: {', '.join(TASKS)}")
+    r.add_argument(
+        "--tasks",
+        default=",".join(DEFAULT_TASKS),
+        help=f"comma list of: {', '.join(TASKS)} (default: all but finetune)",
+    )
     r.add_argument("--seeds", default="0,1,2", help="comma list; seed-free tasks run at the first only")
     r.add_argument(
         "--data-root", action="append", default=[], metavar="NAME=PATH", help="a dataset's root (repeat)"
@@ -180,6 +192,23 @@ def parser() -> argparse.ArgumentParser:
         "--skip-existing", action="store_true", help="keep finished JSONs, redo missing/broken ones"
     )
     r.add_argument("--seg-epochs", type=int, default=20, help="segmentation decoder epochs")
+    r.add_argument("--ft-epochs", type=int, default=10, help="end-to-end fine-tuning epochs per LR")
+    r.add_argument(
+        "--ft-max-steps", type=int, default=0, help="cap on fine-tuning steps per learning rate (0: none)"
+    )
+    r.add_argument(
+        "--fractions",
+        type=lambda v: tuple(float(x) / 100 for x in _csv(v)),
+        default=None,
+        metavar="PCT,...",
+        help="label fractions in percent for linear probe and segmentation (default: 1,10,100)",
+    )
+    r.add_argument(
+        "--bootstrap", type=int, default=1000, help="resamples of every 95 %% interval (0: no intervals)"
+    )
+    r.add_argument(
+        "--workers", type=int, default=0, help="DataLoader workers reading images (0: in the main process)"
+    )
     r.add_argument("--device", default=None, help="torch device (default: Accelerate's choice)")
     r.set_defaults(fn=cmd_run)
 

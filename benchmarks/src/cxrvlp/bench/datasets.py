@@ -103,6 +103,37 @@ PADCHEST_RARE = (  # MAVL's 39 "rare" findings (mavl.md §6.1)
     "pulmonary venous hypertension",
     "double J stent",
 )
+PADCHEST_UNSEEN_26 = (  # MAVL's 26 listed unseen findings (mavl.md §6.1)
+    "hypoexpansion basal",
+    "non axial articular degenerative changes",
+    "central venous catheter via jugular vein",
+    "multiple nodules",
+    "COPD signs",
+    "calcified densities",
+    "mediastinal shift",
+    "hiatal hernia",
+    "volume loss",
+    "mediastinic lipomatosis",
+    "central venous catheter",
+    "ground glass pattern",
+    "surgery lung",
+    "miliary opacities",
+    "sclerotic bone lesion",
+    "pleural plaques",
+    "osteosynthesis material",
+    "calcified mediastinal adenopathy",
+    "apical pleural thickening",
+    "aortic elongation",
+    "major fissure thickening",
+    "callus rib fracture",
+    "pulmonary venous hypertension",
+    "cervical rib",
+    "loculated pleural effusion",
+    "flattened diaphragm",
+)
+# MAVL builds PadChest-unseen as a Python set() of the 26 and the 39 rare (random order; the order does not
+# change a macro AUROC, so ours is sorted). Five names are in both lists: 60 classes, not the spec's "64".
+PADCHEST_UNSEEN = tuple(sorted(set(PADCHEST_UNSEEN_26) | set(PADCHEST_RARE)))
 VINDR18 = (
     "Aortic enlargement",
     "Atelectasis",
@@ -135,7 +166,10 @@ MSCXR8 = (
     "Pneumothorax",
 )
 
-TASKS = ("zeroshot", "grounding", "retrieval", "linear_probe", "segmentation")
+TASKS = ("zeroshot", "grounding", "retrieval", "linear_probe", "segmentation", "finetune")
+# what `run` does unless --tasks says otherwise: end-to-end fine-tuning (hours per model on real data) is
+# asked for by name
+DEFAULT_TASKS = tuple(t for t in TASKS if t != "finetune")
 
 # Spelling differences between our class names and a reader's, compared after lower-casing and
 # removing spaces, underscores and hyphens.
@@ -175,6 +209,10 @@ class BenchDataset:
     # patient-level 70/15/15 split of what the reader returns (datasets without official split files).
     split_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
     grounding_split: str | None = None  # defaults to test_split (ChestX-ray14: the bbox subset)
+    # classes = the reader's own list for the test split minus these (CARZero's PadChest: every label string
+    # of the manually annotated subset except "normal"); `classes` is then filled in when the data are opened
+    classes_from_reader: tuple[str, ...] | None = None
+    rare_k: int = 0  # also report macro AUROC over the k least frequent test classes (CARZero's PadChest20)
 
     def supports(self, task: str) -> bool:
         """Whether `task` is defined on this dataset."""
@@ -227,12 +265,48 @@ def select_labels(labels: np.ndarray, idx: Sequence[int]) -> np.ndarray:
     return labels[:, list(idx)]
 
 
+def _mavl_padchest(name: str, classes: tuple[str, ...], description: str) -> BenchDataset:
+    """One of MAVL's PadChest class sets on a derived patient-level test split (val for thresholds)."""
+    return BenchDataset(
+        name,
+        "padchest",
+        classes,
+        ("zeroshot",),
+        test_split="test",
+        val_split="val",
+        train_split=None,
+        expected_files=PADCHEST_FILES,
+        description=description,
+        reader_kwargs={"classes": classes},
+        split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
+    )
+
+
+def _five_by_200(name: str, reader: str, files: str, description: str, split: dict) -> BenchDataset:
+    """A 5x200 set: one CheXpert competition class per image, zero-shot argmax accuracy and retrieval."""
+    return BenchDataset(
+        name,
+        reader,
+        CHEXPERT5,
+        ("zeroshot", "retrieval"),
+        test_split="5x200",
+        val_split=None,
+        train_split=None,
+        multiclass=True,
+        expected_files=files,
+        description=description,
+        split_kwargs={"5x200": split},
+    )
+
+
+PADCHEST_FILES = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders"
+
 for _ds in (
     BenchDataset(
         "chexpert",
         "chexpert",
         CHEXPERT5,
-        ("zeroshot", "linear_probe"),
+        ("zeroshot", "linear_probe", "finetune"),
         test_split="test",
         val_split="valid",
         train_split="train",
@@ -240,24 +314,28 @@ for _ds in (
         description="CheXpert expert-labelled test set (500 images), 5 classes; thresholds on valid",
         split_kwargs={"test": {"split": "test"}, "valid": {"split": "valid"}, "train": {"split": "train"}},
     ),
-    BenchDataset(
+    _five_by_200(
         "chexpert-5x200",
         "chexpert",
-        CHEXPERT5,
-        ("zeroshot",),
-        test_split="5x200",
-        val_split=None,
-        train_split=None,
-        multiclass=True,
-        expected_files="chexpert_5x200.csv (GLoRIA's 1,000-image list) and its images",
-        description="CheXpert 5x200: 200 images per class, 5-way argmax accuracy (no thresholds)",
-        split_kwargs={"5x200": {"split": "5x200"}},
+        "chexpert_5x200.csv (GLoRIA's 1,000-image list, Report Impression for retrieval)",
+        "CheXpert 5x200: 200 images per class, 5-way argmax accuracy (no thresholds); retrieval over the "
+        "list's Report Impression texts with class-matched Hit@K / Precision@K (BenchX)",
+        {"split": "5x200"},
+    ),
+    _five_by_200(
+        "mimic-5x200",
+        "mimic-cxr",
+        "mimic-cxr-2.0.0-{split,metadata,chexpert}.csv.gz, files/pXX/... JPGs and the free-text reports",
+        "MIMIC 5x200 (MedCLIP / BenchX recipe, derived): 200 frontal official-test images per CheXpert "
+        "competition class with that class alone positive; retrieval over their reports (Hit@K, "
+        "Precision@K) and 5-way argmax accuracy",
+        {"split": "test", "_per_class": 200},
     ),
     BenchDataset(
         "chestxray14",
         "chestxray14",
         NIH14,
-        ("zeroshot", "grounding", "linear_probe"),
+        ("zeroshot", "grounding", "linear_probe", "finetune"),
         test_split="test",
         val_split="val",
         train_split="train",
@@ -274,31 +352,33 @@ for _ds in (
         },
         grounding_split="bbox",
     ),
-    BenchDataset(
-        "padchest",
-        "padchest",
-        PADCHEST_SEEN,
-        ("zeroshot",),
-        test_split="test",
-        val_split="val",
-        train_split=None,
-        expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
-        description="PadChest, MAVL's 14 seen classes",
-        reader_kwargs={"classes": PADCHEST_SEEN},
-        split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
+    _mavl_padchest("padchest", PADCHEST_SEEN, "PadChest, MAVL's 14 seen classes"),
+    _mavl_padchest(
+        "padchest-rare", PADCHEST_RARE, "PadChest, MAVL's 39 rare findings (unseen in pretraining)"
+    ),
+    _mavl_padchest(
+        "padchest-unseen",
+        PADCHEST_UNSEEN,
+        "PadChest, MAVL's unseen findings (its 26 listed unseen plus the 39 rare: 60 unique)",
     ),
     BenchDataset(
-        "padchest-rare",
+        "padchest-192",
         "padchest",
-        PADCHEST_RARE,
+        (),
         ("zeroshot",),
         test_split="test",
-        val_split="val",
+        val_split=None,
         train_split=None,
-        expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv and the image folders",
-        description="PadChest, MAVL's 39 rare findings (unseen in pretraining)",
-        reader_kwargs={"classes": PADCHEST_RARE},
-        split_kwargs={"test": {"_part": "test"}, "val": {"_part": "val"}},
+        expected_files="PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv (MethodLabel column) and images",
+        description=(
+            "PadChest as CARZero reports it: every manually annotated image (MethodLabel == Physician), all "
+            "its label strings except 'normal' (192 on the official file) in alphabetical order; "
+            "PadChest20 = macro AUROC over the 20 least frequent of them"
+        ),
+        reader_kwargs={"manual_only": True},
+        split_kwargs={"test": {}},
+        classes_from_reader=("normal",),
+        rare_k=20,
     ),
     BenchDataset(
         "openi",
@@ -316,7 +396,7 @@ for _ds in (
         "rsna-pneumonia",
         "rsna-pneumonia",
         ("Pneumonia",),
-        ("zeroshot", "grounding", "linear_probe", "segmentation"),
+        ("zeroshot", "grounding", "linear_probe", "segmentation", "finetune"),
         test_split="test",
         val_split="val",
         train_split="train",
@@ -329,7 +409,7 @@ for _ds in (
         "siim-acr",
         "siim-acr",
         ("Pneumothorax",),
-        ("zeroshot", "grounding", "linear_probe", "segmentation"),
+        ("zeroshot", "grounding", "linear_probe", "segmentation", "finetune"),
         test_split="test",
         val_split="val",
         train_split="train",
@@ -344,7 +424,7 @@ for _ds in (
         "covidx",
         "covidx",
         ("COVID-19",),
-        ("zeroshot", "linear_probe"),
+        ("zeroshot", "linear_probe", "finetune"),
         test_split="test",
         val_split="val",
         train_split="train",
@@ -361,7 +441,7 @@ for _ds in (
         "vindr-cxr",
         "vindr-cxr",
         VINDR18,
-        ("zeroshot", "grounding", "linear_probe"),
+        ("zeroshot", "grounding", "linear_probe", "finetune"),
         test_split="test",
         val_split="val",
         train_split="train",

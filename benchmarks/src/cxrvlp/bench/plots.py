@@ -1,4 +1,4 @@
-"""`plot`: ROC curves per class, a method x dataset heat table and grounding overlays (PNG, Agg)."""
+"""`plot`: ROC curves per class, method x dataset heat tables, label-efficiency curves, grounding overlays."""
 
 from __future__ import annotations
 
@@ -52,11 +52,13 @@ def heat_table(results: list[dict], task: str, metric: str, out: Path) -> Path |
     datasets = sorted({r["dataset"] for r in recs})
     vals = np.full((len(methods), len(datasets)), np.nan)
     text = [["" for _ in datasets] for _ in methods]
+    seeds: dict[tuple[int, int], list[float]] = {}
     for r in recs:
         i, j = methods.index(r["method"]), datasets.index(r["dataset"])
         v = (r.get("metrics") or {}).get(metric) if r.get("status") == "ok" else None
-        if v is not None:
-            vals[i, j] = v if np.isnan(vals[i, j]) else (vals[i, j] + v) / 2
+        if v is not None:  # the mean over every seed (not a running pairwise average)
+            seeds.setdefault((i, j), []).append(float(v))
+            vals[i, j] = float(np.mean(seeds[(i, j)]))
             text[i][j] = f"{vals[i, j]:.2f}"
         elif not text[i][j]:  # ok without this metric = undefined here (e.g. no positives in the split)
             text[i][j] = {"skipped": "skip", "ok": "n/a"}.get(r.get("status"), r.get("status", ""))
@@ -79,6 +81,45 @@ def heat_table(results: list[dict], task: str, metric: str, out: Path) -> Path |
     fig.colorbar(im, ax=ax, label=metric)
     synthetic = any(r.get("synthetic") for r in recs)
     ax.set_title(f"{task}: {metric}" + (f"\n{SYN_NOTE}" if synthetic else ""), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def fraction_curves(results: list[dict], task: str, metric: str) -> dict[tuple[str, str], dict[float, list]]:
+    """(method, dataset) -> label fraction (%) -> values over seeds of `metric@N%` (ok results only)."""
+    curves: dict[tuple[str, str], dict[float, list]] = {}
+    for r in results:
+        if r["task"] != task or r.get("status") != "ok":
+            continue
+        for k, v in (r.get("metrics") or {}).items():
+            if k.startswith(metric + "@") and k.endswith("%") and v is not None:
+                frac = float(k[len(metric) + 1 : -1])
+                curves.setdefault((r["method"], r["dataset"]), {}).setdefault(frac, []).append(float(v))
+    return curves
+
+
+def label_efficiency_figure(results: list[dict], task: str, metric: str, out: Path) -> Path | None:
+    """The label-efficiency curve: `metric` against the share of training labels (log axis), one line
+    per (method, dataset), mean over seeds with the seed range as a band."""
+    curves = fraction_curves(results, task, metric)
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    for (method, dataset), pts in sorted(curves.items()):
+        xs = sorted(pts)
+        mean = np.array([np.mean(pts[x]) for x in xs])
+        lo, hi = np.array([min(pts[x]) for x in xs]), np.array([max(pts[x]) for x in xs])
+        (line,) = ax.plot(xs, mean, marker="o", lw=1.5, label=f"{method} / {dataset}")
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xticks([1, 10, 100], ["1 %", "10 %", "100 %"])
+    ax.set(xlabel="share of the training labels", ylabel=metric, ylim=(0, 1.0))
+    synthetic = any(r.get("synthetic") for r in results if r["task"] == task)
+    ax.set_title(f"label efficiency, {task}: {metric}" + (f"\n{SYN_NOTE}" if synthetic else ""), fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -125,7 +166,7 @@ def plot_all(out_dir: str | Path) -> list[Path]:
         ("grounding", "pointing_game_macro"),
         ("retrieval", "i2t_R@5"),
         ("linear_probe", "auroc_macro@100%"),
-        ("segmentation", "dice_positives"),
+        ("segmentation", "dice_positives@100%"),
     ):
         if any(metric in (r.get("metrics") or {}) for r in results if r["task"] == task):
             p = heat_table(
@@ -136,6 +177,14 @@ def plot_all(out_dir: str | Path) -> list[Path]:
             )
             if p:
                 written.append(p)
+    for task, metric in (
+        ("linear_probe", "auroc_macro"),
+        ("finetune", "auroc_macro"),
+        ("segmentation", "dice_positives"),
+    ):
+        p = label_efficiency_figure(results, task, metric, pdir / f"label_efficiency_{task}_{metric}.png")
+        if p:
+            written.append(p)
     for jp in sorted((out_dir / "runs").rglob("*.json")):
         rec = json.loads(jp.read_text())
         tag = f"{rec['method']} on {rec['dataset']} ({rec['task']}, seed {rec['seed']})"

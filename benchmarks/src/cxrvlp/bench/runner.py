@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from cxrvlp.bench.datasets import DEFAULT_TASKS
 from cxrvlp.bench.inference import accelerator
 from cxrvlp.bench.record import (
     adapter_record,
@@ -34,7 +35,7 @@ DETERMINISTIC_TASKS = ("zeroshot", "grounding", "retrieval")
 class RunOptions:
     """What the loop runs and how."""
 
-    tasks: Sequence[str] = tuple(TASK_RUNNERS)
+    tasks: Sequence[str] = DEFAULT_TASKS
     seeds: Sequence[int] = (0,)
     batch_size: int = 32
     skip_existing: bool = False
@@ -62,6 +63,7 @@ def run_suite(
     versions = package_versions()
     for src in sources.values():
         src.check()  # fail before any model loads when a root is missing
+        src.resolve_classes()  # data-defined class lists (CARZero's PadChest) before any result is keyed
     for spec in methods:
         adapter = None
         for dname, src in sources.items():

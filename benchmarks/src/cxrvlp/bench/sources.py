@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -84,6 +85,22 @@ class DataSource:
         if not self.root.exists():
             raise DatasetNotFoundError(self.dataset.name, self.root, self.dataset.expected_files)
 
+    def resolve_classes(self) -> None:
+        """Entries whose classes come from the data (CARZero's PadChest) get them from the test split's
+        reader, alphabetically, minus the entry's dropped names; the registry entry itself is not changed."""
+        drop = self.dataset.classes_from_reader
+        if drop is None or self.dataset.classes:
+            return
+        test = self.load(self.dataset.test_split)
+        reader_classes = getattr(getattr(test, "reader", None), "classes", None)
+        if reader_classes is None:
+            reader_classes = light_samples(test)[0].classes if len(test) else ()
+        gone = {d.lower() for d in drop}
+        classes = tuple(sorted(c for c in reader_classes if c.lower() not in gone))
+        if not classes:
+            raise ConfigError(f"{self.dataset.name}: the {self.dataset.test_split} split has no classes")
+        self.dataset = dataclasses.replace(self.dataset, classes=classes)
+
     def load(self, split: str) -> Sequence[Sample]:
         """The samples of `split`, decoded on access (the reader raises DatasetNotFoundError naming any
         missing file). Core readers give a LazySplit: memory independent of the split's size."""
@@ -118,6 +135,9 @@ class DataSource:
         val_of = sk.pop("_val_of", None)  # ("train"|"val", official validation split or None)
         if val_of is not None:
             return self._open_val_of(split, kw, sk, *val_of)
+        per_class = sk.pop("_per_class", None)  # a 5x200-style subset: n images with exactly one class
+        if per_class is not None:
+            return self._open_per_class(split, kw, sk, int(per_class))
         if "split_csv" in sk:  # relative to the root; absent -> the derived split
             p = Path(sk["split_csv"])
             p = p if p.is_absolute() else self.root / p
@@ -136,6 +156,30 @@ class DataSource:
             f"what the reader returns; the dataset has no official {split} split here"
         )
         return reader, [i for i, r in enumerate(reader.records) if split_part(_group_id(r)) == part]
+
+    def _open_per_class(self, split: str, kw: dict, sk: dict, n: int):
+        """Up to n images per benchmark class whose labels name that class and no other of them (positive
+        = 1.0), picked by a hash of the image path: the MedCLIP / BenchX 5x200 recipe over a split."""
+        from cxrvlp.core.data import get_dataset
+
+        reader = get_dataset(self.dataset.reader, self.root, **kw, **sk)
+        cols = dsreg.class_index(reader.classes, self.dataset.classes, self.dataset.name)
+        by_class: dict[int, list[tuple[str, int]]] = {}
+        for i, r in enumerate(reader.records):
+            if r.labels is None:
+                continue
+            pos = np.flatnonzero(np.asarray(r.labels, np.float32)[cols] == 1.0)
+            if len(pos) == 1:
+                h = hashlib.sha256(str(r.image_path).encode()).hexdigest()
+                by_class.setdefault(int(pos[0]), []).append((h, i))
+        keep = sorted(i for c in by_class.values() for _, i in sorted(c)[:n])
+        self.derived[split] = (
+            f"derived: up to {n} images per class from the official '{sk.get('split')}' split whose labels "
+            f"are positive for exactly one of {list(self.dataset.classes)} (lowest SHA-256 of the image "
+            "path); "
+            f"counts {[len(by_class.get(c, [])[:n]) for c in range(len(cols))]}"
+        )
+        return reader, keep
 
     def _open_val_of(self, split: str, kw: dict, sk: dict, part: str, official: str | None):
         """`part` of the training records under a patient-level val_fraction split, unless `official`

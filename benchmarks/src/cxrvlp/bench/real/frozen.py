@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from cxrvlp.bench.inference import progress
 
 ENCODER = "efficientnet-lite0"
 NORMALISATION = "ImageNet mean/std on [0, 1] grey replicated to 3 channels"
@@ -72,7 +72,8 @@ def encode(
     """(N, 1280) global average-pooled features; a non-finite feature raises naming the image."""
     out = []
     with torch.inference_mode():
-        for i in tqdm(range(0, len(paths), batch_size), desc=desc, leave=False, disable=not desc):
+        starts = range(0, len(paths), batch_size)
+        for i in progress(starts, desc, len(starts), enabled=bool(desc)):  # line-based in a log file
             out.append(enc(cache.batch(paths[i : i + batch_size], size)).global_feat.float().numpy())
     f = np.concatenate(out) if out else np.zeros((0, 1280), np.float32)
     bad = np.flatnonzero(~np.isfinite(f).all(1))

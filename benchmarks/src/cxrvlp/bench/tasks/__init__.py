@@ -7,6 +7,7 @@ from typing import Any
 
 from cxrvlp.bench.tasks.base import TaskContext, TaskSkipped
 from cxrvlp.bench.tasks.classification import run_zeroshot
+from cxrvlp.bench.tasks.finetune import run_finetune
 from cxrvlp.bench.tasks.grounding import run_grounding
 from cxrvlp.bench.tasks.linear_probe import run_linear_probe
 from cxrvlp.bench.tasks.retrieval import run_retrieval
@@ -18,6 +19,7 @@ TASK_RUNNERS: dict[str, Callable[[TaskContext], dict[str, Any]]] = {
     "retrieval": run_retrieval,
     "linear_probe": run_linear_probe,
     "segmentation": run_segmentation,
+    "finetune": run_finetune,
 }
 
 __all__ = ["TASK_RUNNERS", "TaskContext", "TaskSkipped"]

@@ -35,17 +35,39 @@ class TaskContext:
     fingerprint: Callable[[str], str] | None = None  # split -> what identifies its images (cache key)
     first_seed: int | None = None  # seed-independent results (the 100 % probe) are reported at this seed
 
-    def cached(self, kind: str, split: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """`compute()` once per (model, checkpoint, preprocessing, dataset, split, kind), then from disk."""
+    @property
+    def n_bootstrap(self) -> int:
+        """Resamples behind every 95 % interval (`run --bootstrap`; 0 = no intervals)."""
+        from cxrvlp.bench.scoring import BOOTSTRAP
+
+        return int(self.options.get("bootstrap", BOOTSTRAP))
+
+    @property
+    def num_workers(self) -> int:
+        """DataLoader workers that read and preprocess images (`run --workers`; 0 = in this process)."""
+        return int(self.options.get("num_workers", 0))
+
+    def pass_kw(self, desc: str) -> dict[str, Any]:
+        """Keyword arguments of one image pass (inference.map_images): batch, workers, progress label."""
+        return {"batch_size": self.batch_size, "num_workers": self.num_workers, "desc": desc}
+
+    def cache_key(self, kind: str, split: str) -> str | None:
+        """Hash of (kind, model + checkpoint + preprocessing, the split's images); None without a cache."""
         if self.cache_dir is None or self.fingerprint is None:
-            return compute()
+            return None
         import hashlib
         import json
 
         from cxrvlp.bench.record import adapter_record
 
         info = json.dumps(adapter_record(self.adapter.info), sort_keys=True, default=str)
-        key = hashlib.sha256("\n".join([kind, info, self.fingerprint(split)]).encode()).hexdigest()[:20]
+        return hashlib.sha256("\n".join([kind, info, self.fingerprint(split)]).encode()).hexdigest()[:20]
+
+    def cached(self, kind: str, split: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """`compute()` once per (model, checkpoint, preprocessing, dataset, split, kind), then from disk."""
+        key = self.cache_key(kind, split)
+        if key is None:
+            return compute()
         path = self.cache_dir / f"{self.method}__{self.dataset.name}__{split}__{kind}__{key}.npy"
         if path.is_file():
             self.record.setdefault("cache_hits", []).append(path.name)

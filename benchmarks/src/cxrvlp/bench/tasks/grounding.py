@@ -7,16 +7,21 @@ binarised halfway between the transformed background and foreground values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from cxrvlp.bench import scoring
-from cxrvlp.bench.inference import map_images
+from cxrvlp.bench.inference import accelerator, autocast, progress
 from cxrvlp.bench.prompts import prompts_for
 from cxrvlp.bench.record import prompts_record
+from cxrvlp.bench.sources import light_samples, subset
 from cxrvlp.bench.tasks.base import TaskContext, TaskSkipped
 from cxrvlp.core.data.contract import Sample
 from cxrvlp.core.errors import MalformedRecordError
+from cxrvlp.core.metrics import grounding as _gnd
+from torch.utils.data import DataLoader, Dataset
 
 
 def gt_mask(sample: Sample, cls: str, any_label: bool = False) -> np.ndarray | None:
@@ -66,8 +71,96 @@ def to_adapter_frame(adapter, mask: np.ndarray) -> np.ndarray:
     return (sign * (fg - mid)) > 0
 
 
+class _GroundItems(Dataset):
+    """Rows -> (preprocessed image, ground truth in the map frame, whether there is one), in the loader."""
+
+    def __init__(self, samples, adapter, cls: str, any_label: bool) -> None:
+        self.samples, self.adapter, self.cls, self.any_label = samples, adapter, cls, any_label
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        x = self.adapter.preprocess(s.image)
+        m = gt_mask(s, self.cls, any_label=self.any_label)
+        has = m is not None
+        frame = to_adapter_frame(self.adapter, m) if has else np.zeros(x.shape[-2:], bool)
+        return x, torch.from_numpy(np.ascontiguousarray(frame)), has
+
+
+def _candidates(samples: Sequence[Sample], cls: str, any_label: bool) -> list[int]:
+    """Rows that may hold `cls`'s box or mask, decided without pixels (boxes, masks or a positive label)."""
+    from cxrvlp.bench.datasets import class_index
+
+    want = cls.lower().replace("_", " ")
+    out = []
+    for i, s in enumerate(light_samples(samples)):
+        if s.boxes is not None and len(s.boxes):
+            labels = [str(b).lower().replace("_", " ") for b in (s.box_labels or [])]
+            if any_label or want in labels or len(labels) < len(s.boxes):
+                out.append(i)
+                continue
+        if s.mask is not None:
+            out.append(i)
+            continue
+        if s.labels is not None:
+            try:
+                j = class_index(s.classes, [cls], "grounding")[0]
+            except KeyError:
+                continue
+            if np.asarray(s.labels)[j] == 1:
+                out.append(i)  # a mask dataset: the mask is read with the pixels
+    return out
+
+
+def ground_class(ctx: TaskContext, samples, cls: str, text: str, any_label: bool) -> dict[str, Any] | None:
+    """Stream the rows through localize(); AFLoc's per-image quantities for the images with ground truth."""
+    dev = accelerator().device
+    loader = DataLoader(
+        _GroundItems(samples, ctx.adapter, cls, any_label),
+        batch_size=ctx.batch_size,
+        num_workers=ctx.num_workers,
+    )
+    thr = _gnd.AFLOC_THRESHOLDS
+    iou, dice, cnr, hit, example = [], [], [], [], None
+    with torch.no_grad():
+        for x, m, has in progress(loader, f"{ctx.dataset.name} grounding {cls}", len(loader)):
+            if not has.any():
+                continue
+            x, m = x[has], m[has].numpy().astype(np.float64)
+            with autocast(dev):
+                maps = _first_map(ctx.adapter.localize(x.to(dev), [text])).float().cpu().numpy()
+            if not np.isfinite(maps).all():
+                raise FloatingPointError(f"{ctx.method} on {ctx.dataset.name}: non-finite maps for {cls}")
+            hm = np.stack([_gnd.minmax_normalize(h) for h in maps.astype(np.float64)])
+            iou.append(_gnd.iou_at_thresholds(hm, m, thr))  # (B, T)
+            dice.append(_gnd.dice_at_thresholds(hm, m, thr))
+            cnr.append(_gnd.cnr(hm, m))
+            hit.append(_gnd.pointing_game(hm, m).astype(np.float64))
+            if example is None:
+                example = (x[0, 0].float().numpy(), maps[0], m[0] > 0.5)
+    if not iou:
+        return None
+    iou_a, dice_a = np.concatenate(iou), np.concatenate(dice)
+    with np.errstate(all="ignore"):  # as core's grounding_metrics: nanmean per threshold, then the mean
+        iou_t, dice_t = np.nanmean(iou_a, 0), np.nanmean(dice_a, 0)
+        out = {
+            "iou": float(np.mean(iou_t)),
+            "dice": float(np.mean(dice_t)),
+            "cnr": float(np.nanmean(np.concatenate(cnr))),
+            "pointing_game": float(np.mean(np.concatenate(hit))),
+            "n": len(iou_a),
+        }
+    return {"metrics": out, "hits": np.concatenate(hit), "example": example}
+
+
 def run_grounding(ctx: TaskContext) -> dict[str, Any]:
-    """Localise each grounding class on the test images that contain it; metrics per class then macro."""
+    """Localise each grounding class on the test images that contain it; metrics per class then macro.
+
+    Images stream through a DataLoader (only the rows that may hold the class are read); per image only
+    AFLoc's overlap / CNR / pointing numbers are kept, so memory does not grow with maps of the split.
+    """
     ds = ctx.dataset
     classes = ds.grounding_classes or ds.classes
     prompts, label = prompts_for(ctx.method, ds.name, classes)
@@ -75,47 +168,43 @@ def run_grounding(ctx: TaskContext) -> dict[str, Any]:
     split = ds.grounding_split or ds.test_split
     test = ctx.load(split)
     per_class: dict[str, dict[str, float]] = {}
+    hits: list[np.ndarray] = []
     examples = []
+    single = len(classes) == 1
     for cls, cp in zip(classes, prompts):
-        single = len(classes) == 1
-        items = [(s, m) for s in test if (m := gt_mask(s, cls, any_label=single)) is not None]
-        if not items:
+        rows = _candidates(test, cls, single)
+        if not rows:
             continue
-        samples = [s for s, _ in items]
-        text = cp.positive[0]
-        maps = map_images(  # (N, S, S): one prompt per call keeps memory at N*S*S
-            ctx.adapter,
-            samples,
-            lambda x, t=text: _first_map(ctx.adapter.localize(x, [t])),
-            batch_size=ctx.batch_size,
-            desc=f"{ds.name} grounding {cls}",
-        )
-        masks = np.stack([to_adapter_frame(ctx.adapter, m) for _, m in items])  # (N, S, S)
-        per_class[cls] = {k: v for k, v in scoring.grounding(maps, masks).items() if "@" not in k}
+        r = ground_class(ctx, subset(test, rows), cls, cp.positive[0], single)
+        if r is None:
+            continue
+        per_class[cls] = r["metrics"]
+        hits.append(r["hits"])
         if len(examples) < 4:
-            examples.append((samples[0], maps[0], items[0][1], cls))
+            examples.append((*r["example"], cls))
     if not per_class:
         raise TaskSkipped(f"{ds.name}: no test image has a box or mask for {list(classes)}")
     keys = [k for k in next(iter(per_class.values())) if k != "n"]
     metrics = {f"{k}_macro": float(np.nanmean([pc[k] for pc in per_class.values()])) for k in keys}
     path = ctx.sidecar("_grounding.npz")
     if path is not None and examples:  # a few overlays for the plot command
-        s0 = [ctx.adapter.preprocess(e[0].image)[0].float().numpy() for e in examples]
         np.savez_compressed(
             path,
-            images=np.stack(s0),
+            images=np.stack([e[0] for e in examples]),
             maps=np.stack([e[1] for e in examples]),
-            masks=np.stack([to_adapter_frame(ctx.adapter, e[2]) for e in examples]),
+            masks=np.stack([e[2] for e in examples]),
             classes=np.array([e[3] for e in examples]),
         )
     return {
         "metrics": metrics,
+        "ci95": {"pointing_game_macro": scoring.macro_mean_ci(hits, ctx.n_bootstrap, ctx.seed)},
         "per_class": per_class,
         "thresholds": list(scoring.THRESHOLDS),
         "protocol": (
             "AFLoc's: maps min-max normalised to [-1, 1] per image, IoU/Dice averaged over thresholds "
             "0.1..0.5, signed CNR, pointing game = argmax inside the ground truth; positives only; no border "
-            "margin; GT mapped through the adapter's preprocess; per class, then macro"
+            "margin; GT mapped through the adapter's preprocess; per class, then macro; 95 % bootstrap of "
+            "the pointing game over images within each class"
         ),
         "test_split": split,
     }

@@ -75,6 +75,7 @@ def probe(
     classes: Sequence[str],
     seed: int,
     fractions: Sequence[float] = FRACTIONS,
+    n_bootstrap: int = 0,
 ) -> dict[str, Any]:
     """AUROC macro/per class on the test features for each label fraction."""
     out: dict[str, Any] = {}
@@ -87,6 +88,7 @@ def probe(
             "auroc_macro": cls["auroc_macro"],
             "auprc_macro": cls["auprc_macro"],
             "auroc": cls["auroc"],
+            "auroc_macro_ci95": scoring.auroc_macro_ci(y_te, np.nan_to_num(p, nan=0.5), n_bootstrap, seed),
             "C": dict(zip(classes, chosen)),
         }
     return out
@@ -103,7 +105,9 @@ def run_linear_probe(ctx: TaskContext) -> dict[str, Any]:
             "features",
             s,
             lambda v=v, s=s: features(
-                ctx.adapter, v, batch_size=ctx.batch_size, desc=f"{ds.name} {s} features"
+                ctx.adapter,
+                v,
+                **ctx.pass_kw(f"{ds.name} {s} features"),
             ),
         )
         for s, v in splits.items()
@@ -129,15 +133,19 @@ def run_linear_probe(ctx: TaskContext) -> dict[str, Any]:
         ds.classes,
         ctx.seed,
         fractions,
+        ctx.n_bootstrap,
     )
     metrics = {f"auroc_macro@{k}": v["auroc_macro"] for k, v in res.items()}
     return {
         "metrics": metrics,
+        "ci95": {f"auroc_macro@{k}": v["auroc_macro_ci95"] for k, v in res.items()},
         "fractions": res,
         "feature_dim": int(feats[ds.test_split].shape[1]),
         "n": {s: len(v) for s, v in splits.items()},
         "protocol": (
             "scikit-learn LogisticRegression per class on standardised frozen adapter.image_features; "
-            f"C in {list(C_GRID)} chosen by validation AUROC; label fraction subsampled with this seed{once}"
+            f"C in {list(C_GRID)} chosen by validation AUROC; label fraction subsampled with this "
+            f"seed{once}; "
+            f"95 % percentile bootstrap over test images ({ctx.n_bootstrap} resamples)"
         ),
     }

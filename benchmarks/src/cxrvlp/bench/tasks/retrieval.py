@@ -1,4 +1,4 @@
-"""Image-report retrieval: image->text and text->image R@1/5/10 and class-match Hit@K."""
+"""Image-report retrieval: both directions, R@1/5/10 and label-conditioned Hit@K / Precision@K (BenchX)."""
 
 from __future__ import annotations
 
@@ -47,12 +47,21 @@ def run_retrieval(ctx: TaskContext) -> dict[str, Any]:
     images = subset(test, kept)
     ctx.record["text_section"] = TEXT_SECTION
     sim = text_similarities(
-        ctx.adapter, images, texts, batch_size=ctx.batch_size, desc=f"{ds.name} retrieval"
+        ctx.adapter,
+        images,
+        texts,
+        **ctx.pass_kw(f"{ds.name} retrieval"),
     )
     if not np.isfinite(sim).all():
         raise FloatingPointError(f"{ctx.method} on {ds.name}: non-finite similarities")
     out: dict[str, Any] = {"n_images": len(images), "n_texts": len(texts), "test_split": ds.test_split}
-    metrics = dict(scoring.retrieval(sim, gt))
+    metrics: dict[str, Any] = dict(scoring.retrieval(sim, gt))
+    n_boot = ctx.n_bootstrap
+    r_i2t, r_t2i = scoring.retrieval_ranks(sim, gt)
+    ci: dict[str, Any] = {}
+    for k in (1, 5, 10):
+        ci[f"i2t_R@{k}"] = scoring.mean_ci((r_i2t <= k).astype(np.float64), n_boot, ctx.seed)
+        ci[f"t2i_R@{k}"] = scoring.mean_ci((r_t2i <= k).astype(np.float64), n_boot, ctx.seed)
     try:
         img_lab = np.nan_to_num(label_matrix(images, ds.classes, ds.name), nan=0.0)
     except KeyError:
@@ -61,7 +70,26 @@ def run_retrieval(ctx: TaskContext) -> dict[str, Any]:
         txt_lab = np.zeros((len(texts), img_lab.shape[1]), np.float32)
         for row, t in zip(img_lab, gt):
             txt_lab[t] = np.maximum(txt_lab[t], row)
-        metrics.update(scoring.class_match(sim, img_lab, txt_lab))
+        if ds.multiclass:  # 5x200: one class per image; a candidate is relevant when its class is the same
+            ic, tc = np.argmax(img_lab, 1), np.argmax(txt_lab, 1)
+            rel = ic[:, None] == tc[None, :]  # (N_img, N_txt)
+            out["class_match"] = "same class (one-hot labels), as BenchX's label-conditioned retrieval"
+        else:  # multi-label: relevant when image and text share a positive class
+            rel = (img_lab > 0).astype(np.int64) @ (txt_lab > 0).astype(np.int64).T > 0
+            out["class_match"] = "shares at least one positive class (multi-label)"
+        for direction, s_, r_ in (("i2t", sim, rel), ("t2i", sim.T, rel.T)):
+            q = r_.any(1)  # queries with at least one relevant candidate
+            per = scoring.class_retrieval(s_[q], r_[q])
+            for name, v in per.items():
+                key = f"{direction}_{'class_' if name.startswith('hit') else ''}{name}"
+                metrics[key] = float(v.mean()) if len(v) else None
+                ci[key] = scoring.mean_ci(v, n_boot, ctx.seed)
+        metrics.update(scoring.class_match(sim, img_lab, txt_lab))  # i2t class Hit@K (earlier name kept)
     out["metrics"] = metrics
-    out["protocol"] = "cosine/raw adapter similarity over de-duplicated texts; ties broken by index"
+    out["ci95"] = ci
+    out["protocol"] = (
+        "cosine/raw adapter similarity over de-duplicated texts over the whole split (BenchX ranks within "
+        "batches of 16); ties broken by index; R@K = the paired text/image in the top K; class Hit@K and "
+        f"P@K = BenchX's label-conditioned Hit@K / Precision@K; 95 % bootstrap over queries ({n_boot})"
+    )
     return out

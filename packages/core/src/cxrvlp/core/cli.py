@@ -105,13 +105,44 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def expected_layout(cls: type) -> list[str]:
+    """The files a reader expects: the literal block after "...layout(s)...::" in its module docstring."""
+    doc = (sys.modules[cls.__module__].__doc__ or "").splitlines()
+    start = next((i for i, line in enumerate(doc) if line.rstrip().endswith("::")), None)
+    if start is None:
+        return []
+    out = []
+    for line in doc[start + 1 :]:
+        if line.strip() and not line.startswith((" ", "\t")):
+            break  # the literal block ends at the first unindented line
+        out.append(line.rstrip())
+    while out and not out[-1].strip():
+        out.pop()
+    while out and not out[0].strip():
+        out.pop(0)
+    return out
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
-    """`cxrvlp datasets`: list readers and their docstring's first line."""
+    """`cxrvlp datasets`: every reader, its docstring's first line and the files it expects under the root."""
     from cxrvlp.core.data import DATASETS
 
-    for name, cls in sorted(DATASETS.items()):
+    wanted = args.names or sorted(DATASETS)
+    unknown = [n for n in wanted if n not in DATASETS]
+    if unknown:
+        print(f"unknown dataset(s) {unknown}; registered: {sorted(DATASETS)}", file=sys.stderr)
+        return 2
+    for name in wanted:
+        cls = DATASETS[name]
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{name:16s} {cls.__name__:26s} {doc}")
+        layout = expected_layout(cls)
+        if layout:
+            print("  expects:")
+            print("\n".join(f"  {line}" if line.strip() else "" for line in layout))
+        else:
+            print("  expects: (see the reader's docstring)")
+        print()
     return 0
 
 
@@ -185,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--scale", type=float, default=1.0, help="multiplies every default count (no --images)")
     sy.add_argument("--seed", type=int, default=0)
     sy.set_defaults(func=cmd_synthetic)
-    ds = sub.add_parser("datasets", help="list the dataset readers")
+    ds = sub.add_parser("datasets", help="list the dataset readers and the files each expects")
+    ds.add_argument("names", nargs="*", metavar="NAME", help="only these readers (default: all)")
     ds.set_defaults(func=cmd_datasets)
     return p
 
