@@ -27,7 +27,7 @@ from cxrvlp.bench.tasks.base import label_matrix
 AFFIRMED = ("Atelectasis", "Cardiomegaly", "Edema", "Pleural Effusion")
 
 # the scaled-down demo: FAST_METHOD's tiny config, FAST_STEPS steps on FAST_PATIENTS synthetic MIMIC patients
-FAST_METHOD, FAST_STEPS, FAST_PATIENTS = "afloc", 60, 150
+FAST_METHOD, FAST_STEPS, FAST_PATIENTS = "afloc", 40, 120
 
 
 def test_mimic_mirror_affirms_findings_more_than_it_negates_them(tmp_path):
