@@ -26,7 +26,10 @@ from cxrvlp.bench.tasks.base import label_matrix
 # Cardiomegaly 0.12 vs 0.05, Atelectasis 0.15 vs 0.01
 AFFIRMED = ("Atelectasis", "Cardiomegaly", "Edema", "Pleural Effusion")
 
-# the scaled-down demo: FAST_METHOD's tiny config, FAST_STEPS steps on FAST_PATIENTS synthetic MIMIC patients
+# the scaled-down demo: FAST_METHOD's tiny config, FAST_STEPS steps on FAST_PATIENTS synthetic MIMIC patients.
+# Measured (seed 0, one thread): macro 0.778; Atelectasis 0.75, Cardiomegaly 0.78, Consolidation 0.75,
+# Edema 0.94, Pleural Effusion 0.67; about 40 CPU seconds (272 s wall at load ~20 on the shared 2 cores).
+# The old demo's failure was macro 0.34-0.48, so the bars below catch its return with room for CPU numerics.
 FAST_METHOD, FAST_STEPS, FAST_PATIENTS = "afloc", 40, 120
 
 
@@ -82,5 +85,5 @@ def test_scaled_down_demo_learns_zero_shot(tmp_path):
     finally:
         torch.set_num_threads(threads)
     print({c: round(v, 3) for c, v in res["auroc"].items()}, "macro", round(res["auroc_macro"], 3))
-    assert res["auroc_macro"] >= 0.6
-    assert np.nanmin([v for v in res["auroc"].values() if v is not None]) >= 0.45
+    assert res["auroc_macro"] >= 0.65
+    assert np.nanmin([v for v in res["auroc"].values() if v is not None]) >= 0.5
