@@ -61,8 +61,8 @@ SIZES = {
         seg_epochs=5,
         train=["epochs=100"],
         # optimizer steps per method (demo-only budget): about two CPU minutes each at one thread (measured
-        # CPU seconds per step of batch 16 at 64 px: MGCA 0.15-0.2, CXR-CLIP 0.3, AFLoc 0.43, MAVL ~1.5;
-        # CARZero not measured). What each reached: benchmarks/README.md, demo.
+        # CPU seconds per step of batch 16 at 64 px: MGCA 0.15-0.2, CXR-CLIP 0.3, AFLoc 0.43, MAVL ~1.5,
+        # CARZero 0.2). What each reached: benchmarks/README.md, demo.
         steps={"mgca": 600, "cxrclip": 400, "afloc": 300, "mavl": 150, "carzero": 150},
         default_steps=300,
         seeds=2,
