@@ -62,8 +62,8 @@ SIZES = {
         train=["epochs=100"],
         # optimizer steps per method (demo-only budget): about two CPU minutes each at one thread (measured
         # CPU seconds per step of batch 16 at 64 px: MGCA 0.15-0.2, CXR-CLIP 0.3, AFLoc 0.43, MAVL ~1.5,
-        # CARZero 0.2). What each reached: benchmarks/README.md, demo.
-        steps={"mgca": 600, "cxrclip": 400, "afloc": 300, "mavl": 150, "carzero": 150},
+        # CARZero 0.14). What each reached: benchmarks/README.md, demo.
+        steps={"mgca": 600, "cxrclip": 400, "afloc": 300, "mavl": 150, "carzero": 600},
         default_steps=300,
         seeds=2,
         mimic_patients=600,
