@@ -49,3 +49,13 @@ def test_demo_full(tmp_path, capsys):
     assert main(["demo", "--out", str(out)]) == 0
     recs = _check(out, capsys)
     assert any(r["status"] == "ok" for r in recs)
+
+
+def test_demo_trains_methods_in_worker_processes(tmp_path):
+    """The full demo's parallel path (jobs > 1, spawned workers): results come back per method, in order."""
+    from cxrvlp.bench.demo import train_methods
+
+    names = ("nosuch-a", "nosuch-b")
+    specs, seconds = train_methods(names, tmp_path, tmp_path, {n: [] for n in names}, jobs=2)
+    assert [s.name for s in specs] == list(names) and set(seconds) == set(names)
+    assert all(s.load is None and s.skip_reason == method_status(s.name)[1] for s in specs)

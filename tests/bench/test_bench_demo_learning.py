@@ -1,13 +1,15 @@
-"""The demo shows learning (issue 26), scaled down: a tiny MGCA pretrained on the synthetic MIMIC mirror
-ranks the synthetic CheXpert test images above chance with the benchmark's own prompts.
+"""The demo shows learning (issue 26): the cause of the old failure pinned, and a scaled-down demo run.
 
-Cause pinned here: with 48 patients and 48 steps (the old demo) the image-text loss never left chance and
-zero-shot AUROC fell below 0.5, because the synthetic reports (like real ones) write a class's words mostly
-in negated sentences ("No pleural effusion."), so the bare class name sits nearer to normal reports until
-the text side has learned what "no" does; the positive-vs-negated prompt contrast then cancels it.
+Cause: the earlier synthetic MIMIC reports negated each class in 50-70 % of the reports without it while only
+10-16 % of studies had it, so a class's words sat mostly in "No ..." sentences and a short image-text run
+learned them as "normal image" (zero-shot AUROC below 0.5). Real reports affirm these findings more often than
+they negate them; the mirror now follows the real CheXpert labeler's rates (synthetic/cases.py, reports.py).
 """
 
 from __future__ import annotations
+
+import csv
+import gzip
 
 import numpy as np
 import pytest
@@ -19,40 +21,69 @@ from cxrvlp.bench.prompts import prompts_for
 from cxrvlp.bench.sources import DataSource, method_status
 from cxrvlp.bench.tasks.base import label_matrix
 
-# Measured (seed 0): macro 0.774; Atelectasis 0.75, Cardiomegaly 0.68, Consolidation 0.74, Edema 0.85,
-# Pleural Effusion 0.85. 18 min wall on the 2 cores shared by 6 agents (load ~13); the training is most of it.
-STEPS, PATIENTS = 300, 300  # the full demo: 600 steps on 600 patients (demo.SIZES["full"])
+# classes the real CheXpert labeler marks positive more often than negated on the real CheXpert train reports
+# (../shared/data/labels/chexpert_train.csv.gz): Pleural Effusion 0.39 vs 0.16, Edema 0.23 vs 0.09,
+# Cardiomegaly 0.12 vs 0.05, Atelectasis 0.15 vs 0.01
+AFFIRMED = ("Atelectasis", "Cardiomegaly", "Edema", "Pleural Effusion")
+
+# the scaled-down demo: FAST_METHOD's tiny config, FAST_STEPS steps on FAST_PATIENTS synthetic MIMIC patients.
+# Measured (seed 0, one thread): macro 0.778; Atelectasis 0.75, Cardiomegaly 0.78, Consolidation 0.75,
+# Edema 0.94, Pleural Effusion 0.67; about 40 CPU seconds (272 s wall at load ~20 on the shared 2 cores).
+# The old demo's failure was macro 0.34-0.48, so the bars below catch its return with room for CPU numerics.
+FAST_METHOD, FAST_STEPS, FAST_PATIENTS = "afloc", 40, 120
+
+
+def test_mimic_mirror_affirms_findings_more_than_it_negates_them(tmp_path):
+    from cxrvlp.core.data.synthetic import write_mimic_cxr
+
+    root = write_mimic_cxr(tmp_path / "mimic-cxr", n_patients=150, seed=0, image_size=16)
+    with gzip.open(root / "mimic-cxr-2.0.0-chexpert.csv.gz", "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) > 200
+    for cls in AFFIRMED:
+        pos = sum(r[cls] == "1.0" for r in rows)
+        neg = sum(r[cls] == "0.0" for r in rows)
+        assert pos > neg, (cls, pos, neg)
+    # and the class words occur in the text mostly outside negations
+    for cls in AFFIRMED:
+        assert sum(r[cls] in ("1.0", "-1.0") for r in rows) > 1.5 * sum(r[cls] == "0.0" for r in rows), cls
 
 
 def test_demo_sizes_keep_the_learning_budget():
-    from cxrvlp.bench.demo import SIZES
+    from cxrvlp.bench.demo import SIZES, demo_overrides
 
     full = SIZES["full"]
-    steps = int(next(o for o in full["train"] if o.startswith("max_steps=")).split("=")[1])
-    assert steps >= 600 and full["mimic_patients"] >= 600 and full["limit"] is None
+    assert full["limit"] is None and full["mimic_patients"] >= 300 and full["cxr14_test_images"] >= 300
+    for m in ("mgca", "cxrclip", "carzero", "afloc", "mavl"):
+        steps = [int(o.split("=")[1]) for o in demo_overrides(m, "full") if o.startswith("max_steps=")]
+        assert steps and steps[-1] >= FAST_STEPS, m
 
 
-# 300 training steps: minutes on an idle 2-core machine, 18 min under load; over the default run's budget.
-@pytest.mark.slow
-def test_tiny_mgca_zero_shot_above_chance_on_synthetic_chexpert(tmp_path):
-    spec, why = method_status("mgca")
+def test_scaled_down_demo_learns_zero_shot(tmp_path):
+    """A scaled-down demo: FAST_METHOD's demo recipe, fewer steps and patients, CheXpert-mirror zero-shot."""
+    spec, why = method_status(FAST_METHOD)
     if spec is None:
         pytest.skip(why)
+    from cxrvlp.bench.demo import demo_overrides
     from cxrvlp.core.data.synthetic import write_chexpert, write_mimic_cxr
 
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    mimic = write_mimic_cxr(tmp_path / "mimic-cxr", PATIENTS, 0, 64)
-    chex = write_chexpert(tmp_path / "chexpert", n_train_patients=4, n_valid=4, n_test=160, n_per_class=2,
-                          image_size=64)  # fmt: skip
-    run = spec.train("tiny", [f"output_dir={tmp_path / 'run'}", f"data.root={mimic}", "epochs=100",
-                              f"max_steps={STEPS}", "log_every_steps=50"])  # fmt: skip
-    adapter = spec.load_adapter(run / "final")
-    ds = dsreg.get("chexpert")
-    test = DataSource(ds, chex, synthetic=True).load("test")
-    y = label_matrix(test, ds.classes, ds.name)
-    prompts, _ = prompts_for("mgca", ds.name, ds.classes)
-    s = class_scores(adapter, test, prompts, batch_size=32)
-    res = scoring.classification(y, s, ds.classes)
+    try:
+        mimic = write_mimic_cxr(tmp_path / "mimic-cxr", FAST_PATIENTS, 0, 64)
+        chex = write_chexpert(tmp_path / "chexpert", n_train_patients=4, n_valid=4, n_test=200, n_per_class=2,
+                              image_size=64)  # fmt: skip
+        over = [o for o in demo_overrides(FAST_METHOD, "full") if not o.startswith("max_steps=")]
+        run = spec.train("tiny", [f"output_dir={tmp_path / 'run'}", f"data.root={mimic}", *over,
+                                  f"max_steps={FAST_STEPS}", "log_every_steps=1000"])  # fmt: skip
+        adapter = spec.load_adapter(run / "final")
+        ds = dsreg.get("chexpert")
+        test = DataSource(ds, chex, synthetic=True).load("test")
+        y = label_matrix(test, ds.classes, ds.name)
+        prompts, _ = prompts_for(FAST_METHOD, ds.name, ds.classes)
+        res = scoring.classification(y, class_scores(adapter, test, prompts, batch_size=50), ds.classes)
+    finally:
+        torch.set_num_threads(threads)
     print({c: round(v, 3) for c, v in res["auroc"].items()}, "macro", round(res["auroc_macro"], 3))
-    assert res["auroc_macro"] >= 0.6
-    assert np.nanmin([v for v in res["auroc"].values() if v is not None]) >= 0.4
+    assert res["auroc_macro"] >= 0.65
+    assert np.nanmin([v for v in res["auroc"].values() if v is not None]) >= 0.5

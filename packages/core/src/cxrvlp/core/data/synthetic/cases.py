@@ -91,6 +91,24 @@ DEFAULT_PREVALENCE: dict[str, float] = {
 }
 """Per-finding probability in `sample_case` (roughly a third of cases come out with no finding)."""
 
+MIMIC_PREVALENCE: dict[str, float] = {
+    "pleural_effusion": 0.45,
+    "pneumothorax": 0.1,
+    "cardiomegaly": 0.15,
+    "consolidation": 0.2,
+    "pneumonia": 0.1,
+    "nodule": 0.03,
+    "mass": 0.02,
+    "edema": 0.3,
+    "atelectasis": 0.3,
+    "support_devices": 0.5,
+}
+"""Per-finding probability for the report corpus (the MIMIC-CXR mirror), an inpatient population: the share
+of the 223,414 real CheXpert train reports that the CheXpert labeler reads as positive or uncertain, rounded
+to 0.05 (../shared/data/labels/chexpert_train.csv.gz: Pleural Effusion 0.44, Support Devices 0.52,
+Atelectasis 0.30, Edema 0.29, Consolidation 0.19, Cardiomegaly 0.16, Pneumonia 0.11, Pneumothorax 0.10,
+Lung Lesion 0.05)."""
+
 
 @dataclass
 class Case:

@@ -13,8 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = "1.0.0"
-"""Bumped whenever the mirrors' content changes for a given seed."""
+GENERATOR_VERSION = "1.1.0"
+"""Bumped whenever the mirrors' content changes for a given seed (1.1.0: MIMIC prevalence and negation rates
+follow the real CheXpert labeler's, issue 26)."""
 
 SYNTHETIC_NOTICE = (
     "These data are SYNTHETIC PHANTOMS written by cxrvlp.core.data.synthetic. They are not patient data,\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from cxrvlp.core.data.synthetic.cases import MIMIC_CHEXPERT_COLUMNS, sample_case
+from cxrvlp.core.data.synthetic.cases import MIMIC_CHEXPERT_COLUMNS, MIMIC_PREVALENCE, sample_case
 from cxrvlp.core.data.synthetic.files import csv_text, dataset_rng, write_image, write_meta, write_text
 from cxrvlp.core.data.synthetic.phantom import render_phantom
 from cxrvlp.core.data.synthetic.reports import labels_row, make_report
@@ -87,7 +87,7 @@ def write_mimic_cxr(root: str | Path, n_patients: int = 120, seed: int = 0, imag
             study = study_ids[k]
             k += 1
             _, views, exam = _STUDY_LAYOUTS[int(rng.choice(len(_STUDY_LAYOUTS), p=probs / probs.sum()))]
-            case = sample_case(rng)
+            case = sample_case(rng, prevalence=MIMIC_PREVALENCE)
             report = make_report(case, rng, style="mimic", views=exam)
             write_text(pdir / f"s{study}.txt", report.text)
             label_rows.append([subject, study, *labels_row(report.labels, MIMIC_CHEXPERT_COLUMNS)])
