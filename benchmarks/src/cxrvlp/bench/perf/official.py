@@ -21,7 +21,7 @@ from typing import Any
 
 from cxrvlp.bench.perf.ours import Workload
 
-STEPS, WARMUP, INFER_STEPS = 2, 1, 2  # counted train steps, uncounted warm-up, counted inference passes
+STEPS, WARMUP, INFER_STEPS = 1, 1, 1  # counted train steps, uncounted warm-up, counted inference passes
 
 
 def _median(xs: list[float]) -> float | None:
@@ -211,45 +211,30 @@ def _common(batch: int) -> list[str]:
     return ["--batch", str(batch), "--threads", "2", "--seed", "0"]
 
 
+def _args(variant: str, batch: int, *extra: str) -> list[str]:
+    """Harness flags: variant, batch, 2 threads, seed 0, warm-up + counted train steps, then `extra`."""
+    steps = ["--steps", str(STEPS + WARMUP), "--warmup", str(WARMUP)]
+    return ["--variant", variant, *_common(batch), *steps, *extra]
+
+
 COMPARISONS: dict[str, Comparison] = {
     c.id: c
     for c in (
         Comparison(
             "mgca-vit-b8",
             "mgca",
-            [
-                "--variant",
-                "vit",
-                *_common(8),
-                "--steps",
-                str(STEPS + WARMUP),
-                "--warmup",
-                str(WARMUP),
-                "--terms",
-                "all",
-            ],
+            _args("vit", 8, "--terms", "all"),
             _parse_mgca,
             _ours_mgca("mgca-vit-b16"),
             target=1.3,
             extra_arms={"official_anomaly_off": ["--anomaly", "off", "--no-infer"]},
             notes="official turns on autograd anomaly detection at import (its run does); the anomaly-off "
-            "arm "
-            "is the same harness with it off",
+            "arm is the same harness with it off",
         ),
         Comparison(
             "mgca-r50-b8",
             "mgca",
-            [
-                "--variant",
-                "resnet50",
-                *_common(8),
-                "--steps",
-                str(STEPS + WARMUP),
-                "--warmup",
-                str(WARMUP),
-                "--terms",
-                "all",
-            ],
+            _args("resnet50", 8, "--terms", "all"),
             _parse_mgca,
             _ours_mgca("mgca-r50"),
             target=1.3,
@@ -257,19 +242,7 @@ COMPARISONS: dict[str, Comparison] = {
         Comparison(
             "cxrclip-r50-b2",
             "cxrclip",
-            [
-                "--variant",
-                "r50",
-                *_common(2),
-                "--infer-batch",
-                "8",
-                "--steps",
-                str(STEPS + WARMUP),
-                "--warmup",
-                str(WARMUP),
-                "--infer-iters",
-                str(INFER_STEPS + 1),
-            ],
+            _args("r50", 2, "--infer-batch", "8", "--infer-iters", str(INFER_STEPS + 1)),
             _parse_cxrclip,
             _ours_cxrclip,
             target=1.8,
@@ -280,19 +253,7 @@ COMPARISONS: dict[str, Comparison] = {
         Comparison(
             "carzero-vit-b6",
             "carzero",
-            [
-                "--variant",
-                "vit",
-                *_common(6),
-                "--steps",
-                str(STEPS + WARMUP),
-                "--warmup",
-                str(WARMUP),
-                "--infer-steps",
-                str(INFER_STEPS + 1),
-                "--fusion-batches",
-                "",
-            ],
+            _args("vit", 6, "--infer-steps", str(INFER_STEPS + 1), "--fusion-batches", ""),
             _parse_carzero,
             _ours_carzero,
             target=1.15,
@@ -300,7 +261,7 @@ COMPARISONS: dict[str, Comparison] = {
         Comparison(
             "carzero-fusion-b64",
             "carzero",
-            [
+            [  # fmt: skip
                 "--variant",
                 "vit",
                 *_common(8),
@@ -321,19 +282,7 @@ COMPARISONS: dict[str, Comparison] = {
         Comparison(
             "afloc-r50-b8",
             "afloc",
-            [
-                "--variant",
-                "r50",
-                *_common(8),
-                "--image-size",
-                "224",
-                "--steps",
-                str(STEPS + WARMUP),
-                "--warmup",
-                str(WARMUP),
-                "--infer-steps",
-                str(INFER_STEPS + 1),
-            ],
+            _args("r50", 8, "--image-size", "224", "--infer-steps", str(INFER_STEPS + 1)),
             _parse_afloc,
             _ours_afloc,
             target=1.8,
@@ -343,26 +292,13 @@ COMPARISONS: dict[str, Comparison] = {
         Comparison(
             "mavl-r50-b8",
             "mavl",
-            [
-                "--variant",
-                "r50",
-                *_common(8),
-                "--steps",
-                str(STEPS + WARMUP),
-                "--warmup",
-                str(WARMUP),
-                "--infer-steps",
-                str(INFER_STEPS + 2),
-                "--bert-layers",
-                "1",
-            ],
+            _args("r50", 8, "--infer-steps", str(INFER_STEPS + 2), "--bert-layers", "1"),
             _parse_mavl,
             _ours_mavl,
             target=2.0,
             notes="the official MAVL.__init__ encodes its text books once with a frozen BERT (~150 s, not in "
-            "the "
-            "step); run here with --bert-layers 1 to shorten that start-up: the books keep their shapes, so "
-            "the timed step is unchanged. Ours reads hashed/cached books",
+            "the step); run here with --bert-layers 1 to shorten that start-up: the books keep their shapes, "
+            "so the timed step is unchanged. Ours reads hashed/cached books",
         ),
     )
 }

@@ -375,7 +375,7 @@ def _measure_carzero_fusion(module: torch.nn.Module, w: Workload) -> dict[str, A
     m = module.model
     b = int(w.fusion_batch or 0)
     g = torch.Generator().manual_seed(w.seed)
-    d = m.config.embed_dim if hasattr(m.config, "embed_dim") else 768
+    d = int(getattr(m, "embed_dim", None) or 768)  # the fusion width
     n_words = int(m.config.text_max_length)
     img_g = torch.randn(b, d, generator=g).requires_grad_()
     img_l = torch.randn(b, 196, d, generator=g).requires_grad_()
