@@ -172,8 +172,10 @@ def cmd_vs_official(a: argparse.Namespace) -> int:
 
         def runner(arm: str, r: int, comp=comp, paths=paths, raw_dir=raw_dir, state=state, arms=arms) -> dict:
             path = raw_dir / f"{arm}_{r}.json"
-            if a.resume and _round_complete(raw_dir, arms, r):
-                d = json.loads(path.read_text())  # a finished round of an earlier call, reused whole
+            if a.resume and (_round_complete(raw_dir, arms, r) or (path.is_file() and arm != "ours")):
+                # a finished round of an earlier call, reused whole; or an official arm whose ours was lost
+                # (the pair is then run apart in time: its records' load_after_run stamps say how far)
+                d = json.loads(path.read_text())
             elif arm == "ours":
                 w = comp.ours(state["official_raw"])
                 w = replace(w, flops=(r == 0) and not a.no_flops)  # count once, off the later rounds
@@ -292,6 +294,9 @@ def _vs_rows(d: dict) -> list[str]:
     ]
     inf = d["ratios"].get("official/inference")
     inf_ok = d["verdict"].get("official/inference", "-") if inf and inf.get("n") else "-"
+    met = d["verdict"].get(main, "-")
+    if d.get("caveat"):  # a pair whose arms did not run under like conditions: no verdict
+        met = inf_ok = "not judged (caveat)"
     load = f"{_f(min(loads), '{:.1f}')}-{_f(max(loads), '{:.1f}')}" if loads else "-"
     rows = [
         _row(
@@ -301,7 +306,7 @@ def _vs_rows(d: dict) -> list[str]:
                 _f(_median_of(rounds, "ours", path)),
                 _ratio_cell(d["ratios"][main]),
                 _f(d.get("target_train"), "{:.2f}x"),
-                d["verdict"].get(main, "-"),
+                met,
                 _ratio_cell(inf),
                 inf_ok,
                 _f(flops / 1e9 if flops else None, "{:.1f}"),
@@ -342,8 +347,10 @@ def table_markdown(docs: list[dict]) -> str:
         lines += ["", "Notes per comparison:", ""]
         for d in vs:
             lc = d.get("loss_check", {})
+            caveat = f"CAVEAT: {d['caveat']} " if d.get("caveat") else ""
             lines.append(
-                f"* **{d['comparison']}**: {d.get('notes') or ''} Losses compared: {lc.get('compared', '')}; "
+                f"* **{d['comparison']}**: {caveat}{d.get('notes') or ''} "
+                f"Losses compared: {lc.get('compared', '')}; "
                 f"both finite: {lc.get('both_finite')}; "
                 f"equal values checked: {lc.get('equal_values_checked')} "
                 f"(official first step {lc.get('official_first_step')}, ours {lc.get('ours_first_step')})."

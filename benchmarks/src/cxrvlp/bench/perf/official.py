@@ -348,7 +348,7 @@ def run_official(
     paths: OfficialPaths, args: list[str], out_dir: Path, tag: str, timeout: float | None = None
 ) -> dict:
     """Run the harness once in its venv; its raw JSON (written to out_dir/<tag>.json)."""
-    out = out_dir / f"{tag}.json"
+    out = (out_dir / f"{tag}.json").resolve()  # the harness runs with cwd=out_dir
     cmd = [str(paths.python), str(paths.harness), "--src", str(paths.src), *args, "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     env.pop("VIRTUAL_ENV", None)
