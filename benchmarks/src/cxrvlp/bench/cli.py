@@ -260,6 +260,10 @@ def parser() -> argparse.ArgumentParser:
         help="also run this trained method's adapter (zero-shot + linear probe) on the eval rows",
     )
     q.set_defaults(fn=cmd_real)
+
+    from cxrvlp.bench.perf.cli import add_parser as add_perf_parser
+
+    add_perf_parser(sub)
     return p
 
 
