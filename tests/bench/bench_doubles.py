@@ -143,3 +143,21 @@ class NoMapAdapter(BlobAdapter):
 
     def localize(self, images, texts):
         return None
+
+
+class BorderNaNAdapter(BlobAdapter):
+    """The same double with AFLoc's protocol: maps NaN on a declared `border`-px frame (NaN inside: `leak`)."""
+
+    def __init__(self, classes: Sequence[str], border: int = 2, leak: bool = False) -> None:
+        super().__init__(classes)
+        self.info.excluded_border_px = border
+        self.border, self.leak = border, leak
+
+    def localize(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
+        """BlobAdapter's maps, NaN on the border (and at the centre pixel when `leak`)."""
+        out = super().localize(images, texts)
+        b = self.border
+        out[..., :b, :] = out[..., -b:, :] = out[..., :, :b] = out[..., :, -b:] = float("nan")
+        if self.leak:
+            out[..., S // 2, S // 2] = float("nan")
+        return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from bench_doubles import BlobAdapter, NoMapAdapter, toy_samples
+from bench_doubles import BlobAdapter, BorderNaNAdapter, NoMapAdapter, toy_samples
 from cxrvlp.bench.datasets import BenchDataset
 from cxrvlp.bench.tasks import TASK_RUNNERS, TaskContext, TaskSkipped
 
@@ -108,6 +108,34 @@ def test_streamed_grounding_equals_core_metrics_on_whole_arrays():
     whole = scoring.grounding(maps, masks)
     for k in ("iou", "dice", "cnr", "pointing_game", "n"):
         assert res["per_class"][cls][k] == pytest.approx(whole[k], rel=1e-9, abs=1e-12)
+
+
+def test_grounding_excludes_the_declared_nan_border():
+    """AFLoc's maps are NaN on a declared border: metrics on the rest, equal to core's on the same maps."""
+    from cxrvlp.bench import scoring
+    from cxrvlp.bench.tasks.grounding import gt_mask, to_adapter_frame
+
+    ctx = _ctx(_ds(), adapter=BorderNaNAdapter(CLASSES, border=2))
+    res = TASK_RUNNERS["grounding"](ctx)
+    cls = CLASSES[0]
+    rows = [s for s in ctx.load("test") if gt_mask(s, cls) is not None]
+    x = torch.stack([ctx.adapter.preprocess(s.image) for s in rows])
+    maps = ctx.adapter.localize(x, [f"{cls} present"])[:, 0].numpy()
+    assert np.isnan(maps).any()
+    masks = np.stack([to_adapter_frame(ctx.adapter, gt_mask(s, cls)) for s in rows])
+    whole = scoring.grounding(maps, masks)
+    assert np.isfinite(res["per_class"][cls]["iou"])
+    for k in ("iou", "dice", "cnr", "pointing_game", "n"):
+        assert res["per_class"][cls][k] == pytest.approx(whole[k], rel=1e-9, abs=1e-12)
+
+
+def test_grounding_rejects_nan_outside_the_declared_border():
+    with pytest.raises(FloatingPointError, match="outside the 2-px border"):
+        TASK_RUNNERS["grounding"](_ctx(_ds(), adapter=BorderNaNAdapter(CLASSES, border=2, leak=True)))
+    undeclared = BorderNaNAdapter(CLASSES, border=2)
+    undeclared.info.excluded_border_px = 0  # the NaN frame is drawn but not declared
+    with pytest.raises(FloatingPointError, match="outside the 0-px border"):
+        TASK_RUNNERS["grounding"](_ctx(_ds(), adapter=undeclared))
 
 
 def test_grounding_skips_without_maps():

@@ -114,6 +114,23 @@ def _candidates(samples: Sequence[Sample], cls: str, any_label: bool) -> list[in
     return out
 
 
+def check_maps(maps: np.ndarray, border: int, where: str) -> None:
+    """(B, H, W) maps: finite, except NaN on the `border`-pixel frame the adapter declares excluded."""
+    if np.isinf(maps).any():
+        raise FloatingPointError(f"{where}: infinite values in the localisation maps")
+    nan = np.isnan(maps)
+    if not nan.any():
+        return
+    inside = _gnd.border_mask(maps.shape[-2], maps.shape[-1], int(border))
+    if (nan & inside).any():
+        raise FloatingPointError(
+            f"{where}: NaN in the localisation maps outside the {int(border)}-px border the adapter "
+            "declares excluded (AdapterInfo.excluded_border_px)"
+        )
+    if not (~nan & inside).reshape(len(maps), -1).any(1).all():
+        raise FloatingPointError(f"{where}: a localisation map has no finite pixel inside the border")
+
+
 def ground_class(ctx: TaskContext, samples, cls: str, text: str, any_label: bool) -> dict[str, Any] | None:
     """Stream the rows through localize(); AFLoc's per-image quantities for the images with ground truth."""
     dev = accelerator().device
@@ -131,8 +148,7 @@ def ground_class(ctx: TaskContext, samples, cls: str, text: str, any_label: bool
             x, m = x[has], m[has].numpy().astype(np.float64)
             with autocast(dev):
                 maps = _first_map(ctx.adapter.localize(x.to(dev), [text])).float().cpu().numpy()
-            if not np.isfinite(maps).all():
-                raise FloatingPointError(f"{ctx.method} on {ctx.dataset.name}: non-finite maps for {cls}")
+            check_maps(maps, ctx.adapter.info.excluded_border_px, f"{ctx.method} on {ctx.dataset.name}, {cls}")
             hm = np.stack([_gnd.minmax_normalize(h) for h in maps.astype(np.float64)])
             iou.append(_gnd.iou_at_thresholds(hm, m, thr))  # (B, T)
             dice.append(_gnd.dice_at_thresholds(hm, m, thr))

@@ -126,6 +126,7 @@ class AFLocZeroShotAdapter:
             if exclude_border
             else GROUNDING.replace("NaN = excluded", "NOT applied (ours)"),
             checkpoint_sha256=checkpoint_sha256,
+            excluded_border_px=border_margin(size) if exclude_border else 0,
             extra={
                 "image_encoder": model.cfg.image_encoder,
                 "paper_backbones": model.cfg.image_encoder == "resnet50",

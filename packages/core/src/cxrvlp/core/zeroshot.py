@@ -36,6 +36,9 @@ class AdapterInfo:
     grounding: str | None = None  # None when the adapter has no localisation maps
     checkpoint_sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # `localize` maps are NaN on a border this many pixels wide (pixels the method's protocol leaves out,
+    # e.g. AFLoc's 14 px at 224); NaN anywhere else is an error for the caller
+    excluded_border_px: int = 0
 
 
 @runtime_checkable
@@ -74,7 +77,9 @@ class ZeroShotAdapter(Protocol):
         ...
 
     def localize(self, images: torch.Tensor, texts: Sequence[str]) -> torch.Tensor | None:
-        """(B, 3, S, S), P prompts -> (B, P, S, S) maps (higher = more likely), or None if unsupported."""
+        """(B, 3, S, S), P prompts -> (B, P, S, S) maps (higher = more likely), or None if unsupported.
+
+        NaN only on the `info.excluded_border_px` border (excluded from every metric)."""
         ...
 
 
