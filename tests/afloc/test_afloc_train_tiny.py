@@ -36,7 +36,11 @@ def test_afloc_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
     maps = adapter.localize(images, ["right pleural effusion", "small left pneumothorax"])
     assert maps.shape == (2, 2, 64, 64)
     m = adapter.info.excluded_border_px  # declared, so the grounding task accepts exactly this NaN frame
-    assert m == adapter.info.extra["border_margin_px"] == 4 and torch.isnan(maps[..., :m, :]).all() and torch.isfinite(maps[..., m:-m, m:-m]).all()
+    assert (
+        m == adapter.info.extra["border_margin_px"] == 4
+        and torch.isnan(maps[..., :m, :]).all()
+        and torch.isfinite(maps[..., m:-m, m:-m]).all()
+    )
     from cxrvlp.afloc.zeroshot import AFLocZeroShotAdapter
 
     inferred = AFLocZeroShotAdapter(adapter.model, adapter.tokenizer, protocol="inferred")

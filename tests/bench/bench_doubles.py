@@ -146,7 +146,7 @@ class NoMapAdapter(BlobAdapter):
 
 
 class BorderNaNAdapter(BlobAdapter):
-    """The same double with AFLoc's protocol: maps NaN on a declared `border`-px frame (NaN inside: `leak`)."""
+    """The double with AFLoc's protocol: maps NaN on a declared `border`-px frame (inside too: `leak`)."""
 
     def __init__(self, classes: Sequence[str], border: int = 2, leak: bool = False) -> None:
         super().__init__(classes)

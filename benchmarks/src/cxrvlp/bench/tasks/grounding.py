@@ -148,7 +148,9 @@ def ground_class(ctx: TaskContext, samples, cls: str, text: str, any_label: bool
             x, m = x[has], m[has].numpy().astype(np.float64)
             with autocast(dev):
                 maps = _first_map(ctx.adapter.localize(x.to(dev), [text])).float().cpu().numpy()
-            check_maps(maps, ctx.adapter.info.excluded_border_px, f"{ctx.method} on {ctx.dataset.name}, {cls}")
+            check_maps(
+                maps, ctx.adapter.info.excluded_border_px, f"{ctx.method} on {ctx.dataset.name}, {cls}"
+            )
             hm = np.stack([_gnd.minmax_normalize(h) for h in maps.astype(np.float64)])
             iou.append(_gnd.iou_at_thresholds(hm, m, thr))  # (B, T)
             dice.append(_gnd.dice_at_thresholds(hm, m, thr))
