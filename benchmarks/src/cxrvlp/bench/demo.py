@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,10 +60,9 @@ SIZES = {
         limit=None,
         seg_epochs=5,
         train=["epochs=100"],
-        # optimizer steps per method (demo-only budget): about two CPU minutes each at one thread (measured
-        # CPU seconds per step of batch 16 at 64 px: MGCA 0.15-0.2, CXR-CLIP 0.3, AFLoc 0.43, MAVL ~1.5,
-        # CARZero 0.14). What each reached: benchmarks/README.md, demo.
-        steps={"mgca": 600, "cxrclip": 400, "afloc": 300, "mavl": 150, "carzero": 600},
+        # optimizer steps per method (demo-only budget): 40-110 s each at one thread on an idle 2-core
+        # machine (CPU_S_PER_STEP); the whole demo ~5 min there. What each reached: benchmarks/README.md.
+        steps={"mgca": 1500, "cxrclip": 1000, "afloc": 300, "mavl": 150, "carzero": 1500},
         default_steps=300,
         seeds=2,
         mimic_patients=600,
@@ -164,10 +163,18 @@ def train_methods(
     return specs, {m: r[0] for m, r in results.items()}
 
 
-def demo_overrides(name: str, size: str, extra: Sequence[str] = ()) -> list[str]:
-    """The training overrides the demo gives method `name` at `size` (budget, then per method, then user)."""
+def demo_overrides(
+    name: str, size: str, extra: Sequence[str] = (), roots: Mapping[str, Path] | None = None
+) -> list[str]:
+    """The demo's training overrides of `name` at `size`: budget, per method, the label-only mirrors its
+    recipe pretrains on besides MIMIC-CXR (its MethodSpec's `label_data_overrides`), then the user's."""
     steps = SIZES[size]["steps"].get(name, SIZES[size]["default_steps"])
-    return [*SIZES[size]["train"], f"max_steps={steps}", *METHOD_OVERRIDES.get(name, []), *extra]
+    data: list[str] = []
+    if roots:
+        spec, _ = method_status(name)
+        if spec is not None and spec.label_data_overrides is not None:
+            data = list(spec.label_data_overrides(roots))
+    return [*SIZES[size]["train"], f"max_steps={steps}", *METHOD_OVERRIDES.get(name, []), *data, *extra]
 
 
 def run_demo(o: DemoOptions) -> Path:
@@ -203,7 +210,7 @@ def _run_demo(o: DemoOptions) -> Path:
             data_root / "chestxray14", seed=o.seed, image_size=size["image_size"], n_test_images=cxr14_n
         )
     print("[2/4] training each available method briefly on the synthetic MIMIC-CXR mirror", flush=True)
-    used = {m: demo_overrides(m, o.size, o.train_overrides) for m in o.methods}
+    used = {m: demo_overrides(m, o.size, o.train_overrides, roots) for m in o.methods}
     for m in o.methods:
         print(f"  {m}: tiny config with {' '.join(used[m])}", flush=True)
     jobs = max(1, min(size["jobs"], os.cpu_count() or 1, len(o.methods)))

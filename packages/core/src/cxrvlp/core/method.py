@@ -81,6 +81,10 @@ class MethodSpec:
     # (model_name, batch_size[, text_length=]) -> (task module, synthetic batch): a step of any model
     # through the method's own task module (the registry-wide contract test and `cxrvlp-bench perf` use it)
     example_batch: Callable[..., tuple[Any, dict[str, Any]]] | None = None
+    # {dataset name: root} of the label-only datasets at hand -> the overrides that add to pretraining the
+    # ones the method's recipe pretrains on besides MIMIC-CXR (CXR-CLIP: CheXpert as prompt reports); None:
+    # the method pretrains on image-report pairs only
+    label_data_overrides: Callable[[Mapping[str, Path]], list[str]] | None = None
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 

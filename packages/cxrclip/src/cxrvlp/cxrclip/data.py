@@ -244,6 +244,10 @@ class LabelPromptDataset(Dataset):
     def __len__(self) -> int:
         return len(self.studies)
 
+    def texts(self) -> list[str]:
+        """Every sentence its prompt reports can draw from (e.g. to build a tokenizer), once each."""
+        return sorted({t for kinds in self.bank.values() for sents in kinds.values() for t in sents if t})
+
     def _item(self, index: int, rng: random.Random) -> dict[str, Any]:
         (patient, study), idxs = self.studies[index]
         if self.train and len(idxs) >= 2:
@@ -276,22 +280,28 @@ class LabelPromptDataset(Dataset):
 
 
 def chexpert_5x200_patients(path: str | Path) -> set[str]:
-    """Patient ids ('patient64541') of GLoRIA's chexpert_5x200.csv (its `Path` column)."""
+    """Patient ids ('patient64541') of a CheXpert 5x200 list: GLoRIA's chexpert_5x200.csv (column `Path`) or
+    MedCLIP's chexpert-5x200-meta.csv (column `imgpath`), the two files core's 5x200 reader accepts."""
     import csv
     import re
 
     p = Path(path)
     if not p.is_file():
-        raise DatasetNotFoundError("chexpert-5x200", p, "chexpert_5x200.csv (GLoRIA, column Path)")
+        raise DatasetNotFoundError(
+            "chexpert-5x200",
+            p,
+            "chexpert_5x200.csv (GLoRIA, column Path) or chexpert-5x200-meta.csv (imgpath)",
+        )
     with open(p, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
-        if not reader.fieldnames or "Path" not in reader.fieldnames:
-            raise MalformedRecordError(p, "header", f"no 'Path' column in {reader.fieldnames}")
+        col = next((c for c in ("Path", "imgpath") if c in (reader.fieldnames or ())), None)
+        if col is None:
+            raise MalformedRecordError(p, "header", f"no 'Path' or 'imgpath' column in {reader.fieldnames}")
         found = set()
         for row_no, row in enumerate(reader, start=2):
-            m = re.search(r"(patient\d+)", row["Path"] or "")
+            m = re.search(r"(patient\d+)", row[col] or "")
             if m is None:
-                raise MalformedRecordError(p, f"row {row_no}", f"no patientNNNNN in Path {row['Path']!r}")
+                raise MalformedRecordError(p, f"row {row_no}", f"no patientNNNNN in {col} {row[col]!r}")
             found.add(m.group(1))
     if not found:
         raise MalformedRecordError(p, "rows", "no patient listed")

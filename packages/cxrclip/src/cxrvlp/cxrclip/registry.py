@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from cxrvlp.core.encoders.packaged import require_small_backbones
@@ -106,8 +108,32 @@ def _release(model: str, data: str, norm: str) -> PretrainedRecord:
     )
 
 
+def label_data_overrides(roots: Mapping[str, Path]) -> list[str]:
+    """The paper's "M,C" recipe: CheXpert (if at hand) as prompt reports, its 5x200 patients removed.
+
+    Uses the prompt bank and 5x200 list that sit in the root (the synthetic CheXpert mirror writes both; for
+    the real CheXpert give `data.prompt_json` / `data.chexpert_5x200_csv` yourself)."""
+    from cxrvlp.core.data.synthetic.prompts import PROMPT_BANK_FILE
+
+    root = roots.get("chexpert")
+    if root is None:
+        return []
+    root = Path(root)
+    five = next(
+        (root / n for n in ("chexpert_5x200.csv", "chexpert-5x200-meta.csv") if (root / n).is_file()), None
+    )
+    if not (root / PROMPT_BANK_FILE).is_file() or five is None:
+        return []
+    return [
+        f"data.chexpert_root={root}",
+        f"data.prompt_json={root / PROMPT_BANK_FILE}",
+        f"data.chexpert_5x200_csv={five}",
+    ]
+
+
 METHOD_SPEC = method_spec(
     METHOD,
+    label_data_overrides=label_data_overrides,
     description="CXR-CLIP (MICCAI 2023): image-text, image-label and multi-view contrastive losses",
     prompts={
         "*": PromptChoice("cxrclip-binary", official=True),

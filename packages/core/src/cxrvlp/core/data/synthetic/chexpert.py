@@ -8,6 +8,7 @@ from pathlib import Path
 from cxrvlp.core.data.synthetic.cases import CHEXPERT_CLASSES, Case, sample_case, truth_chexpert
 from cxrvlp.core.data.synthetic.files import csv_text, dataset_rng, write_image, write_meta, write_text
 from cxrvlp.core.data.synthetic.phantom import render_phantom
+from cxrvlp.core.data.synthetic.prompts import write_prompt_bank
 from cxrvlp.core.data.synthetic.reports import labels_row, make_report
 
 CHEXPERT_COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_CLASSES)
@@ -44,6 +45,7 @@ def write_chexpert(
     relative to root, train labels 1.0 / 0.0 / -1.0 / blank from the report text, valid labels 0.0 / 1.0.
     root/filter_test_labels.csv + root/CheXpert-v1.0/test/...: the 500-style expert test set (0/1, n_test).
     root/chexpert-5x200-meta.csv: n_per_class train images per 5x200 class (one of the five positive).
+    root/synthetic_train_prompts.json: a label-to-sentence bank in CXR-CLIP's prompt JSON layout (ours).
     """
     root = Path(root)
     rng = dataset_rng(seed, "chexpert")
@@ -115,5 +117,6 @@ def write_chexpert(
         f"test_positive_{c}": int(sum(float(r[1 + j]) for r in test_rows))
         for j, c in enumerate(CHEXPERT_CLASSES)
     }
+    write_prompt_bank(root)
     write_meta(root, "chexpert", seed, counts, image_size=image_size)
     return root
