@@ -62,7 +62,7 @@ SIZES = {
         train=["epochs=100"],
         # optimizer steps per method (demo-only budget): 40-110 s each at one thread on an idle 2-core
         # machine (CPU_S_PER_STEP); the whole demo ~5 min there. What each reached: benchmarks/README.md.
-        steps={"mgca": 1500, "cxrclip": 1000, "afloc": 300, "mavl": 150, "carzero": 1500},
+        steps={"mgca": 1500, "cxrclip": 1000, "afloc": 300, "mavl": 300, "carzero": 2500},
         default_steps=300,
         seeds=2,
         mimic_patients=600,
@@ -124,7 +124,7 @@ def _spec(name: str, final: str | None, why: str) -> MethodSpec:
 
 # CPU seconds per optimizer step of each tiny config at 64 px, batch 16, one thread, measured on an idle
 # 2-core AVX-512 machine during a full demo (two jobs at a time): only used to start the longest job first.
-CPU_S_PER_STEP = {"mgca": 0.05, "cxrclip": 0.09, "afloc": 0.13, "mavl": 0.7, "carzero": 0.05}
+CPU_S_PER_STEP = {"mgca": 0.05, "cxrclip": 0.09, "afloc": 0.13, "mavl": 0.75, "carzero": 0.047}
 
 
 def _expected_cpu_s(name: str, overrides: Sequence[str]) -> float:
