@@ -11,7 +11,7 @@ import pytest
 import torch
 from cxrvlp.core.zeroshot import ClassPrompts, ZeroShotAdapter
 
-EPOCHS = int(__import__("os").environ.get("CARZERO_TINY_EPOCHS", "12"))
+THRESHOLD = 0.65  # measured 0.736 (seed 0, idle 2-core AVX-512, 139 s); runs move by ~0.03-0.05
 CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion", "Pneumothorax")
 
 
@@ -158,13 +158,11 @@ def test_llm_column_is_used_when_given(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="small margin: 0.597 / 0.607 mean AUROC (seeds 0 / 1, 12 epochs, impression-only text); before, "
-    "with impression+findings text: 0.548 (12 epochs), 0.465 (24 epochs)",
-)
 def test_carzero_tiny_config_learns_zero_shot_signal(tmp_path):
+    """The demo's budget (2500 steps on 600 synthetic patients, ~2 CPU minutes on an idle core): the 12-epoch
+    run on 120 patients reached only 0.597 / 0.607 (seeds 0 / 1), so this test was a non-strict xfail."""
     from cxrvlp.bench.prompts import carzero_there_is
 
-    mean = mh.learned_zero_shot("carzero", tmp_path, carzero_there_is(CLASSES), "loss", [f"epochs={EPOCHS}"])
-    assert mean > 0.55
+    extra = ["epochs=100", "max_steps=2500", "data.synthetic_patients=600", "log_every_steps=50"]
+    mean = mh.learned_zero_shot("carzero", tmp_path, carzero_there_is(CLASSES), "loss", extra)
+    assert mean > THRESHOLD
