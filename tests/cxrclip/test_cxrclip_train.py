@@ -17,6 +17,8 @@ from cxrvlp.core.zeroshot import ClassPrompts, ZeroShotAdapter
 from cxrvlp.cxrclip.zeroshot import binary_prompts, retrieval_image_text, unique_texts
 from sklearn.metrics import roc_auc_score
 
+CXRCLIP_THRESHOLD = 0.68  # measured 0.754 (seed 0, idle 2-core AVX-512, 2026-12-07); runs move ~0.03-0.05
+
 # one torch thread: tiny GEMMs on a shared CPU are 20x slower under OpenMP oversubscription
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -71,9 +73,16 @@ def test_tiny_train_few_steps_and_adapter(synthetic_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_config_learns_zero_shot(synthetic_dir, tmp_path):
+def test_tiny_config_learns_zero_shot(tmp_path):
+    # the demo's budget and data (1000 steps on 600 synthetic patients + the CheXpert mirror as prompt
+    # reports, the paper's "M,C"): the packaged 120-patient run gave 0.561 on generator 1.1.0 (2026-12-07)
+    from cxrvlp.core.data.synthetic import write_chexpert
+
     method = get_method("cxrclip")
-    run = method.train("tiny", [f"output_dir={tmp_path / 'run'}", f"data.synthetic_dir={synthetic_dir}"])
+    chexpert = write_chexpert(tmp_path / "chexpert", seed=0, image_size=64)
+    budget = ["epochs=100", "max_steps=1000", "data.synthetic_patients=600", "log_every_steps=50"]
+    budget += method.label_data_overrides({"chexpert": chexpert})
+    run = method.train("tiny", [f"output_dir={tmp_path / 'run'}", *budget])
     adapter = method.load_adapter(run / "final", device="cpu")
     eval_root = write_mimic_cxr(tmp_path / "eval_mirror", n_patients=60, seed=7, image_size=256)  # unseen
     aurocs = _zero_shot_auroc(adapter, eval_root)
@@ -82,7 +91,7 @@ def test_tiny_config_learns_zero_shot(synthetic_dir, tmp_path):
         f"\ncxrclip tiny zero-shot AUROC (official prompts), held-out synthetic mirror: {mean:.3f} {aurocs}"
     )
     assert len(aurocs) >= 3
-    assert mean > 0.6
+    assert mean > CXRCLIP_THRESHOLD
 
 
 def test_retrieval_protocol_on_duplicates():

@@ -7,6 +7,8 @@ import pytest
 import torch
 from cxrvlp.core.zeroshot import ClassPrompts, ZeroShotAdapter
 
+THRESHOLD = 0.62  # measured 0.690 (seed 0, idle 2-core AVX-512, 2026-12-07); runs move by ~0.03-0.05
+
 
 def _classes():
     # prompts are ours: MGCA has no zero-shot protocol
@@ -34,7 +36,8 @@ def test_mgca_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_mgca_tiny_config_learns_zero_shot_signal(tmp_path):
-    trained = mh.learned_zero_shot("mgca", tmp_path, _classes(), falling="cta_loss")
-    # Measured with this config on this eval set: 0.62 and 0.65 (12 epochs, lr 5e-4; classes 0.46-0.76); the
-    # 6-epoch lr 1e-3 variant gave 0.52-0.60 across two identical runs, so runs vary by several points.
-    assert trained > 0.55
+    # the demo's budget (1500 steps on 600 synthetic patients, ~75 s on an idle core): the packaged 12 epochs
+    # on 120 patients gave 0.62 / 0.65 on generator 1.0.0 and 0.547 on 1.1.0 (2026-12-07), too close to chance
+    extra = ["epochs=100", "max_steps=1500", "data.synthetic_patients=600", "log_every_steps=50"]
+    trained = mh.learned_zero_shot("mgca", tmp_path, _classes(), falling="cta_loss", extra=extra)
+    assert trained > THRESHOLD
