@@ -159,11 +159,11 @@ def main(argv: list[str]) -> None:
     result = run_training(TinyTask(cfg, kill_at_step=kill_at), cfg)
     rank = int(os.environ.get("RANK", "0"))
     checksum = sum(float(p.detach().double().sum()) for p in result.model.parameters())
-    print(
-        f"FINAL {result.output_dir} rank={rank} step={result.global_step} skipped={result.skipped_steps} "
-        f"checksum={checksum!r}",
-        flush=True,
-    )
+    # one write of the whole line: two ranks share torchrun's stdout, and print() writes the text and the
+    # newline separately when unbuffered, so the ranks' lines could interleave into one (a flaky parse)
+    line = f"FINAL {result.output_dir} rank={rank} step={result.global_step} skipped={result.skipped_steps} "
+    sys.stdout.write(f"\n{line}checksum={checksum!r}\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

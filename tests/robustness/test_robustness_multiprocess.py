@@ -40,7 +40,8 @@ def _torchrun(out: Path, *extra: str, timeout: int = 400) -> subprocess.Complete
 
 def _finals(stdout: str) -> dict[int, dict[str, str]]:
     rows = {}
-    for m in re.finditer(r"FINAL \S+ rank=(\d) step=(\d+) skipped=(\d+) checksum=(\S+)", stdout):
+    # the checksum is a float repr: a number pattern, so a line glued to the next one still parses
+    for m in re.finditer(r"FINAL \S+ rank=(\d) step=(\d+) skipped=(\d+) checksum=([-+0-9.eEinfa]+)", stdout):
         rows[int(m.group(1))] = {"step": m.group(2), "skipped": m.group(3), "checksum": m.group(4)}
     return rows
 
