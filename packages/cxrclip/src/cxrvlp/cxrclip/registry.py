@@ -113,15 +113,14 @@ def label_data_overrides(roots: Mapping[str, Path]) -> list[str]:
 
     Uses the prompt bank and 5x200 list that sit in the root (the synthetic CheXpert mirror writes both; for
     the real CheXpert give `data.prompt_json` / `data.chexpert_5x200_csv` yourself)."""
+    from cxrvlp.core.data.chexpert import default_csv
     from cxrvlp.core.data.synthetic.prompts import PROMPT_BANK_FILE
 
     root = roots.get("chexpert")
     if root is None:
         return []
     root = Path(root)
-    five = next(
-        (root / n for n in ("chexpert_5x200.csv", "chexpert-5x200-meta.csv") if (root / n).is_file()), None
-    )
+    five = next((root / n for n in default_csv("5x200") if (root / n).is_file()), None)  # core's file names
     if not (root / PROMPT_BANK_FILE).is_file() or five is None:
         return []
     return [
