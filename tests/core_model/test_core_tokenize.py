@@ -74,3 +74,29 @@ def test_missing_tokenizer_errors(tmp_path, monkeypatch):
         load_tokenizer("not-a-real/model-xyz")
     with pytest.raises(ConfigError):
         build_tokenizer_from_texts([], tmp_path / "x")
+
+
+
+def test_built_run_vocab_is_removed_at_exit(tmp_path):
+    """The vocab built for a run lives in a temp folder until its process exits (40 such folders had
+    piled up in /tmp from test runs); the tokenizer saves and reloads while the process runs."""
+    import subprocess
+    import sys
+
+    code = f"""
+import tempfile
+from types import SimpleNamespace
+tempfile.tempdir = {str(tmp_path / "tmp")!r}
+from cxrvlp.core.text.run_tokenizer import build_run_tokenizer
+state = SimpleNamespace(is_main_process=True, num_processes=1)
+tok, fresh = build_run_tokenizer(lambda: {TEXTS!r}, {str(tmp_path / "run")!r}, 120, resume=False, state=state)
+assert fresh
+tok.save_pretrained({str(tmp_path / "saved")!r})
+import pathlib
+print(sorted(p.name for p in pathlib.Path(tempfile.tempdir).iterdir() if "tokenizer" in p.name))
+"""
+    (tmp_path / "tmp").mkdir()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().startswith("['tokenizer-")  # alive while the process runs
+    assert "effusion" in load_tokenizer(tmp_path / "saved").tokenize("pleural effusion")
+    assert [p.name for p in (tmp_path / "tmp").iterdir() if "tokenizer" in p.name] == []

@@ -61,6 +61,9 @@ def build_tokenizer_from_texts(
     return hf_tok
 
 
+_BUILT_VOCAB_DIRS: list[tempfile.TemporaryDirectory] = []
+
+
 def build_tokenizer_on_main(
     texts: Callable[[], Iterable[str]], state: Any, vocab_size: int = 2000, prefix: str = "tokenizer-"
 ) -> Path:
@@ -70,8 +73,13 @@ def build_tokenizer_on_main(
 
     `state`: the process state (`cxrvlp.core.training.loop.process_state(cfg)`); `texts` is called on the
     main process only. Reload with `load_tokenizer(folder)`; check with `check_same_vocab`.
+
+    The folder lives until the process exits (transformers 4's fast tokenizers copy their vocab.txt on
+    `save_pretrained` only while that file exists), then it is removed.
     """
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    holder = tempfile.TemporaryDirectory(prefix=prefix)  # its finalizer removes the folder at exit
+    _BUILT_VOCAB_DIRS.append(holder)
+    folder = Path(holder.name)
     files: dict[str, bytes] = {}
     if state.is_main_process:
         build_tokenizer_from_texts(texts(), folder, vocab_size=vocab_size)
