@@ -4,9 +4,12 @@
     cxrvlp-bench perf --models mgca-tiny --batch-sizes 4 --out outputs/perf
     cxrvlp-bench perf --vs-official /work/perfenv --comparisons mgca-vit-b8 --rounds 3 \\
         --out benchmarks/perf/results
+    cxrvlp-bench perf --vs-official /work/perfenv --loss-check-only --out benchmarks/perf/results
 
 Writes OUT/perf.json (or OUT/vs_official_<id>.json per comparison) and OUT/perf_table.md (rebuilt from every
 JSON in OUT). Every figure is measured in the run that writes it; no stored time is divided by a new one.
+After the timed rounds of a comparison (or alone, `--loss-check-only`, which rewrites only the loss fields of
+the existing JSONs) both sides' loss terms are compared on the same weights and batch (`losscheck.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cxrvlp.bench.perf import machine, pairs
+from cxrvlp.bench.perf.losscheck import summary_text
 from cxrvlp.bench.perf.ours import Workload, measure, run_in_subprocess
 
 SCHEMA = "cxrvlp-perf/1"
@@ -106,8 +110,9 @@ def cmd_sweep(a: argparse.Namespace) -> int:
     return 0 if all("error" not in r for r in rows) else 1
 
 
-def _loss_check(official: dict, ours: dict) -> dict[str, Any]:
-    """What is compared between the two sides' losses: both at init, different random weights."""
+def _loss_check(official: dict, ours: dict, same: dict | None = None) -> dict[str, Any]:
+    """The loss fields of a vs-official JSON: the same-weights-and-batch check (`losscheck`, None when not
+    run) and, for information, each side's first timed step (own random init, own batch)."""
     off = (official.get("train") or {}).get("losses_first")
     our_losses = (ours.get("train") or {}).get("losses") or []
     mine = our_losses[0] if our_losses else None
@@ -115,19 +120,53 @@ def _loss_check(official: dict, ours: dict) -> dict[str, Any]:
         isinstance(v, (int, float)) and math.isfinite(v) for d in (off or {}, mine or {}) for v in d.values()
     )
     return {
-        "compared": "the first step's loss terms of each side, both at random init on a seeded synthetic "
-        "batch "
-        "of the same shapes (same batch size, image size and per-row token lengths)",
+        "compared": "same weights and batch: the official state dict and the harness's batch fed to both "
+        "sides, loss terms compared term by term (losscheck.py); the first-step values below are each "
+        "side's own random init and batch, not comparable",
+        "same_weights_and_batch": same,
+        "equal_values_checked": bool(same) and not same.get("error"),
+        "equal": bool(same and same.get("equal")),
         "official_first_step": off,
         "ours_first_step": mine,
         "both_finite": bool(off) and bool(mine) and finite,
-        "equal_values_checked": False,
-        "why_not_equal": "the harness initialises the official model with its own random weights and draws "
-        "its "
-        "own batch; ours cannot load them from the harness, so the values differ by construction. Equality "
-        "on the same weights and batch is what the method's parity test (tests/<m>/test_<m>_parity*.py, "
-        "fixtures from the official code) checks.",
     }
+
+
+def _run_loss_check(comp: Any, paths: Any, a: argparse.Namespace) -> dict[str, Any]:
+    from cxrvlp.bench.perf import losscheck
+
+    rec = losscheck.check(comp, paths, timeout=a.timeout, log=lambda s: print(s, file=sys.stderr))
+    print(f"{comp.id}: {losscheck.summary_text(rec)}", file=sys.stderr)
+    return rec
+
+
+def cmd_loss_check_only(a: argparse.Namespace) -> int:
+    """Only the loss check: update the loss fields of OUT/vs_official_<id>.json (timings untouched), rebuild
+    the table."""
+    from cxrvlp.bench.perf import official as off
+
+    out = Path(a.out)
+    overrides = dict(kv.split("=", 1) for kv in a.official_path)
+    ids = _csv(a.comparisons) if a.comparisons else list(off.COMPARISONS)
+    status = 0
+    for cid in ids:
+        comp = off.COMPARISONS[cid]
+        path = out / f"vs_official_{cid}.json"
+        if not path.is_file():
+            print(f"{cid}: no {path} to update (run the timing first)", file=sys.stderr)
+            status = 1
+            continue
+        doc = json.loads(path.read_text())
+        paths = off.resolve_paths(comp.method, a.vs_official, a.harness_dir, overrides)
+        rec = _run_loss_check(comp, paths, a)
+        rounds = doc.get("rounds") or []
+        first = _loss_check(rounds[0]["official"], rounds[0]["ours"], rec) if rounds else {}
+        doc["loss_check"] = {**doc.get("loss_check", {}), **first, "same_weights_and_batch": rec}
+        doc["loss_check"].pop("why_not_equal", None)  # the old text said the values could not be compared
+        path.write_text(json.dumps(doc, indent=1))
+        write_table(out)
+        status |= 0 if rec.get("equal") else 1
+    return status
 
 
 def cmd_vs_official(a: argparse.Namespace) -> int:
@@ -215,6 +254,10 @@ def cmd_vs_official(a: argparse.Namespace) -> int:
             print(f"{cid}: FAILED {str(e)[-500:]}", file=sys.stderr)
             status = 1
             continue
+        if not a.no_loss_check:
+            doc["loss_same"] = _run_loss_check(comp, paths, a)
+            _finish(doc, comp, rounds, arms, out, cid)
+            status |= 0 if doc["loss_check"]["equal"] else 1
         s = doc["ratios"].get(f"official/{next(iter(comp.metrics))}", {})
         print(f"{cid}: official/ours median {s.get('median')} over {s.get('n')} pairs", file=sys.stderr)
     return status
@@ -234,7 +277,7 @@ def _finish(doc: dict, comp: Any, rounds: list[dict], arms: list[str], out: Path
         for k, v in doc["ratios"].items()
         if k.startswith("official/")
     }
-    doc["loss_check"] = _loss_check(rounds[0]["official"], rounds[0]["ours"])
+    doc["loss_check"] = _loss_check(rounds[0]["official"], rounds[0]["ours"], doc.pop("loss_same", None))
     doc["load_after"] = machine.load()
     (out / f"vs_official_{cid}.json").write_text(json.dumps(doc, indent=1))
     write_table(out)
@@ -348,12 +391,12 @@ def table_markdown(docs: list[dict]) -> str:
         for d in vs:
             lc = d.get("loss_check", {})
             caveat = f"CAVEAT: {d['caveat']} " if d.get("caveat") else ""
+            notes = (d.get("notes") or "").rstrip(".")
             lines.append(
-                f"* **{d['comparison']}**: {caveat}{d.get('notes') or ''} "
-                f"Losses compared: {lc.get('compared', '')}; "
-                f"both finite: {lc.get('both_finite')}; "
-                f"equal values checked: {lc.get('equal_values_checked')} "
-                f"(official first step {lc.get('official_first_step')}, ours {lc.get('ours_first_step')})."
+                f"* **{d['comparison']}**: {caveat}{notes + '. ' if notes else ''}"
+                f"Losses, {summary_text(lc.get('same_weights_and_batch'))}. "
+                f"First timed step, each side at its own init and batch (not comparable): official "
+                f"{lc.get('official_first_step')}, ours {lc.get('ours_first_step')}."
             )
         lines.append("")
     for d in (d for d in docs if d.get("kind") == "sweep"):
@@ -448,4 +491,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--resume", action="store_true", help="reuse rounds whose raw JSONs (OUT/raw/ID/) all exist"
     )
-    p.set_defaults(fn=lambda a: cmd_vs_official(a) if a.vs_official or a.official_path else cmd_sweep(a))
+    p.add_argument(
+        "--loss-check-only",
+        action="store_true",
+        help="with --vs-official: only the loss check; updates OUT/vs_official_*.json no timing",
+    )
+    p.add_argument("--no-loss-check", action="store_true", help="with --vs-official: skip the loss check")
+    p.set_defaults(fn=_dispatch)
+
+
+def _dispatch(a: argparse.Namespace) -> int:
+    if a.vs_official or a.official_path:
+        return cmd_loss_check_only(a) if a.loss_check_only else cmd_vs_official(a)
+    if a.loss_check_only:
+        raise SystemExit("--loss-check-only needs --vs-official DIR")
+    return cmd_sweep(a)
