@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import types
@@ -229,6 +230,7 @@ def carzero(h, harness_args: list[str]) -> dict:
     sd = _state(model)  # the bare CARZero module (keys as after the official loader's prefix strip)
     with open(vocab_file) as f:
         vocab = f.read().splitlines()
+    shutil.rmtree(scratch, ignore_errors=True)  # the tokenizer has read it
     extra = {"vocab": vocab, "ce_loss_weight": float(model.ce_loss_weight)}
     fbs = [int(b) for b in A.fusion_batches.split(",") if b.strip()]
     model.eval()
