@@ -69,11 +69,31 @@ def test_demo_trains_methods_in_worker_processes(tmp_path):
 
 def test_demo_starts_the_longest_training_first():
     """Greedy scheduling on `jobs` cores: jobs sorted by expected CPU seconds (steps x seconds per step)."""
-    from cxrvlp.bench.demo import SIZES, _expected_cpu_s, demo_overrides
+    from cxrvlp.bench.demo import DEFAULT_CPU_S_PER_STEP, _expected_cpu_s, demo_overrides
 
     names = ("carzero", "cxrclip", "mavl", "afloc", "mgca")
     cost = {m: _expected_cpu_s(m, demo_overrides(m, "full")) for m in names}
     assert max(cost, key=cost.get) == "mavl" and all(c > 0 for c in cost.values())
-    steps = SIZES["full"]["steps"]
-    assert cost["mgca"] == pytest.approx(steps["mgca"] * 0.05)
-    assert _expected_cpu_s("nosuch", ["max_steps=10"]) == pytest.approx(1.0)
+    for m in names:  # the budget each package declares is the one the demo uses
+        demo = method_status(m)[0].demo
+        assert cost[m] == pytest.approx(demo.expected_cpu_s())
+    assert _expected_cpu_s("nosuch", ["max_steps=10"]) == pytest.approx(10 * DEFAULT_CPU_S_PER_STEP)
+    # a user's max_steps (last) wins over the package's budget
+    assert _expected_cpu_s("mgca", demo_overrides("mgca", "full", ["max_steps=7"])) == pytest.approx(
+        7 * method_status("mgca")[0].demo.cpu_s_per_step
+    )
+
+
+def test_demo_budgets_come_from_the_method_packages():
+    """No per-method table in the benchmark: each package's MethodSpec.demo, budget keys only."""
+    import cxrvlp.bench.demo as demo
+    from cxrvlp.bench.demo import demo_overrides
+
+    assert not hasattr(demo, "METHOD_OVERRIDES") and not hasattr(demo, "CPU_S_PER_STEP")
+    for m in ("carzero", "cxrclip", "mavl", "afloc", "mgca"):
+        budget = method_status(m)[0].demo
+        assert budget is not None and budget.max_steps > 0 and budget.measured, m
+        assert all(o.split("=")[0] in ("num_threads",) for o in budget.overrides), m  # never a model/loss key
+        full = demo_overrides(m, "full")
+        assert full[: 1 + len(budget.train_overrides())] == ["epochs=100", *budget.train_overrides()]
+        assert "max_steps=3" in demo_overrides(m, "smoke")  # the smoke size ignores the budgets

@@ -54,6 +54,7 @@ def test_demo_sizes_keep_the_learning_budget():
 
     full = SIZES["full"]
     assert full["limit"] is None and full["mimic_patients"] >= 300 and full["cxr14_test_images"] >= 300
+    assert full["method_budgets"]
     for m in ("mgca", "cxrclip", "carzero", "afloc", "mavl"):
         steps = [int(o.split("=")[1]) for o in demo_overrides(m, "full") if o.startswith("max_steps=")]
         assert steps and steps[-1] >= FAST_STEPS, m

@@ -27,8 +27,9 @@ BANNER = (
 )
 
 # size -> evaluation-mirror scale and image size, images per split (None: all), segmentation epochs,
-# training overrides (generic core training keys, valid for every method), optimizer steps per method
-# (others: default_steps), probe seeds, the size of the
+# training overrides (generic core training keys, valid for every method), whether each method trains its
+# own demo budget (its MethodSpec's `demo`: steps measured by the package; else default_steps), probe seeds,
+# the size of the
 # synthetic MIMIC-CXR mirror the methods pretrain on (None: the scale's default), and the number of
 # ChestX-ray14 test images (None: the scale's default; more test images steady the rare classes' AUROC).
 #
@@ -47,7 +48,7 @@ SIZES = {
         limit=8,
         seg_epochs=1,
         train=["epochs=1"],
-        steps={},
+        method_budgets=False,
         default_steps=3,
         seeds=1,
         mimic_patients=None,
@@ -60,9 +61,9 @@ SIZES = {
         limit=None,
         seg_epochs=5,
         train=["epochs=100"],
-        # optimizer steps per method (demo-only budget): 40-110 s each at one thread on an idle 2-core
-        # machine (CPU_S_PER_STEP); the whole demo ~5 min there. What each reached: benchmarks/README.md.
-        steps={"mgca": 1500, "cxrclip": 1000, "afloc": 300, "mavl": 300, "carzero": 2500},
+        # each method's MethodSpec.demo (40-220 s each at one thread on an idle 2-core machine); a method
+        # without one gets default_steps. What each reached: benchmarks/README.md.
+        method_budgets=True,
         default_steps=300,
         seeds=2,
         mimic_patients=600,
@@ -70,13 +71,6 @@ SIZES = {
         jobs=2,
     ),
 }
-
-# Demo-only training overrides per method, on top of SIZES[size]["train"] (printed and written to the
-# demo's README). They change the run's budget and threads, never a method's model or loss.
-METHOD_OVERRIDES: dict[str, list[str]] = {
-    "afloc": ["num_threads=1"],  # its tiny config asks for 2 threads; the demo runs one (see above)
-}
-
 
 @dataclass
 class DemoOptions:
@@ -122,15 +116,15 @@ def _spec(name: str, final: str | None, why: str) -> MethodSpec:
     )
 
 
-# CPU seconds per optimizer step of each tiny config at 64 px, batch 16, one thread, measured on an idle
-# 2-core AVX-512 machine during a full demo (two jobs at a time): only used to start the longest job first.
-CPU_S_PER_STEP = {"mgca": 0.05, "cxrclip": 0.09, "afloc": 0.13, "mavl": 0.75, "carzero": 0.047}
+DEFAULT_CPU_S_PER_STEP = 0.1  # a method without a DemoBudget: only used to order the jobs
 
 
 def _expected_cpu_s(name: str, overrides: Sequence[str]) -> float:
-    """Expected training CPU seconds of `name` (max_steps x CPU_S_PER_STEP; unknown method: 0.1 s a step)."""
-    steps = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("max_steps=")), 0)
-    return steps * CPU_S_PER_STEP.get(name, 0.1)
+    """Expected training CPU seconds of `name`: max_steps x its DemoBudget's seconds per step."""
+    steps = next((int(o.split("=", 1)[1]) for o in reversed(overrides) if o.startswith("max_steps=")), 0)
+    spec, _ = method_status(name)
+    per_step = spec.demo.cpu_s_per_step if spec is not None and spec.demo is not None else None
+    return steps * (per_step or DEFAULT_CPU_S_PER_STEP)
 
 
 def train_methods(
@@ -166,15 +160,26 @@ def train_methods(
 def demo_overrides(
     name: str, size: str, extra: Sequence[str] = (), roots: Mapping[str, Path] | None = None
 ) -> list[str]:
-    """The demo's training overrides of `name` at `size`: budget, per method, the label-only mirrors its
-    recipe pretrains on besides MIMIC-CXR (its MethodSpec's `label_data_overrides`), then the user's."""
-    steps = SIZES[size]["steps"].get(name, SIZES[size]["default_steps"])
+    """The demo's training overrides of `name` at `size`: the size's keys, the method's own budget (its
+    MethodSpec's `demo`, at sizes that use it), the label-only mirrors its recipe pretrains on besides
+    MIMIC-CXR (its MethodSpec's `label_data_overrides`), then the user's."""
+    spec, _ = method_status(name)
+    budget = [f"max_steps={SIZES[size]['default_steps']}"]
+    if SIZES[size]["method_budgets"] and spec is not None and spec.demo is not None:
+        budget = spec.demo.train_overrides()
     data: list[str] = []
-    if roots:
-        spec, _ = method_status(name)
-        if spec is not None and spec.label_data_overrides is not None:
-            data = list(spec.label_data_overrides(roots))
-    return [*SIZES[size]["train"], f"max_steps={steps}", *METHOD_OVERRIDES.get(name, []), *data, *extra]
+    if roots and spec is not None and spec.label_data_overrides is not None:
+        data = list(spec.label_data_overrides(roots))
+    return [*SIZES[size]["train"], *budget, *data, *extra]
+
+
+def _budget_note(name: str) -> str:
+    """' (package budget: what it reached when measured)' or ''."""
+    spec, _ = method_status(name)
+    demo = spec.demo if spec is not None else None
+    if demo is None or not demo.measured:
+        return ""
+    return f" (the package's demo budget; measured: {demo.measured})"
 
 
 def run_demo(o: DemoOptions) -> Path:
@@ -241,6 +246,7 @@ def _run_demo(o: DemoOptions) -> Path:
             f"- {s.name}: "
             + (
                 f"trained (tiny config, {train_s[s.name]:.0f} s): {' '.join(used[s.name])}"
+                + _budget_note(s.name)
                 if s.load
                 else s.skip_reason
             )

@@ -64,6 +64,28 @@ class PretrainedRecord:
 
 
 @dataclass(frozen=True)
+class DemoBudget:
+    """What `cxrvlp-bench demo` trains of the method's `tiny` recipe on the synthetic mirrors: a budget
+    (steps, threads), never a model or loss key. Each package measures and owns its own (no per-method
+    table in the benchmark)."""
+
+    max_steps: int
+    # CPU seconds per optimizer step at 64 px, batch 16, one thread (measured on an idle 2-core AVX-512
+    # machine during a full demo); the demo starts the longest job first with it
+    cpu_s_per_step: float
+    overrides: tuple[str, ...] = ()  # further budget keys, e.g. "num_threads=1"
+    measured: str = ""  # what this budget reached in the demo (zero-shot macro AUROC), for the reader
+
+    def train_overrides(self) -> list[str]:
+        """`max_steps=N` plus the further budget keys."""
+        return [f"max_steps={self.max_steps}", *self.overrides]
+
+    def expected_cpu_s(self) -> float:
+        """Expected training CPU seconds (steps x seconds per step)."""
+        return self.max_steps * self.cpu_s_per_step
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     """Everything core and the benchmark may know about one method package."""
 
@@ -85,6 +107,8 @@ class MethodSpec:
     # ones the method's recipe pretrains on besides MIMIC-CXR (CXR-CLIP: CheXpert as prompt reports); None:
     # the method pretrains on image-report pairs only
     label_data_overrides: Callable[[Mapping[str, Path]], list[str]] | None = None
+    # the synthetic demo's budget on the `tiny` recipe (None: the demo's default steps)
+    demo: DemoBudget | None = None
     description: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from cxrvlp.core.encoders.packaged import require_small_backbones
 from cxrvlp.core.errors import ConfigError
-from cxrvlp.core.method import PretrainedRecord, PromptChoice, method_spec, with_text_vocab
+from cxrvlp.core.method import DemoBudget, PretrainedRecord, PromptChoice, method_spec, with_text_vocab
 from cxrvlp.core.registry import register_model
 from cxrvlp.cxrclip.config import BIO_CLINICAL_BERT, CxrClipModelConfig
 from cxrvlp.cxrclip.model import CxrClip, build_model
@@ -132,6 +132,11 @@ def label_data_overrides(roots: Mapping[str, Path]) -> list[str]:
 
 METHOD_SPEC = method_spec(
     METHOD,
+    demo=DemoBudget(
+        1000,
+        0.09,
+        measured="1000 steps with CheXpert prompt reports: 0.802 / 0.704 (2026-12-07 demo)",
+    ),
     label_data_overrides=label_data_overrides,
     description="CXR-CLIP (MICCAI 2023): image-text, image-label and multi-view contrastive losses",
     prompts={

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cxrvlp.core.method import PretrainedRecord, PromptChoice, method_spec
+from cxrvlp.core.method import DemoBudget, PretrainedRecord, PromptChoice, method_spec
 from cxrvlp.core.registry import register_model
 from cxrvlp.mavl.config import BIO_CLINICAL_BERT, MavlModelConfig
 from cxrvlp.mavl.model import Mavl
@@ -86,6 +86,11 @@ def _release(file_name: str, notes: str) -> PretrainedRecord:
 
 METHOD_SPEC = method_spec(
     METHOD,
+    demo=DemoBudget(
+        300,
+        0.75,
+        measured="300 steps: 0.787 / 0.703 (2026-12-07 demo)",
+    ),
     description="MAVL (CVPR 2024): 75 entities x 9 visual aspects as decoder queries; presence, location and "
     "aspect-wise contrastive losses from report -> entity/landmark labels",
     prompts={"*": PromptChoice("mavl-entities", official=True)},
