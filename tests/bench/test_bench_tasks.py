@@ -263,3 +263,35 @@ def test_finetune_is_not_run_unless_asked():
     from cxrvlp.bench.runner import RunOptions
 
     assert "finetune" in TASK_RUNNERS and "finetune" not in RunOptions().tasks == DEFAULT_TASKS
+
+
+def test_zeroshot_and_retrieval_scores_come_from_the_disk_cache(tmp_path, monkeypatch):
+    """Zero-shot scores and retrieval similarities are cached per (model, split images, prompts / texts): a
+    rerun encodes nothing, and another prompt set is computed anew, not read from the first one's file."""
+    ctx = _ctx(_ds())
+    ctx.cache_dir, ctx.fingerprint = tmp_path, (lambda split: f"fixed {split}")
+    first = TASK_RUNNERS["zeroshot"](ctx)
+    TASK_RUNNERS["retrieval"](ctx)
+    assert len(list(tmp_path.glob("*zeroshot-scores*.npy"))) == 2  # test and val
+    assert len(list(tmp_path.glob("*retrieval-sims*.npy"))) == 1
+    calls = []
+
+    class Counting(BlobAdapter):
+        def encode_images(self, x):
+            calls.append(len(x))
+            return super().encode_images(x)
+
+    ctx2 = _ctx(_ds(), adapter=Counting(CLASSES))
+    ctx2.cache_dir, ctx2.fingerprint = tmp_path, ctx.fingerprint
+    again = TASK_RUNNERS["zeroshot"](ctx2)
+    TASK_RUNNERS["retrieval"](ctx2)
+    assert calls == [] and len(ctx2.record["cache_hits"]) == 3
+    assert again["metrics"] == first["metrics"]
+    ctx3 = _ctx(_ds(), adapter=Counting(CLASSES))
+    ctx3.cache_dir, ctx3.fingerprint = tmp_path, ctx.fingerprint
+    import cxrvlp.bench.tasks.classification as zs
+
+    # another prompt set (as recorded in the result, which keys the cache)
+    monkeypatch.setattr(zs, "prompts_record", lambda p, label: {"other prompts": [c.name for c in p]})
+    TASK_RUNNERS["zeroshot"](ctx3)
+    assert calls and "cache_hits" not in ctx3.record

@@ -63,6 +63,14 @@ class TaskContext:
         info = json.dumps(adapter_record(self.adapter.info), sort_keys=True, default=str)
         return hashlib.sha256("\n".join([kind, info, self.fingerprint(split)]).encode()).hexdigest()[:20]
 
+    @staticmethod
+    def content_key(obj: Any) -> str:
+        """A short hash of what a cached array also depends on (prompts, texts) for `cached`'s kind."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
     def cached(self, kind: str, split: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """`compute()` once per (model, checkpoint, preprocessing, dataset, split, kind), then from disk."""
         key = self.cache_key(kind, split)

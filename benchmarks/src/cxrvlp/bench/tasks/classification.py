@@ -28,12 +28,15 @@ def run_zeroshot(ctx: TaskContext) -> dict[str, Any]:
     if not test:
         raise TaskSkipped(f"{ds.name}: the {ds.test_split} split is empty")
     y = label_matrix(test, ds.classes, ds.name)  # (N, C)
-    s = class_scores(
-        ctx.adapter,
-        test,
-        prompts,
-        **ctx.pass_kw(f"{ds.name} zero-shot"),
-    )  # (N, C)
+    # scores cached per (model, checkpoint, preprocessing, split images, prompt set): a rerun after a crash or
+    # with other metrics does not encode the split again
+    kind = f"zeroshot-scores-{ctx.content_key(ctx.record['prompts'])}"
+
+    def score(split: str, samples, what: str) -> np.ndarray:
+        kw = ctx.pass_kw(f"{ds.name} {what}")
+        return ctx.cached(kind, split, lambda: class_scores(ctx.adapter, samples, prompts, **kw))
+
+    s = score(ds.test_split, test, "zero-shot")  # (N, C)
     if not np.isfinite(s).all():
         raise FloatingPointError(f"{ctx.method} on {ds.name}: non-finite zero-shot scores")
     out: dict[str, Any] = {"n_test": len(test), "test_split": ds.test_split}
@@ -60,12 +63,7 @@ def run_zeroshot(ctx: TaskContext) -> dict[str, Any]:
         if ds.val_split is not None:
             val = ctx.load(ds.val_split)
             yv = label_matrix(val, ds.classes, ds.name)
-            sv = class_scores(
-                ctx.adapter,
-                val,
-                prompts,
-                **ctx.pass_kw(f"{ds.name} val"),
-            )
+            sv = score(ds.val_split, val, "val")
             thr = scoring.choose_thresholds(yv, sv)
             th = scoring.thresholded(y, s, thr, ds.classes)
             out["metrics"].update({"f1_macro": th["f1_macro"], "accuracy_macro": th["accuracy_macro"]})

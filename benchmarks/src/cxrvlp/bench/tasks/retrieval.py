@@ -46,11 +46,10 @@ def run_retrieval(ctx: TaskContext) -> dict[str, Any]:
         raise TaskSkipped(f"{ds.name}: fewer than two reports with text in the {ds.test_split} split")
     images = subset(test, kept)
     ctx.record["text_section"] = TEXT_SECTION
-    sim = text_similarities(
-        ctx.adapter,
-        images,
-        texts,
-        **ctx.pass_kw(f"{ds.name} retrieval"),
+    sim = ctx.cached(  # (N images, T texts), per (model, checkpoint, preprocessing, split, texts)
+        f"retrieval-sims-{ctx.content_key([kept, texts])}",
+        ds.test_split,
+        lambda: text_similarities(ctx.adapter, images, texts, **ctx.pass_kw(f"{ds.name} retrieval")),
     )
     if not np.isfinite(sim).all():
         raise FloatingPointError(f"{ctx.method} on {ds.name}: non-finite similarities")
