@@ -59,12 +59,22 @@ def test_demo_full(tmp_path, capsys):
 
 def test_demo_trains_methods_in_worker_processes(tmp_path):
     """The full demo's parallel path (jobs > 1, spawned workers): results come back per method, in order."""
-    from cxrvlp.bench.demo import train_methods
+    from cxrvlp.bench.demo import SuitePlan, train_methods
+    from cxrvlp.core.data.synthetic import write_chexpert
 
     names = ("nosuch-a", "nosuch-b")
-    specs, seconds = train_methods(names, tmp_path, tmp_path, {n: [] for n in names}, jobs=2)
+    specs, seconds, summary = train_methods(names, tmp_path, tmp_path, {n: [] for n in names}, jobs=2)
     assert [s.name for s in specs] == list(names) and set(seconds) == set(names)
     assert all(s.load is None and s.skip_reason == method_status(s.name)[1] for s in specs)
+    assert summary.written == []  # no plan: training only
+    # with a plan each worker runs the suite on its method as soon as it is trained (here: skipped results)
+    chex = write_chexpert(tmp_path / "chexpert", n_train_patients=4, n_valid=4, n_test=10, n_per_class=2,
+                          image_size=32)  # fmt: skip
+    plan = SuitePlan({"chexpert": str(chex)}, "smoke", 0)
+    _, _, summary = train_methods(names, tmp_path, tmp_path / "out", {n: [] for n in names}, jobs=2, plan=plan)
+    by_method = {p.parts[-4] for p in summary.written}
+    assert by_method == set(names) and summary.evaluated == 0 and not summary.errors
+    assert all(json.loads(p.read_text())["status"] == "skipped" for p in summary.written)
 
 
 def test_demo_starts_the_longest_training_first():

@@ -16,7 +16,7 @@ from cxrvlp.bench import datasets as dsreg
 from cxrvlp.bench.build import SYNTHETIC_BANNER, build
 from cxrvlp.bench.plots import plot_all
 from cxrvlp.bench.record import sha256_dir
-from cxrvlp.bench.runner import RunOptions, run_suite
+from cxrvlp.bench.runner import RunOptions, RunSummary, run_suite
 from cxrvlp.bench.sources import DataSource, MethodSpec, method_status
 
 BANNER = (
@@ -127,17 +127,71 @@ def _expected_cpu_s(name: str, overrides: Sequence[str]) -> float:
     return steps * (per_step or DEFAULT_CPU_S_PER_STEP)
 
 
+@dataclass(frozen=True)
+class SuitePlan:
+    """What the suite needs to run on one trained method inside a worker process (picklable)."""
+
+    roots: Mapping[str, str]  # reader name -> mirror root
+    size: str
+    seed: int
+
+    def sources(self) -> dict[str, DataSource]:
+        """The benchmark's main datasets whose mirror was written."""
+        limit = SIZES[self.size]["limit"]
+        out = {}
+        for name in dsreg.MAIN_DATASETS:
+            ds = dsreg.get(name)
+            if ds.reader in self.roots:
+                out[name] = DataSource(ds, Path(self.roots[ds.reader]), synthetic=True, limit=limit)
+        return out
+
+    def options(self) -> RunOptions:
+        """Seeds, batch and task options of the size."""
+        size = SIZES[self.size]
+        return RunOptions(
+            seeds=tuple(range(self.seed, self.seed + size["seeds"])),
+            batch_size=16,
+            skip_existing=True,
+            task_options={"seg_epochs": size["seg_epochs"], "fractions": (0.1, 1.0)},
+        )
+
+
+def _train_and_evaluate(
+    name: str, mimic_root: str, out: str, overrides: Sequence[str], plan: SuitePlan | None
+) -> tuple[float, str | None, str, RunSummary | None, float]:
+    """Train `name`, then (with a plan) run the suite on it in the same process: the suite of the first
+    trained method runs while the other core still trains (the suite alone runs on one thread)."""
+    seconds, final, why = _train_one(name, mimic_root, out, overrides)
+    if plan is None:
+        return seconds, final, why, None, 0.0
+    t = time.perf_counter()
+    summary = run_suite([_spec(name, final, why)], plan.sources(), out, plan.options())
+    return seconds, final, why, summary, time.perf_counter() - t
+
+
+def _report(name: str, r: tuple) -> None:
+    seconds, final, why, summary, eval_s = r
+    line = f"  {name}: {'trained' if final else why} ({seconds:.0f} s)"
+    if summary is not None:
+        line += f"; suite: {len(summary.written)} results, {len(summary.errors)} errors ({eval_s:.0f} s)"
+    print(line, flush=True)
+
+
 def train_methods(
-    names: Sequence[str], mimic_root: Path, out: Path, overrides: dict[str, list[str]], jobs: int
-) -> tuple[list[MethodSpec], dict[str, float]]:
-    """Train every method (`jobs` at a time, each in its own process when jobs > 1); specs and seconds."""
-    results: dict[str, tuple[float, str | None, str]] = {}
+    names: Sequence[str],
+    mimic_root: Path,
+    out: Path,
+    overrides: dict[str, list[str]],
+    jobs: int,
+    plan: SuitePlan | None = None,
+) -> tuple[list[MethodSpec], dict[str, float], RunSummary]:
+    """Train every method (`jobs` at a time, each in its own process when jobs > 1) and, with a plan, run
+    the suite on each as soon as it is trained; specs, training seconds and the suite's merged summary."""
+    results: dict[str, tuple] = {}
     if jobs <= 1:
         for m in names:
-            results[m] = _train_one(m, str(mimic_root), str(out), overrides[m])
-            print(
-                f"  {m}: {'trained' if results[m][1] else results[m][2]} ({results[m][0]:.0f} s)", flush=True
-            )
+            results[m] = _train_and_evaluate(m, str(mimic_root), str(out), overrides[m], plan)
+            _report(m, results[m])
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -146,15 +200,23 @@ def train_methods(
         # longest first, so the last job to finish is a short one (greedy list scheduling on `jobs` cores)
         order = sorted(names, key=lambda m: -_expected_cpu_s(m, overrides[m]))
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = {m: pool.submit(_train_one, m, str(mimic_root), str(out), overrides[m]) for m in order}
+            futures = {
+                m: pool.submit(_train_and_evaluate, m, str(mimic_root), str(out), overrides[m], plan)
+                for m in order
+            }
             for m, fut in futures.items():
                 results[m] = fut.result()
-                print(
-                    f"  {m}: {'trained' if results[m][1] else results[m][2]} ({results[m][0]:.0f} s)",
-                    flush=True,
-                )
+                _report(m, results[m])
+    summary = RunSummary()
+    for m in names:
+        part = results[m][3]
+        if part is not None:
+            summary.written += part.written
+            summary.skipped_existing += part.skipped_existing
+            summary.errors += part.errors
+            summary.evaluated += part.evaluated
     specs = [_spec(m, results[m][1], results[m][2]) for m in names]
-    return specs, {m: r[0] for m, r in results.items()}
+    return specs, {m: r[0] for m, r in results.items()}, summary
 
 
 def demo_overrides(
@@ -202,7 +264,7 @@ def _run_demo(o: DemoOptions) -> Path:
     print(BANNER, flush=True)
     out = Path(o.out)
     data_root = out / "synthetic_data"
-    print(f"[1/4] writing synthetic mirrors under {data_root}", flush=True)
+    print(f"[1/3] writing synthetic mirrors under {data_root}", flush=True)
     mimic_n, cxr14_n = size["mimic_patients"], size["cxr14_test_images"]
     own = {"mimic-cxr"} if mimic_n else set()
     own |= {"chestxray14"} if cxr14_n else set()
@@ -214,26 +276,18 @@ def _run_demo(o: DemoOptions) -> Path:
         roots["chestxray14"] = write_chestxray14(
             data_root / "chestxray14", seed=o.seed, image_size=size["image_size"], n_test_images=cxr14_n
         )
-    print("[2/4] training each available method briefly on the synthetic MIMIC-CXR mirror", flush=True)
+    plan = SuitePlan({k: str(v) for k, v in roots.items()}, o.size, o.seed)
+    print(
+        "[2/3] training each available method briefly on the synthetic MIMIC-CXR mirror, then running the "
+        f"suite on {len(plan.sources())} synthetic datasets with it (as soon as it is trained)",
+        flush=True,
+    )
     used = {m: demo_overrides(m, o.size, o.train_overrides, roots) for m in o.methods}
     for m in o.methods:
         print(f"  {m}: tiny config with {' '.join(used[m])}", flush=True)
     jobs = max(1, min(size["jobs"], os.cpu_count() or 1, len(o.methods)))
-    specs, train_s = train_methods(o.methods, roots["mimic-cxr"], out, used, jobs)
-    sources = {}
-    for name in dsreg.MAIN_DATASETS:
-        ds = dsreg.get(name)
-        if ds.reader in roots:
-            sources[name] = DataSource(ds, roots[ds.reader], synthetic=True, limit=size["limit"])
-    print(f"[3/4] running the suite on {len(sources)} synthetic datasets", flush=True)
-    opts = RunOptions(
-        seeds=tuple(range(o.seed, o.seed + size["seeds"])),
-        batch_size=16,
-        skip_existing=True,
-        task_options={"seg_epochs": size["seg_epochs"], "fractions": (0.1, 1.0)},
-    )
-    summary = run_suite(specs, sources, out, opts)
-    print("[4/4] building the tables and figures", flush=True)
+    specs, train_s, summary = train_methods(o.methods, roots["mimic-cxr"], out, used, jobs, plan)
+    print("[3/3] building the tables and figures", flush=True)
     csv_path, md_path = build(out)
     plots = plot_all(out)
     wall = time.perf_counter() - t0
