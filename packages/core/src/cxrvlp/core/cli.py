@@ -3,6 +3,12 @@
 cxrvlp prepare <dataset> --root R --out O --size N [--set key=value ...] [--limit K]
     Decode every image once, write it at long side N (PNG) plus an index CSV under O/<dataset>/,
     then print the read throughput (images/second/core) of the cache vs the originals.
+cxrvlp prepare <dataset> --root R --out O --size N --format shards
+    The same images as (N, N) uint8 rows of memory-mapped .npy shards + index + manifest under O/<dataset>/
+    (read with no decoding; see cxrvlp.core.data.shards).
+cxrvlp bench-loader <dataset> --root R --out O [--size 224] [--batch 64] [--workers 0 1 2] [--json F]
+    Build both caches when missing; print images/s/core of originals vs PNG cache vs shards and the
+    DataLoader's samples/s per worker count; write the figures as JSON.
 cxrvlp prepare mimic-cxr --root R --out O --master-table [--method mgca|afloc|cxrclip|carzero|medklip]
     Write the master table a method trains from (O is the CSV path or a folder).
 cxrvlp synthetic --datasets chestxray14 --images N --image-size S --out DIR
@@ -78,6 +84,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         kw.setdefault("views", None)
         kw.setdefault("load_reports", False)
     ds = get_dataset(args.dataset, args.root, on_error="skip", **kw)
+    if args.format == "shards":
+        if args.bits != 8:
+            print("--format shards stores 8-bit rows; --bits 16 is for the PNG cache", file=sys.stderr)
+            return 2
+        return _prepare_shards(ds, args)
     rep = prepare_cache(ds, args.out, args.size, bits=args.bits, progress=not args.quiet, limit=args.limit)
     print(
         f"{ds.name}: {rep.written} written, {rep.reused} already cached, {len(rep.skipped)} skipped "
@@ -102,6 +113,72 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         f"originals {t_orig:.1f} img/s/core, cache {t_cache:.1f} img/s/core "
         f"({t_cache / t_orig if t_orig > 0 else float('nan'):.1f}x)"
     )
+    return 0
+
+
+def _prepare_shards(ds, args: argparse.Namespace) -> int:
+    """`cxrvlp prepare ... --format shards`: write the uint8 shard cache and time reads from it."""
+    from cxrvlp.core.data.cache import read_throughput
+    from cxrvlp.core.data.shards import open_shard_cache, prepare_shards
+
+    rep = prepare_shards(ds, args.out, args.size, progress=not args.quiet, limit=args.limit)
+    print(
+        f"{ds.name}: {rep.written} images in {rep.shards} shard(s) at {args.size}x{args.size} uint8, "
+        f"{len(rep.skipped)} skipped (unreadable), {len(ds.skipped)} records skipped while reading the "
+        f"metadata; {rep.written / max(rep.seconds, 1e-9):.1f} img/s/core to prepare; manifest: "
+        f"{rep.folder / 'shards.json'}"
+    )
+    for path, reason in rep.skipped[:20]:
+        print(f"  skipped {path}: {reason}")
+    cache = open_shard_cache(args.out, ds.name, args.size, source_root=ds.root)
+    keys = list(cache.keys)
+    random.Random(0).shuffle(keys)
+    sample = keys[: args.bench]
+    if sample:
+        import time
+
+        import numpy as np
+
+        orig = [str(ds.root / k) if not os.path.isabs(k) else k for k in sample]
+        t_orig = read_throughput(orig, ds.read_kwargs())
+        t0, reps = time.perf_counter(), 0
+        while reps == 0 or time.perf_counter() - t0 < 0.5:
+            for k in sample:
+                np.array(cache.padded(k))
+            reps += 1
+        t_sh = len(sample) * reps / (time.perf_counter() - t0)
+        print(
+            f"read throughput on {len(sample)} images ({_cores()} cores available, measured on 1): "
+            f"originals {t_orig:.1f} img/s/core, shards {t_sh:.1f} img/s/core "
+            f"({t_sh / t_orig if t_orig > 0 else float('nan'):.1f}x)"
+        )
+    return 0
+
+
+def cmd_bench_loader(args: argparse.Namespace) -> int:
+    """`cxrvlp bench-loader`: images/s/core of originals vs PNG cache vs shards, DataLoader samples/s."""
+    from cxrvlp.core.data import DATASETS, get_dataset
+    from cxrvlp.core.data.loader_bench import format_table, measure_loader, write_json
+
+    if args.dataset not in DATASETS:
+        print(f"unknown dataset {args.dataset!r}; known: {', '.join(sorted(DATASETS))}", file=sys.stderr)
+        return 2
+    kw = _parse_sets(args.set)
+    if args.dataset == "mimic-cxr":
+        kw.setdefault("split", None)
+        kw.setdefault("views", None)
+        kw.setdefault("load_reports", False)
+    ds = get_dataset(args.dataset, args.root, on_error="skip", **kw)
+    if args.limit is not None:
+        ds.records = ds.records[: args.limit]
+    res = measure_loader(
+        ds, args.out, size=args.size, batch=args.batch, workers=args.workers, sample=args.sample,
+        max_batches=args.max_batches, min_seconds=args.min_seconds, preset=args.preset or None,
+        preset_batch=args.preset_batch, progress=not args.quiet, rebuild=args.rebuild,
+    )  # fmt: skip
+    print(format_table(res))
+    path = write_json(res, args.json or Path(args.out) / "bench_loader.json")
+    print(f"wrote {path}")
     return 0
 
 
@@ -196,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="cache folder, or the master-table CSV / folder")
     pr.add_argument("--size", type=int, help="long side of the cached images in pixels")
     pr.add_argument("--bits", type=int, default=8, choices=(8, 16), help="PNG bit depth of the cache")
+    pr.add_argument(
+        "--format", default="png", choices=("png", "shards"),
+        help="png: one resized PNG per image; shards: (N, S, S) uint8 .npy shards read with no decoding",
+    )  # fmt: skip
     pr.add_argument("--limit", type=int, help="cache only the first K records")
     pr.add_argument("--bench", type=int, default=50, help="images timed for the throughput report")
     pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader argument")
@@ -205,6 +286,26 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--sectioned-csv", help="mimic-cxr: MIT-LCP mimic_cxr_sectioned.csv instead of parsing")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_prepare)
+    bl = sub.add_parser(
+        "bench-loader", help="images/s/core of originals vs PNG cache vs uint8 shards; DataLoader samples/s"
+    )
+    bl.add_argument("dataset", help="registered dataset name (see `cxrvlp datasets`)")
+    bl.add_argument("--root", required=True, help="dataset root in its official layout")
+    bl.add_argument("--out", required=True, help="folder for the two caches (built when missing)")
+    bl.add_argument("--size", type=int, default=224, help="cache size in pixels")
+    bl.add_argument("--batch", type=int, default=64, help="DataLoader batch size")
+    bl.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to time")
+    bl.add_argument("--sample", type=int, default=500, help="images timed per single-core read path")
+    bl.add_argument("--max-batches", type=int, default=30, help="batches timed per DataLoader run")
+    bl.add_argument("--min-seconds", type=float, default=2.0, help="least time per single-core figure")
+    bl.add_argument("--preset", default="mgca", help="method transform preset also timed ('' for none)")
+    bl.add_argument("--preset-batch", type=int, default=72, help="its batch (MGCA's recipe: 72 per GPU)")
+    bl.add_argument("--limit", type=int, help="only the first K records")
+    bl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="reader argument")
+    bl.add_argument("--rebuild", action="store_true", help="rebuild both caches")
+    bl.add_argument("--json", help="result JSON (default: OUT/bench_loader.json)")
+    bl.add_argument("--quiet", action="store_true", help="no progress bars")
+    bl.set_defaults(func=cmd_bench_loader)
     sy = sub.add_parser(
         "synthetic", help="write SYNTHETIC phantom mirrors of the datasets' official layouts (any size)"
     )

@@ -321,6 +321,7 @@ class CxrDataset(torch.utils.data.Dataset):
         on_error: OnError = "raise",
         cache_dir: str | Path | None = None,
         box_policy: BoxPolicy = "reject",
+        cache_size: int | None = None,
     ) -> None:
         self.root = require_root(self.name, root)
         self.root_str = str(self.root)
@@ -333,10 +334,18 @@ class CxrDataset(torch.utils.data.Dataset):
         self.records: list[Record] = []
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._cache: dict[str, tuple[Path, int, int]] | None = None
+        self._shards = None  # a uint8 shard cache (`shards.py`), found in cache_dir by its manifest
+        self._shard_kwargs_checked = False
         if self.cache_dir is not None:
-            from cxrvlp.core.data.cache import load_cache_index
+            from cxrvlp.core.data.shards import open_shard_cache, shard_folder
 
-            self._cache = load_cache_index(self.cache_dir, self.name)
+            if shard_folder(self.cache_dir, self.name) is not None:
+                # checked here (size, completeness, source fingerprint), so a bad cache stops the run early
+                self._shards = open_shard_cache(self.cache_dir, self.name, cache_size, source_root=self.root)
+            else:
+                from cxrvlp.core.data.cache import load_cache_index
+
+                self._cache = load_cache_index(self.cache_dir, self.name)
 
     # -- subclasses fill self.records ---------------------------------------------------------------
     def __len__(self) -> int:
@@ -349,12 +358,30 @@ class CxrDataset(torch.utils.data.Dataset):
 
     def read_pixels(self, rec: Record) -> tuple[np.ndarray | None, tuple[int, int] | None]:
         """(image, original (H, W) when read from the cache else None); image None when skipped."""
+        if self._shards is not None:
+            if not self._shard_kwargs_checked:
+                self._check_shard_kwargs()
+            hit = self._shards.get(self.key(rec))
+            if hit is not None:
+                # the same float image the 8-bit PNG cache decodes to (`_decode_raster`), with no decoding
+                return hit[0].astype(np.float32) / np.float32(255.0), hit[1]
         if self._cache is not None:
             hit = self._cache.get(self.key(rec))
             if hit is not None:
                 img = read_image(hit[0], on_error="raise")
                 return img, (hit[1], hit[2])
         return read_image(rec.image_path, on_error="raise", **self.read_kwargs()), None
+
+    def _check_shard_kwargs(self) -> None:
+        # read_kwargs() may use attributes a subclass sets after CxrDataset.__init__: checked at first read
+        from cxrvlp.core.data.shards import ShardCacheError
+
+        built, mine = self._shards.manifest.get("read_kwargs", {}), dict(self.read_kwargs())
+        if built != mine:
+            raise ShardCacheError(
+                self._shards.folder, f"built with reader arguments {built}, this reader uses {mine}"
+            )
+        self._shard_kwargs_checked = True
 
     def read_kwargs(self) -> dict[str, Any]:
         """Extra `read_image` arguments (e.g. PadChest's 16-bit scaling)."""

@@ -6,7 +6,8 @@ Layout written by `prepare_cache(dataset, out_dir, size)` (and `cxrvlp prepare`)
     <out_dir>/<dataset name>/<key>.png      key = the image path relative to the dataset root
 
 Readers given `cache_dir=<out_dir>` read the cached PNG when the key is indexed (boxes and masks are
-rescaled to the returned image, see `CxrDataset.make_sample`) and the original otherwise.
+rescaled to the returned image, see `CxrDataset.make_sample`) and the original otherwise. The same pixels
+without a PNG decode per read: the uint8 shard cache (`shards.py`, `cxrvlp prepare ... --format shards`).
 """
 
 from __future__ import annotations

@@ -147,8 +147,11 @@ class MimicCxrDataset(CxrDataset):
         reports_root: str | Path | None = None,
         sectioned_csv: str | Path | None = None,
         load_reports: bool = True,
+        cache_size: int | None = None,
     ) -> None:
-        super().__init__(root, load_images=load_images, on_error=on_error, cache_dir=cache_dir)
+        super().__init__(
+            root, load_images=load_images, on_error=on_error, cache_dir=cache_dir, cache_size=cache_size
+        )
         if split is not None and split not in SPLITS:
             raise ConfigError(f"split must be one of {SPLITS} or None, got {split!r}")
         self.split, self.views = split, tuple(views) if views is not None else None

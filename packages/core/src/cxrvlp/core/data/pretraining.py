@@ -40,7 +40,10 @@ class MimicSourceConfig:
     root: str | None = None  # MIMIC-CXR-JPG 2.0.0 root (files/, mimic-cxr-2.0.0-*.csv.gz)
     reports_root: str | None = None  # mimic-cxr-reports folder (files/pXX/.../sYYY.txt); default: root
     sectioned_csv: str | None = None  # mimic_cxr_sectioned.csv instead of parsing the .txt reports
-    image_cache_dir: str | None = None  # core's resized-image cache (`cxrvlp prepare mimic-cxr`)
+    # core's resized-image cache (`cxrvlp prepare mimic-cxr`): the PNG cache, or the uint8 shard cache
+    # (`--format shards`, found by its manifest; read with no decoding)
+    image_cache_dir: str | None = None
+    image_cache_size: int | None = None  # when set, a shard cache built at another size is refused
     split: str = "train"
     val_split: str | None = "validate"  # None: no validation pass (final/ only)
     # "raise": an unreadable image stops the run naming the file; "skip": it is replaced by the next
@@ -62,6 +65,7 @@ def mimic_images(cfg: MimicSourceConfig, root: str | Path, split: str | None, vi
     return MimicCxrDataset(
         root, split=split, views=views, label_source=None, reports_root=cfg.reports_root,
         sectioned_csv=cfg.sectioned_csv, cache_dir=cfg.image_cache_dir, on_error=cfg.on_error,
+        cache_size=cfg.image_cache_size,
     )  # fmt: skip
 
 
