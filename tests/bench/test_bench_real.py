@@ -140,47 +140,141 @@ def test_real_rows_through_the_runner(shared_dir, tmp_path):
         assert vals and all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in vals)
 
 
-def test_eval_manifest_in_another_folder(shared_dir, tmp_path):
-    """--manifest A (fit rows) + --eval-manifest B whose images live in another folder (--eval-images)."""
+KERMANY_TASK = "kermany_pediatric_pneumonia: pneumonia vs no finding"
+
+
+def _write_manifest(path, rows, fields):
     import csv
 
-    from cxrvlp.bench.cli import main
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows({**r, "suggested_role": ""} for r in rows)
+
+
+def _held_out_folder(shared_dir, tmp_path):
+    """A stand-in for a separate eval folder: the Kermany rows (every 3rd) of about 30 % of the patients,
+    their images behind a symlinked folder elsewhere; the other sampled Kermany patients are fit rows."""
+    import csv
+
+    from cxrvlp.bench.sources import split_part
 
     real = shared_dir / "data" / "real"
     with open(real / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    fields = list(rows[0])
-    kermany = [r for r in rows if r["dataset"] == "kermany_pediatric_pneumonia"][::6]
+    kermany = [r for r in rows if r["dataset"] == "kermany_pediatric_pneumonia"][::3]
+    held = [split_part(f"test:{r['patient_id']}", (0.7, 0.7)) != "train" for r in kermany]
+    ev = [r for r, h in zip(kermany, held) if h]
+    fit = [r for r, h in zip(kermany, held) if not h]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "kermany_pediatric_pneumonia").symlink_to(real / "kermany_pediatric_pneumonia")
-    fit = [r for r in rows if r["suggested_role"] == "demo_pretrain"]
-    for name, part in (
-        ("fit.csv", fit),
-        ("eval.csv", kermany),
-    ):
-        with open(tmp_path / name, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            w.writerows({**r, "suggested_role": ""} for r in part)
+    return real, rows, fit, ev, elsewhere
+
+
+def test_eval_manifest_in_another_folder(shared_dir, tmp_path):
+    """--manifest A (fit rows with the task's labels) + --eval-manifest B in another folder (--eval-images):
+    the fit-row probe trains on A's rows only and scores every row of B; the eval-split probe (60/40 of B)
+    is the second, named figure; both have intervals and random-init twins (issue 26)."""
+    from cxrvlp.bench.cli import main
+    from cxrvlp.bench.real import EVALUATIONS, FIT_PROBE, default_tasks, fit_rows_for_tasks, read_manifest
+
+    real, rows, fit_kermany, ev, elsewhere = _held_out_folder(shared_dir, tmp_path)
+    assert not {r["patient_id"] for r in fit_kermany} & {r["patient_id"] for r in ev}
+    others = [r for r in rows if r["suggested_role"] == "demo_pretrain"][::10]  # other datasets: not used
+    leaked = ev[:4]  # eval rows also listed in the fit manifest: must be left out of the fit-row probe
+    fit = fit_kermany + others + leaked
+    _write_manifest(tmp_path / "fit.csv", fit, list(rows[0]))
+    _write_manifest(tmp_path / "eval.csv", ev, list(rows[0]))
     out = tmp_path / "out"
     args = ["real", "--manifest", str(tmp_path / "fit.csv"), "--images", str(real)]
     args += ["--eval-manifest", str(tmp_path / "eval.csv"), "--eval-images", str(elsewhere)]
     args += ["--out", str(out), "--no-contrastive", "--image-size", "64", "--bootstrap", "50"]
     assert main(args) == 0
     rec = json.loads((out / "real_results.json").read_text())
-    assert rec["rows"] == {"fit": len(fit), "eval": len(kermany)}  # roles blank: both files taken whole
+    assert rec["rows"] == {"fit": len(fit), "eval": len(ev)}  # roles blank: both files taken whole
     assert len(rec["eval_manifest"]["sha256"]) == 64 and rec["eval_manifest"]["path"].endswith("eval.csv")
-    assert {r["task"] for r in rec["results"]} == {"kermany_pediatric_pneumonia: pneumonia vs no finding"}
-    assert all(
-        r["n_train"] + r["n_test"] == len(kermany)
-        for r in rec["results"]
-        if "per class" not in r["evaluation"] and "fit rows" not in r["evaluation"]
+    assert {r["task"] for r in rec["results"]} == {KERMANY_TASK}
+
+    # the fit rows the probe trains on: the Kermany fit rows, none sharing an image or patient with B
+    tasks = default_tasks(ev)
+    assert [t.name for t in tasks] == [KERMANY_TASK]
+    data, status = fit_rows_for_tasks(
+        tasks, read_manifest(tmp_path / "fit.csv"), real, read_manifest(tmp_path / "eval.csv"), elsewhere
     )
-    # the fit rows carry the task's labels: a probe fitted on them scores every eval row (issue 26)
-    fitted = [r for r in rec["results"] if r["evaluation"].startswith("linear probe fitted on the fit rows")]
-    n_fit = sum(r["dataset"] == "kermany_pediatric_pneumonia" for r in fit)
-    if n_fit:
-        assert {r["init"] for r in fitted} == {"imagenet", "random"}
-        assert all(r["n_test"] == len(kermany) and r["n_train"] <= n_fit for r in fitted)
-        assert any(d["b"] == "imagenet eval split" for d in rec["differences"])
+    used = data[tasks[0]][0]
+    assert len(used) == len(fit_kermany) > 0
+    assert not {r["image_path"] for r in used} & {r["image_path"] for r in ev}
+    assert not {r["patient_id"] for r in used} & {r["patient_id"] for r in ev}
+    st = rec["fit_row_probe"][KERMANY_TASK]
+    assert st["fitted"] and st["n_fit"] == len(fit_kermany) and st["excluded_overlap"] == len(leaked)
+    assert st == status[KERMANY_TASK]
+    n_pos = sum("Pneumonia" in r["labels"].split("|") for r in ev)
+
+    got = {(r["init"], r["evaluation"]): r for r in rec["results"]}
+    for init in ("imagenet", "random"):
+        fitted = got[(init, FIT_PROBE)]  # trained on the fit rows only, scores every eval row
+        assert fitted["n_train"] == len(fit_kermany) and fitted["n_test"] == len(ev)
+        assert fitted["n_pos_test"] == n_pos and fitted["extra"]["test_rows"] == "all eval rows"
+        split = got[(init, "linear probe")]  # the eval split: 60/40 of the eval rows by patient
+        assert split["n_train"] + split["n_test"] == len(ev) and split["n_test"] < len(ev)
+        for r in (fitted, split):
+            assert _finite(r) and r["ci_low"] <= r["auroc"] <= r["ci_high"] and r["ci_low"] < r["ci_high"]
+    # ImageNet features separate paediatric pneumonia on unseen patients
+    assert got[("imagenet", FIT_PROBE)]["auroc"] > 0.8
+    diffs = {(d["evaluation"], d["a"], d["b"]): d for d in rec["differences"]}
+    twin = diffs[(FIT_PROBE, "imagenet", "random")]  # random-init twin, paired on all eval rows
+    pre, rnd = got[("imagenet", FIT_PROBE)], got[("random", FIT_PROBE)]
+    assert twin["diff"] == pytest.approx(pre["auroc"] - rnd["auroc"])
+    vs_split = diffs[
+        (f"{FIT_PROBE} vs linear probe (probe-test rows)", "imagenet fit rows", "imagenet eval split")
+    ]
+    assert vs_split["ci_low"] <= vs_split["diff"] <= vs_split["ci_high"]
+
+    # both figures named and explained in the JSON and the Markdown
+    assert rec["evaluations"][FIT_PROBE] == EVALUATIONS[FIT_PROBE]
+    assert rec["evaluations"]["linear probe"].startswith("eval split")
+    md = (out / "real_results.md").read_text()
+    for name in (FIT_PROBE, "linear probe"):
+        assert f"- **{name}**: {EVALUATIONS[name]}." in md
+        assert f"| {KERMANY_TASK} | efficientnet-lite0 | random | {name} | 0 |" in md
+    assert f"- {KERMANY_TASK}: fitted on {len(fit_kermany)} fit rows" in md
+    assert f"{len(leaked)} fit rows sharing an image or patient with the eval rows left out" in md
+
+
+def test_fit_rows_without_the_task_labels(shared_dir, tmp_path):
+    """Fit rows that hold no row (or one class only) of the task: no fit-row figure, and the record and the
+    Markdown say so for that task (not a silent fall-back to the eval split)."""
+    from cxrvlp.bench.real import FIT_PROBE
+
+    real, rows, fit_kermany, ev, elsewhere = _held_out_folder(shared_dir, tmp_path)
+    normal_only = [r for r in fit_kermany if r["labels"] == "No Finding"][:6]
+    fit = [r for r in rows if r["suggested_role"] == "demo_pretrain"][::10] + normal_only
+    _write_manifest(tmp_path / "fit.csv", fit, list(rows[0]))
+    _write_manifest(tmp_path / "eval.csv", ev, list(rows[0]))
+    logged = []
+    rec = run_real(
+        RealOptions(
+            manifest=tmp_path / "fit.csv",
+            images=real,
+            eval_manifest=tmp_path / "eval.csv",
+            eval_images=elsewhere,
+            out=tmp_path / "out",
+            image_size=64,
+            bootstrap=50,
+            shots=(None,),
+        ),
+        log=logged.append,
+    )
+    st = rec["fit_row_probe"][KERMANY_TASK]
+    assert not st["fitted"] and st["n_fit"] == len(normal_only) and st["n_fit_pos"] == 0
+    assert st["note"].startswith(
+        f"NOT fitted: the fit rows hold 0 'Pneumonia' and {len(normal_only)} 'No Finding' rows"
+    )
+    assert not [r for r in rec["results"] if r["evaluation"] == FIT_PROBE]
+    assert not [d for d in rec["differences"] if FIT_PROBE in d["evaluation"]]
+    assert {r["evaluation"] for r in rec["results"]} == {"linear probe"}  # the eval split is still reported
+    assert FIT_PROBE not in rec["evaluations"]
+    md = (tmp_path / "out" / "real_results.md").read_text()
+    assert f"- {KERMANY_TASK}: {st['note']}." in md
+    assert any("fit-row probe NOT fitted" in line for line in logged)

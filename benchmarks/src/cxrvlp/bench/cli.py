@@ -234,7 +234,12 @@ def parser() -> argparse.ArgumentParser:
     q = sub.add_parser("real", help="linear probe + short contrastive fine-tune on a real image manifest")
     q.add_argument("--manifest", required=True, help="fit rows (or all rows; see suggested_role)")
     q.add_argument("--images", help="folder image_path is relative to (default: the manifest's folder)")
-    q.add_argument("--eval-manifest", help="held-out rows scored by probes fitted on --manifest")
+    q.add_argument(
+        "--eval-manifest",
+        help="held-out rows (e.g. another folder): every row is scored by a probe fitted on the --manifest "
+        "rows that carry the task's labels, and a 60/40 patient split of these rows gives the eval-split "
+        "probe",
+    )
     q.add_argument("--eval-images", help="folder the eval manifest's image_path is relative to")
     q.add_argument("--out", default="outputs/real", help="results folder")
     q.add_argument("--seeds", default="0", help="comma list of seeds")

@@ -2,21 +2,26 @@
 
 Rows: `--manifest` (fit rows) and `--eval-manifest` (eval rows, optional; else `suggested_role`
 demo_eval, else a patient split). Tasks come from the eval rows' labels (pneumonia vs no finding, COVID-19
-vs other findings, the three most frequent NIH findings). Each task's rows are split by patient per seed
-into probe-train (60 %) and probe-test (40 %); every figure is an AUROC on the probe-test rows with a 95 %
-percentile bootstrap interval, and every pretrained figure has its random-init twin and a paired bootstrap
-difference beside it.
+vs other findings, the three most frequent NIH findings). Every figure is an AUROC with a 95 % percentile
+bootstrap interval, and every pretrained figure has its random-init twin and a paired bootstrap difference.
+
+Two probe protocols, each a named figure (`EVALUATIONS` says what each name means):
+
+- "linear probe fitted on the fit rows (all eval rows)": where the fit rows carry a task's labels, a probe
+  is fitted on those fit rows (less any row sharing an image file or a patient with the eval rows) and
+  scores EVERY eval row, so a held-out folder is judged by a probe trained on the data given for fitting.
+  Where they do not, the record says so per task (`fit_row_probe`) and no such figure is made.
+- "linear probe" (and "..., K per class"), the eval split: each task's eval rows split by patient per seed
+  into probe-train (60 %) and probe-test (40 %). It needs no labelled fit rows, and it is what the
+  contrastive part's probes use. The fit-row probe is also paired with it on its probe-test rows.
 
 1. Bare encoder: frozen EfficientNet-Lite0 (ImageNet weights vs the same architecture at random init),
-   logistic-regression probe on its pooled features. Where the fit rows carry a task's labels, a second
-   probe is fitted on ALL those fit rows and scores EVERY eval row ("linear probe fitted on the fit rows"),
-   so a held-out folder is judged by a probe trained on the data given for fitting; it is compared with
-   the eval-split probe on the probe-test rows (paired) and with its random-init twin.
+   logistic-regression probes on its pooled features, both protocols.
 2. Contrastive part (`methods`): each method's `small` config (EfficientNet-Lite0 + MiniLM-L6 backbones
    with the method's own heads and losses; not the paper's backbones) fine-tuned on the fit rows with text,
    once from the pretrained backbones and once from random init, then zero-shot (the method's prompt
-   protocol) and linear probe on the eval rows. The fit rows' texts are clinical notes, not radiology
-   reports (see `cxrvlp.bench.mimic_export`).
+   protocol) and the eval-split linear probe on the eval rows. The fit rows' texts are clinical notes, not
+   radiology reports (see `cxrvlp.bench.mimic_export`).
 """
 
 from __future__ import annotations
@@ -66,12 +71,15 @@ from cxrvlp.bench.record import jsonable, package_versions, sha256_file
 
 __all__ = [
     "COLUMNS",
+    "EVALUATIONS",
+    "FIT_PROBE",
     "BinaryTask",
     "Figure",
     "RealOptions",
     "auroc",
     "bootstrap_auroc",
     "default_tasks",
+    "fit_rows_for_tasks",
     "manifest_samples",
     "manifest_source",
     "paired_difference",
@@ -87,6 +95,15 @@ PROBE = (
 
 FIT_PROBE = "linear probe fitted on the fit rows (all eval rows)"
 FIT_POINTING = "fit (images seen in fine-tuning; boxes never used)"
+FIT_MIN_PER_CLASS = 2  # labelled fit rows per class the fit-row probe needs
+EVALUATIONS = {
+    FIT_PROBE: "probe fitted on every fit row (--manifest) with the task's labels, less rows sharing an "
+    "image file or a patient with the eval rows; scores every eval row",
+    probe_name(None): "eval split: probe fitted on the probe-train rows (60 % of the task's eval rows, "
+    "patient split by seed); scores the probe-test rows (the other 40 %)",
+    probe_name(16): "eval split as above, probe fitted on 16 probe-train rows per class (label efficiency)",
+    "zero-shot": "the method's own prompt protocol, no probe; scores the probe-test rows",
+}
 
 
 @dataclass
@@ -175,9 +192,19 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
     # Probes fitted on the FIT rows where those carry the task's labels (a held-out folder is then judged by
     # a probe trained on the data the user gave for fitting); they score every eval row. The eval-split probe
     # (60 % of the eval rows) stays as a second, named figure.
-    fit_data = {t: task_rows(t, fit_rows, None) for t in tasks}
-    fit_tasks = [t for t in tasks if len(np.unique(fit_data[t][1])) == 2 and (fit_data[t][1] == 1).sum() > 1
-                 and (fit_data[t][1] == 0).sum() > 1]  # fmt: skip
+    fit_data, fit_probe = fit_rows_for_tasks(tasks, fit_rows, fit_root, eval_rows, eval_root)
+    fit_tasks = [t for t in tasks if fit_probe[t.name]["fitted"]]
+    for t in tasks:
+        log(f"[real] {t.name}: fit-row probe {fit_probe[t.name]['note']}")
+    # one encoding per dataset of the fit rows its tasks use (the NIH tasks share their images)
+    fit_ds_rows: dict[str, dict[str, dict[str, str]]] = {}
+    for t in fit_tasks:
+        for r in fit_data[t][0]:
+            fit_ds_rows.setdefault(t.dataset, {}).setdefault(r["image_path"], r)
+    fit_pos = {d: {path: i for i, path in enumerate(rs)} for d, rs in fit_ds_rows.items()}
+    fit_where = {
+        t: np.array([fit_pos[t.dataset][r["image_path"]] for r in fit_data[t][0]]) for t in fit_tasks
+    }
     fit_scores: dict[tuple, np.ndarray] = {}  # (task, init, seed) -> scores on all eval rows
 
     cache = ImageCache()
@@ -188,15 +215,15 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
             if not pretrained or not feats:  # ImageNet features do not depend on the seed; random ones do
                 enc = build_encoder(pretrained, seed)
                 fit_feats = {
-                    t.name: encode(
+                    d: encode(
                         enc,
-                        [fit_root / r["image_path"] for r in fit_data[t][0]],
-                        sizes[t.dataset],
+                        [fit_root / p for p in rs],
+                        sizes[d],
                         cache,
                         o.batch_size,
-                        desc=f"{ENCODER} {init} {t.dataset} fit rows",
+                        desc=f"{ENCODER} {init} {d} fit rows",
                     )
-                    for t in fit_tasks
+                    for d, rs in fit_ds_rows.items()
                 }
                 feats = {
                     t.dataset: encode(
@@ -219,12 +246,13 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
                     probes(feats[t.dataset], data[t][1], masks[(t, seed)], seed, o.shots),
                 )
             for t in fit_tasks:
-                s_all = probe_scores(fit_feats[t.name], fit_data[t][1], feats[t.dataset], seed)
+                f_fit = fit_feats[t.dataset][fit_where[t]]
+                s_all = probe_scores(f_fit, fit_data[t][1], feats[t.dataset], seed)
                 fit_scores[(t.name, init, seed)] = s_all
+                n_fit = len(fit_data[t][1])
+                extra = {"train_rows": "fit rows", "test_rows": "all eval rows"}
                 figures.append(
-                    _figure(
-                        t, ENCODER, init, FIT_PROBE, seed, data[t][1], s_all, len(fit_data[t][1]), o.bootstrap
-                    )
+                    _figure(t, ENCODER, init, FIT_PROBE, seed, data[t][1], s_all, n_fit, o.bootstrap, extra)
                 )
         log(f"[real] {ENCODER} {init}: probes done ({time.perf_counter() - t0:.0f} s)")
 
@@ -354,7 +382,9 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
         "image_sizes": sizes,
         "weights": weights,
         "probe": PROBE,
-        "interval": f"95 % percentile bootstrap over probe-test rows ({o.bootstrap} resamples, paired for "
+        "evaluations": {k: v for k, v in EVALUATIONS.items() if any(f.evaluation == k for f in figures)},
+        "fit_row_probe": fit_probe,
+        "interval": f"95 % percentile bootstrap over the scored rows ({o.bootstrap} resamples, paired for "
         "differences)",
         "seeds": list(o.seeds),
         "results": [asdict(f) for f in figures],
@@ -369,6 +399,55 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
     plot(record["results"], out / "real_auroc.png")
     log(f"[real] wrote {out / 'real_results.md'} ({record['wall_s']} s)")
     return record
+
+
+def fit_rows_for_tasks(
+    tasks: Sequence[BinaryTask],
+    fit_rows: Sequence[dict[str, str]],
+    fit_root: Path,
+    eval_rows: Sequence[dict[str, str]],
+    eval_root: Path,
+) -> tuple[dict[BinaryTask, tuple[list[dict[str, str]], np.ndarray]], dict[str, dict[str, Any]]]:
+    """Per task, the fit rows its fit-row probe trains on and a status saying whether it is fitted and why.
+
+    A fit row of the task's dataset with the task's labels is used unless its image file (resolved, so a
+    symlinked folder counts) or its patient is also among the eval rows: those are left out and counted."""
+    eval_files = {(eval_root / r["image_path"]).resolve() for r in eval_rows}
+    eval_patients = {(r["dataset"], r["patient_id"]) for r in eval_rows}
+    data, status = {}, {}
+    for t in tasks:
+        rows, y = task_rows(t, fit_rows, None)
+        keep = np.array(
+            [
+                (fit_root / r["image_path"]).resolve() not in eval_files
+                and (r["dataset"], r["patient_id"]) not in eval_patients
+                for r in rows
+            ],
+            dtype=bool,
+        )
+        rows, y = [r for r, k in zip(rows, keep) if k], y[keep]
+        data[t] = (rows, y)
+        n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
+        negative = t.negative or f"no {t.positive}"
+        fitted = n_pos >= FIT_MIN_PER_CLASS and n_neg >= FIT_MIN_PER_CLASS
+        if fitted:
+            note = f"fitted on {len(y)} fit rows ({n_pos} {t.positive}, {n_neg} {negative})"
+        else:
+            note = (
+                f"NOT fitted: the fit rows hold {n_pos} '{t.positive}' and {n_neg} '{negative}' rows of "
+                f"dataset '{t.dataset}' (needs {FIT_MIN_PER_CLASS} of each); only the eval-split probe is "
+                "reported"
+            )
+        if int((~keep).sum()):
+            note += f"; {int((~keep).sum())} fit rows sharing an image or patient with the eval rows left out"
+        status[t.name] = {
+            "fitted": fitted,
+            "n_fit": len(y),
+            "n_fit_pos": n_pos,
+            "excluded_overlap": int((~keep).sum()),
+            "note": note,
+        }
+    return data, status
 
 
 def _weights_entry(name: str) -> dict[str, str]:

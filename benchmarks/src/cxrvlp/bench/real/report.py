@@ -28,6 +28,16 @@ def markdown(rec: dict[str, Any]) -> str:
         f"- Tasks not formed (too few eval rows in a class): {rec.get('tasks_not_formed') or 'none'}.",
         f"- Wall time: {rec['wall_s']} s.",
         "",
+    ]
+    if rec.get("evaluations"):
+        lines += ["Evaluations (the figures' names):", ""]
+        lines += [f"- **{name}**: {meaning}." for name, meaning in rec["evaluations"].items()]
+        lines.append("")
+    if rec.get("fit_row_probe"):
+        lines += ["Probe fitted on the fit rows, per task:", ""]
+        lines += [f"- {task}: {st['note']}." for task, st in rec["fit_row_probe"].items()]
+        lines.append("")
+    lines += [
         "| task | model | init | evaluation | seed | AUROC [95 % CI] | n train / test (pos) |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -40,14 +50,15 @@ def markdown(rec: dict[str, Any]) -> str:
     if rec["differences"]:
         lines += [
             "",
-            "Paired differences on the same probe-test rows (pretrained minus random init):",
+            "Paired differences, a minus b on the same rows (the evaluation's scored rows; the fit-row probe "
+            "vs the eval split: the eval split's probe-test rows):",
             "",
-            "| task | model | evaluation | seed | AUROC difference [95 % CI] |",
-            "|---|---|---|---|---|",
+            "| task | model | evaluation | seed | a | b | AUROC difference a - b [95 % CI] |",
+            "|---|---|---|---|---|---|---|",
         ]
         for d in rec["differences"]:
             lines.append(
-                f"| {d['task']} | {d['model']} | {d['evaluation']} | {d['seed']} | "
+                f"| {d['task']} | {d['model']} | {d['evaluation']} | {d['seed']} | {d['a']} | {d['b']} | "
                 f"{d['diff']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] |"
             )
     if rec.get("pointing_game"):
@@ -101,7 +112,11 @@ def plot(results: list[dict[str, Any]], path: Path) -> Path:
         ax.set_ylabel("AUROC", fontsize=8)
         ax.set_title(task, fontsize=9)
         ax.legend(fontsize=7, loc="lower right", ncol=len(slots))
-    fig.suptitle("Real images: AUROC on probe-test rows (95 % bootstrap CI); dashed = chance", fontsize=9)
+    fig.suptitle(
+        "Real images: AUROC (95 % bootstrap CI; fit-row probe: all eval rows, others: probe-test rows); "
+        "dashed = chance",
+        fontsize=8,
+    )
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -112,5 +127,7 @@ def _slot(init: str) -> str:
 
 
 def _short(evaluation: str) -> str:
-    """Axis label: "linear probe, 16 per class" -> "probe, 16/class"."""
+    """Axis label: "linear probe, 16 per class" -> "probe, 16/class"; the fit-row probe: "probe, fit rows"."""
+    if "fitted on the fit rows" in evaluation:
+        return "probe, fit rows"
     return evaluation.replace("linear probe", "probe").replace(" per class", "/class")
