@@ -88,9 +88,7 @@ __all__ = [
     "task_rows",
 ]
 
-PROBE = (
-    "scikit-learn LogisticRegression(C=0.1, L2) on standardised features; patient-level 60/40 split by seed"
-)
+PROBE = "scikit-learn LogisticRegression(C=0.1, L2) on standardised features (fitted rows: see Evaluations)"
 
 
 FIT_PROBE = "linear probe fitted on the fit rows (all eval rows)"
