@@ -71,7 +71,8 @@ def test_demo_trains_methods_in_worker_processes(tmp_path):
     chex = write_chexpert(tmp_path / "chexpert", n_train_patients=4, n_valid=4, n_test=10, n_per_class=2,
                           image_size=32)  # fmt: skip
     plan = SuitePlan({"chexpert": str(chex)}, "smoke", 0)
-    _, _, summary = train_methods(names, tmp_path, tmp_path / "out", {n: [] for n in names}, jobs=2, plan=plan)
+    over = {n: [] for n in names}
+    _, _, summary = train_methods(names, tmp_path, tmp_path / "out", over, jobs=2, plan=plan)
     by_method = {p.parts[-4] for p in summary.written}
     assert by_method == set(names) and summary.evaluated == 0 and not summary.errors
     assert all(json.loads(p.read_text())["status"] == "skipped" for p in summary.written)
