@@ -100,3 +100,33 @@ print(sorted(p.name for p in pathlib.Path(tempfile.tempdir).iterdir() if "tokeni
     assert out.strip().startswith("['tokenizer-")  # alive while the process runs
     assert "effusion" in load_tokenizer(tmp_path / "saved").tokenize("pleural effusion")
     assert [p.name for p in (tmp_path / "tmp").iterdir() if "tokenizer" in p.name] == []
+
+
+def test_built_vocab_is_the_same_in_every_process(tmp_path):
+    """Two processes with different hash seeds build the same vocab from the same texts (the `tokenizers`
+    WordPiece trainer did not: two identical demo runs trained different CARZero models)."""
+    import os
+    import subprocess
+    import sys
+
+    texts = TEXTS + ["Nodule in the right upper lobe.", "Tiny nodular opacity; no pneumothorax."] * 3
+    code = "import sys; from cxrvlp.core.text.tokenize import build_tokenizer_from_texts as b; " \
+        f"b({texts!r}, sys.argv[1], vocab_size=55)"  # fmt: skip
+    vocabs = []
+    for seed in ("1", "2"):
+        out = tmp_path / f"v{seed}"
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, env=env)
+        vocabs.append((out / "vocab.txt").read_text())
+    assert vocabs[0] == vocabs[1]
+    vocab = vocabs[0].split()
+    assert len(vocab) == 55 and vocab[:5] == list(SPECIAL_TOKENS)
+    # every character covered; the most frequent word whole (20x), the rarest cut by the budget (3x)
+    assert {"##x", "##y", ";"} <= set(vocab) and "pleural" in vocab and "upper" not in vocab
+
+
+def test_words_beyond_the_budget_fall_back_to_pieces(tmp_path):
+    tok = build_tokenizer_from_texts(TEXTS + ["zygomatic"], tmp_path / "small", vocab_size=60)
+    pieces = tok.tokenize("zygomatic effusion")
+    assert tok.unk_token_id not in tok.convert_tokens_to_ids(pieces)
+    assert pieces[0] == "z" and all(p.startswith("##") for p in pieces[1:-1] if p != "effusion")

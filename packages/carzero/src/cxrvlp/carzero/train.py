@@ -77,8 +77,8 @@ class CarzeroTask(MethodTask):
         return build_train_dataset(self.cfg.data, train=True, root=self.data_root)
 
     def _vocab_files(self, state) -> dict[str, bytes]:
-        """The main process trains a WordPiece vocab on the training sentences; every rank gets its files
-        (the trainer is multi-threaded and not bit-reproducible across processes)."""
+        """The main process builds the (deterministic) WordPiece vocab from the training sentences; every
+        rank gets its files, so only rank 0 reads the texts."""
         from cxrvlp.core.text.tokenize import build_tokenizer_from_texts
 
         files: dict[str, bytes] = {}

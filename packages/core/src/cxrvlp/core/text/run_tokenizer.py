@@ -3,9 +3,8 @@
 One rule for every method:
 - a resumed run reuses `<output_dir>/tokenizer` (a rebuilt vocabulary could renumber the tokens its
   checkpoint was trained with);
-- otherwise rank 0 trains the vocabulary and every other rank receives rank 0's files (the WordPiece
-  trainer is multi-threaded and not bit-reproducible across processes), so no shared file system is needed
-  before the run folder exists;
+- otherwise rank 0 builds the vocabulary (deterministic: the same texts give the same vocab) and every
+  other rank receives rank 0's files, so no shared file system is needed before the run folder exists;
 - the vocabulary is written next to the weights by the task's `save_resources` (final/, best/) and into
   `<output_dir>/tokenizer` (for resume) with `save_run_tokenizer` once the run folder passed its checks.
 """
