@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from cxrvlp.core.data.chestx_det import DET10_CLASSES
 from cxrvlp.core.data.labels import CHESTXRAY14_CLASSES, CHEXPERT5
+from cxrvlp.core.data.ms_cxr import CSV_NAMES as _MS_CXR_CSV_NAMES
+from cxrvlp.core.data.ms_cxr import MSCXR_CLASSES
 
 NIH14 = CHESTXRAY14_CLASSES
 NIH_BBOX8 = (
@@ -155,16 +157,8 @@ VINDR18 = (
     "Tuberculosis",
 )
 CHESTXDET10 = DET10_CLASSES
-MSCXR8 = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Lung Opacity",
-    "Pleural Effusion",
-    "Pneumonia",
-    "Pneumothorax",
-)
+MSCXR8 = MSCXR_CLASSES  # the 8 MS-CXR categories, as core's reader defines them
+MS_CXR_CSV = _MS_CXR_CSV_NAMES[0]
 
 TASKS = ("zeroshot", "grounding", "retrieval", "linear_probe", "segmentation", "finetune")
 # what `run` does unless --tasks says otherwise: end-to-end fine-tuning (hours per model on real data) is
@@ -477,7 +471,7 @@ for _ds in (
         val_split=None,
         train_split=None,
         grounding_classes=MSCXR8,
-        expected_files="MS_CXR_Local_Alignment_v1.0.0.json and the MIMIC-CXR images",
+        expected_files=f"{MS_CXR_CSV} (the release's CSV, not its COCO JSON) and the MIMIC-CXR-JPG images",
         description="MS-CXR phrase grounding (AFLoc's main localisation set)",
         extra=True,
     ),
