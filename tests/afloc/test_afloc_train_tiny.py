@@ -53,6 +53,13 @@ def test_afloc_tiny_train_few_steps_and_adapter_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_afloc_tiny_config_learns_zero_shot_signal(tmp_path):
-    auc = mh.learned_zero_shot("afloc", tmp_path, _classes(), falling="loss")
-    # measured: 0.739 (classes 0.54-0.88) on generator 1.0.0, 0.629 (0.39-0.89) on 1.1.0 (2026-12-07, idle)
+    """The demo's budget (AFLoc's MethodSpec.demo: 300 steps, one thread) on 600 synthetic patients."""
+    from cxrvlp.afloc.registry import METHOD_SPEC
+
+    budget = METHOD_SPEC.demo.train_overrides()
+    extra = ["epochs=100", "data.synthetic_patients=600", "log_every_steps=20", *budget]
+    auc = mh.learned_zero_shot("afloc", tmp_path, _classes(), falling="loss", extra=extra)
+    # measured (2026-12-07): the packaged short run gave 0.739 on generator 1.0.0, 0.629 on 1.1.0 and 0.518
+    # with the deterministic built vocab (the token numbering alone moved it by 0.1); the demo's budget gives
+    # 0.582 (seed 0) and 0.611 (seed 1) on these 60 held-out patients
     assert auc > 0.55
