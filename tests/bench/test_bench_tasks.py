@@ -295,3 +295,51 @@ def test_zeroshot_and_retrieval_scores_come_from_the_disk_cache(tmp_path, monkey
     monkeypatch.setattr(zs, "prompts_record", lambda p, label: {"other prompts": [c.name for c in p]})
     TASK_RUNNERS["zeroshot"](ctx3)
     assert calls and "cache_hits" not in ctx3.record
+
+
+def _phrase_ctx(samples, **kw) -> TaskContext:
+    return TaskContext(
+        "toy", _ds(grounding_queries="phrases", **kw), BlobAdapter(CLASSES), {"test": samples}.__getitem__,
+        seed=0, batch_size=8,
+    )  # fmt: skip
+
+
+def test_phrase_grounding_queries_each_phrase_with_its_own_boxes():
+    """MS-CXR as AFLoc evaluates it: one map per (image, phrase), the phrase as the text. Here each box's
+    phrase names its class, so the figures equal the class-prompt grounding of the same boxes."""
+    import dataclasses
+
+    from cxrvlp.bench.tasks.grounding import phrase_queries
+
+    base = toy_samples(30, CLASSES, 3)
+    samples = [
+        dataclasses.replace(s, meta={"phrases": [f"Small {b} opacity." for b in s.box_labels]}) for s in base
+    ]
+    res = TASK_RUNNERS["grounding"](_phrase_ctx(samples))
+    n_boxes = sum(b in CLASSES[:2] for s in samples for b in s.box_labels)  # the grounding classes' boxes
+    assert res["n_queries"] == n_boxes and "phrase" in res["protocol"]
+    by_class = TASK_RUNNERS["grounding"](_ctx(_ds()))
+    assert set(res["per_class"]) == set(by_class["per_class"]) == set(CLASSES[:2])
+    for c, figs in by_class["per_class"].items():
+        for k in ("iou", "dice", "cnr", "pointing_game", "n"):
+            assert res["per_class"][c][k] == pytest.approx(figs[k], rel=1e-9, abs=1e-12), (c, k)
+    # two boxes with the same phrase (case and spaces aside) on one image: one query, their union
+    s0 = next(s for s in samples if len(s.boxes))
+    two = dataclasses.replace(
+        s0,
+        boxes=np.concatenate([s0.boxes[:1], s0.boxes[:1] + 2]),
+        box_labels=[s0.box_labels[0]] * 2,
+        meta={"phrases": ["Left effusion", " left EFFUSION"]},
+    )
+    assert phrase_queries([two]) == [(0, "Left effusion", s0.box_labels[0], (0, 1))]
+
+
+def test_phrase_grounding_names_the_image_whose_phrases_do_not_match_its_boxes():
+    import dataclasses
+
+    from cxrvlp.core.errors import MalformedRecordError
+
+    s0 = next(s for s in toy_samples(30, CLASSES, 3) if len(s.boxes))
+    bad = dataclasses.replace(s0, meta={"phrases": []})
+    with pytest.raises(MalformedRecordError, match=s0.image_path):
+        TASK_RUNNERS["grounding"](_phrase_ctx([bad]))

@@ -207,6 +207,9 @@ class BenchDataset:
     # of the manually annotated subset except "normal"); `classes` is then filled in when the data are opened
     classes_from_reader: tuple[str, ...] | None = None
     rare_k: int = 0  # also report macro AUROC over the k least frequent test classes (CARZero's PadChest20)
+    # what grounding queries: "classes" (one prompt per grounding class) or "phrases" (MS-CXR: the phrase of
+    # each box, AFLoc's protocol)
+    grounding_queries: str = "classes"
 
     def supports(self, task: str) -> bool:
         """Whether `task` is defined on this dataset."""
@@ -471,6 +474,7 @@ for _ds in (
         val_split=None,
         train_split=None,
         grounding_classes=MSCXR8,
+        grounding_queries="phrases",
         expected_files=f"{MS_CXR_CSV} (the release's CSV, not its COCO JSON) and the MIMIC-CXR-JPG images",
         description="MS-CXR phrase grounding (AFLoc's main localisation set)",
         extra=True,
