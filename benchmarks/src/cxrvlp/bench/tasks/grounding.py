@@ -23,6 +23,19 @@ from cxrvlp.core.errors import MalformedRecordError
 from cxrvlp.core.metrics import grounding as _gnd
 from torch.utils.data import DataLoader, Dataset
 
+CLASS_PROTOCOL = (
+    "AFLoc's: maps min-max normalised to [-1, 1] per image, IoU/Dice averaged over thresholds "
+    "0.1..0.5, signed CNR, pointing game = argmax inside the ground truth; positives only; no border "
+    "margin; GT mapped through the adapter's preprocess; per class, then macro; 95 % bootstrap of "
+    "the pointing game over images within each class"
+)
+PHRASE_PROTOCOL = (
+    "AFLoc's MS-CXR: one query per (image, phrase), the phrase as the text, ground truth = the "
+    "union of the image's boxes with that phrase; maps min-max normalised to [-1, 1], IoU/Dice "
+    "averaged over thresholds 0.1..0.5, signed CNR, pointing game; per MS-CXR category, then "
+    "macro; 95 % bootstrap of the pointing game"
+)
+
 
 def gt_mask(sample: Sample, cls: str, any_label: bool = False) -> np.ndarray | None:
     """(H, W) uint8 mask of class `cls` in the sample's own pixels, from its mask or boxes; None if absent.
@@ -228,10 +241,17 @@ def run_grounding(ctx: TaskContext) -> dict[str, Any]:
             examples.append((*r["example"], cls))
     if not per_class:
         raise TaskSkipped(f"{ds.name}: no test image has a box or mask for {list(classes)}")
+    return _result(ctx, per_class, hits, examples, split, protocol=CLASS_PROTOCOL)
+
+
+def _result(
+    ctx: TaskContext, per_class: dict, hits: list, examples: list, split: str, protocol: str, **extra
+) -> dict[str, Any]:
+    """Macro over classes, the pointing game's bootstrap CI, a few overlays for the plot command."""
     keys = [k for k in next(iter(per_class.values())) if k != "n"]
     metrics = {f"{k}_macro": float(np.nanmean([pc[k] for pc in per_class.values()])) for k in keys}
     path = ctx.sidecar("_grounding.npz")
-    if path is not None and examples:  # a few overlays for the plot command
+    if path is not None and examples:
         np.savez_compressed(
             path,
             images=np.stack([e[0] for e in examples]),
@@ -243,13 +263,9 @@ def run_grounding(ctx: TaskContext) -> dict[str, Any]:
         "metrics": metrics,
         "ci95": {"pointing_game_macro": scoring.macro_mean_ci(hits, ctx.n_bootstrap, ctx.seed)},
         "per_class": per_class,
+        **extra,
         "thresholds": list(scoring.THRESHOLDS),
-        "protocol": (
-            "AFLoc's: maps min-max normalised to [-1, 1] per image, IoU/Dice averaged over thresholds "
-            "0.1..0.5, signed CNR, pointing game = argmax inside the ground truth; positives only; no border "
-            "margin; GT mapped through the adapter's preprocess; per class, then macro; 95 % bootstrap of "
-            "the pointing game over images within each class"
-        ),
+        "protocol": protocol,
         "test_split": split,
     }
 
@@ -323,31 +339,7 @@ def run_phrase_grounding(ctx: TaskContext) -> dict[str, Any]:
                 examples.append((x[0, 0].float().numpy(), maps[0], m[0] > 0.5, cat))
     per_class = {cat: _summary(*parts) for cat, parts in sorted(found.items())}
     hits = [np.concatenate(found[c][3]) for c in per_class]
-    keys = [k for k in next(iter(per_class.values())) if k != "n"]
-    metrics = {f"{k}_macro": float(np.nanmean([pc[k] for pc in per_class.values()])) for k in keys}
-    path = ctx.sidecar("_grounding.npz")
-    if path is not None and examples:
-        np.savez_compressed(
-            path,
-            images=np.stack([e[0] for e in examples]),
-            maps=np.stack([e[1] for e in examples]),
-            masks=np.stack([e[2] for e in examples]),
-            classes=np.array([e[3] for e in examples]),
-        )
-    return {
-        "metrics": metrics,
-        "ci95": {"pointing_game_macro": scoring.macro_mean_ci(hits, ctx.n_bootstrap, ctx.seed)},
-        "per_class": per_class,
-        "n_queries": len(queries),
-        "thresholds": list(scoring.THRESHOLDS),
-        "protocol": (
-            "AFLoc's MS-CXR: one query per (image, phrase), the phrase as the text, ground truth = the "
-            "union of the image's boxes with that phrase; maps min-max normalised to [-1, 1], IoU/Dice "
-            "averaged over thresholds 0.1..0.5, signed CNR, pointing game; per MS-CXR category, then "
-            "macro; 95 % bootstrap of the pointing game"
-        ),
-        "test_split": split,
-    }
+    return _result(ctx, per_class, hits, examples, split, n_queries=len(queries), protocol=PHRASE_PROTOCOL)
 
 
 def _first_map(maps):

@@ -48,9 +48,22 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def _open_every_image(args: argparse.Namespace):
+    """The dataset `args` names with every image of the root (MIMIC-CXR: all splits and views, no reports),
+    unreadable rows skipped by policy, plus the user's `--set` reader keys."""
+    from cxrvlp.core.data import get_dataset
+
+    kw = _parse_sets(args.set)
+    if args.dataset == "mimic-cxr":
+        kw.setdefault("split", None)
+        kw.setdefault("views", None)
+        kw.setdefault("load_reports", False)
+    return get_dataset(args.dataset, args.root, on_error="skip", **kw)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """`cxrvlp prepare`: image cache (default) or MIMIC master table."""
-    from cxrvlp.core.data import DATASETS, get_dataset
+    from cxrvlp.core.data import DATASETS
     from cxrvlp.core.data.cache import prepare_cache, read_throughput
 
     if args.dataset not in DATASETS:
@@ -78,12 +91,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.size is None:
         print("--size is required to build an image cache", file=sys.stderr)
         return 2
-    kw = _parse_sets(args.set)
-    if args.dataset == "mimic-cxr":
-        kw.setdefault("split", None)
-        kw.setdefault("views", None)
-        kw.setdefault("load_reports", False)
-    ds = get_dataset(args.dataset, args.root, on_error="skip", **kw)
+    ds = _open_every_image(args)
     if args.format == "shards":
         if args.bits != 8:
             print("--format shards stores 8-bit rows; --bits 16 is for the PNG cache", file=sys.stderr)
@@ -157,18 +165,13 @@ def _prepare_shards(ds, args: argparse.Namespace) -> int:
 
 def cmd_bench_loader(args: argparse.Namespace) -> int:
     """`cxrvlp bench-loader`: images/s/core of originals vs PNG cache vs shards, DataLoader samples/s."""
-    from cxrvlp.core.data import DATASETS, get_dataset
+    from cxrvlp.core.data import DATASETS
     from cxrvlp.core.data.loader_bench import format_table, measure_loader, write_json
 
     if args.dataset not in DATASETS:
         print(f"unknown dataset {args.dataset!r}; known: {', '.join(sorted(DATASETS))}", file=sys.stderr)
         return 2
-    kw = _parse_sets(args.set)
-    if args.dataset == "mimic-cxr":
-        kw.setdefault("split", None)
-        kw.setdefault("views", None)
-        kw.setdefault("load_reports", False)
-    ds = get_dataset(args.dataset, args.root, on_error="skip", **kw)
+    ds = _open_every_image(args)
     if args.limit is not None:
         ds.records = ds.records[: args.limit]
     res = measure_loader(
