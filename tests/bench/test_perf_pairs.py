@@ -120,3 +120,22 @@ def test_our_token_rows_copy_the_requested_lengths():
     pieces = _pieces(words, 0.5)
     assert not (pieces & ~words).any() and not pieces[:, 1].any()
     assert math.isclose(float(_pieces(words, 0.0).sum()), 0.0)
+
+
+def test_flop_count_of_grouped_convolution_backward():
+    """A convolution's backward costs its forward per requested gradient, groups included (torch's own
+    formula counted a depthwise backward 64x too high here)."""
+    import torch
+    from cxrvlp.bench.perf.ours import count_flops
+
+    x = torch.randn(2, 64, 16, 16, requires_grad=True)
+    for groups in (1, 4, 64):
+        conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=groups, bias=False)
+        fwd = 2 * 2 * 16 * 16 * 64 * (64 // groups) * 9  # 2 FLOPs per MAC
+        total, per_op = count_flops(lambda conv=conv: conv(x).sum().backward())
+        assert per_op["aten.convolution"] == fwd
+        assert per_op["aten.convolution_backward"] == 2 * fwd  # input and weight gradients
+    w_only = torch.randn(2, 64, 16, 16)  # no input gradient asked: the weight's alone
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64, bias=False)
+    _, per_op = count_flops(lambda: conv(w_only).sum().backward())
+    assert per_op["aten.convolution_backward"] == 2 * 2 * 16 * 16 * 64 * 9
