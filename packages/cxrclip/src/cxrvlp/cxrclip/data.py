@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from cxrvlp.core.data.chexpert import patients_5x200 as chexpert_5x200_patients  # re-exported
 from cxrvlp.core.data.pretraining import (
     load_with_substitute,
     mimic_images,
@@ -277,35 +278,6 @@ class LabelPromptDataset(Dataset):
         )
         item["skipped"] = skipped
         return item
-
-
-def chexpert_5x200_patients(path: str | Path) -> set[str]:
-    """Patient ids ('patient64541') of a CheXpert 5x200 list: GLoRIA's chexpert_5x200.csv (column `Path`) or
-    MedCLIP's chexpert-5x200-meta.csv (column `imgpath`), the two files core's 5x200 reader accepts."""
-    import csv
-    import re
-
-    p = Path(path)
-    if not p.is_file():
-        raise DatasetNotFoundError(
-            "chexpert-5x200",
-            p,
-            "chexpert_5x200.csv (GLoRIA, column Path) or chexpert-5x200-meta.csv (imgpath)",
-        )
-    with open(p, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        col = next((c for c in ("Path", "imgpath") if c in (reader.fieldnames or ())), None)
-        if col is None:
-            raise MalformedRecordError(p, "header", f"no 'Path' or 'imgpath' column in {reader.fieldnames}")
-        found = set()
-        for row_no, row in enumerate(reader, start=2):
-            m = re.search(r"(patient\d+)", row[col] or "")
-            if m is None:
-                raise MalformedRecordError(p, f"row {row_no}", f"no patientNNNNN in {col} {row[col]!r}")
-            found.add(m.group(1))
-    if not found:
-        raise MalformedRecordError(p, "rows", "no patient listed")
-    return found
 
 
 def _reseed(transform) -> None:

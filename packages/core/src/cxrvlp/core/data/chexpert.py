@@ -28,12 +28,13 @@ import pandas as pd
 from cxrvlp.core.data.base import CxrDataset, Record, find_file, iter_rows, read_table
 from cxrvlp.core.data.contract import OnError
 from cxrvlp.core.data.labels import CHEXPERT5, CHEXPERT_CLASSES, Policy, apply_uncertain_policy
-from cxrvlp.core.errors import ConfigError, MalformedRecordError
+from cxrvlp.core.errors import ConfigError, DatasetNotFoundError, MalformedRecordError
 
 NAME = "chexpert"
 Split = Literal["train", "valid", "test", "5x200"]
 _DIRS = ("CheXpert-v1.0-small", "CheXpert-v1.0")
 _PATIENT = re.compile(r"(patient\d+)/(study\d+)/")
+PATH_COLUMNS = ("Path", "imgpath")  # the image column: CheXpert's / GLoRIA's CSVs, MedCLIP's 5x200 list
 
 
 def default_csv(split: str) -> list[str]:
@@ -43,6 +44,35 @@ def default_csv(split: str) -> list[str]:
     if split == "test":
         return ["test_labels.csv", "filter_test_labels.csv"] + [f"{d}/test_labels.csv" for d in _DIRS]
     return ["chexpert_5x200.csv", "chexpert-5x200-meta.csv", "chexpert_5x200_newpath.csv"]
+
+
+def patients_5x200(path: str | Path) -> set[str]:
+    """Patient ids ('patient64541') of a CheXpert 5x200 list: GLoRIA's chexpert_5x200.csv (column `Path`) or
+    MedCLIP's chexpert-5x200-meta.csv (column `imgpath`), the two files the 5x200 split reads (CXR-CLIP
+    removes these patients from its CheXpert training data)."""
+    import csv
+
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetNotFoundError(
+            "chexpert-5x200",
+            p,
+            "chexpert_5x200.csv (GLoRIA, column Path) or chexpert-5x200-meta.csv (imgpath)",
+        )
+    with open(p, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        col = next((c for c in PATH_COLUMNS if c in (reader.fieldnames or ())), None)
+        if col is None:
+            raise MalformedRecordError(p, "header", f"no 'Path' or 'imgpath' column in {reader.fieldnames}")
+        found = set()
+        for row_no, row in enumerate(reader, start=2):
+            m = re.search(r"(patient\d+)", row[col] or "")
+            if m is None:
+                raise MalformedRecordError(p, f"row {row_no}", f"no patientNNNNN in {col} {row[col]!r}")
+            found.add(m.group(1))
+    if not found:
+        raise MalformedRecordError(p, "rows", "no patient listed")
+    return found
 
 
 def _rel(raw: str) -> tuple[str, bool]:
@@ -121,8 +151,8 @@ class CheXpertDataset(CxrDataset):
         if csv is not None and not path.is_file():
             path = find_file(NAME, self.root, [path], f"{split} CSV")
         self.csv_path = path
-        df = read_table(path, on_error=self.on_error, skipped=self.skipped, nonblank=("Path", "imgpath"))
-        path_col = "Path" if "Path" in df.columns else ("imgpath" if "imgpath" in df.columns else None)
+        df = read_table(path, on_error=self.on_error, skipped=self.skipped, nonblank=PATH_COLUMNS)
+        path_col = next((c for c in PATH_COLUMNS if c in df.columns), None)
         missing = [c for c in self.classes if c not in df.columns]
         if path_col is None or missing:
             raise MalformedRecordError(
