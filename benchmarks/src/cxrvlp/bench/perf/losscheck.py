@@ -181,6 +181,14 @@ def _split(d: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
     return scalars, {k: v for k, v in d.items() if k not in scalars}
 
 
+def _with_total(t: Mapping[str, Any], keys: Sequence[str] | None = None) -> dict[str, Any]:
+    """The `*_loss` terms of `t` (or those named in `keys`) and their sum as `loss` (`sum_losses`)."""
+    from cxrvlp.core.training.task import sum_losses
+
+    terms = {k: v for k, v in t.items() if k.endswith("_loss")} if keys is None else {k: t[k] for k in keys}
+    return {**terms, "loss": sum_losses(terms)}
+
+
 def _tokens(t: Mapping[str, Any]) -> dict[str, Any]:
     return {k: t[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in t}
 
@@ -208,9 +216,7 @@ def ours_mgca(rec: Mapping[str, Any], folder: Path, name: str | None = None) -> 
     }
     module = MGCATrainModule(model).eval()
     with torch.no_grad():
-        t = {k: v for k, v in module(batch).items() if k.endswith("_loss")}
-    t["loss"] = sum(t.values())
-    return _floats(t)
+        return _floats(_with_total(module(batch)))
 
 
 def ours_cxrclip(rec: Mapping[str, Any], folder: Path, name: str | None = None) -> dict[str, Any]:
@@ -282,10 +288,7 @@ def ours_mavl(rec: Mapping[str, Any], folder: Path, name: str | None = None) -> 
     batch = {"images": b["image"], "labels": b["label"], "location_index": b["index"]}
     module = MavlTaskModule(model, loss).eval()
     with torch.no_grad():
-        t = module(batch)
-    t = {k: v for k, v in t.items() if k.endswith("_loss")}
-    t["loss"] = sum(t.values())
-    return _floats(t)
+        return _floats(_with_total(module(batch)))
 
 
 def _carzero_model(rec: Mapping[str, Any], folder: Path, name: str | None = None):
@@ -308,9 +311,7 @@ def ours_carzero(rec: Mapping[str, Any], folder: Path, name: str | None = None) 
     with torch.no_grad():
         t = module({"images": b["imgs"], "tokens": tokens})
     logits = {k: t[k] for k in ("i2t_logits", "t2i_logits")}
-    t = {k: t[k] for k in ("i2t_loss", "t2i_loss")}
-    t["loss"] = t["i2t_loss"] + t["t2i_loss"]
-    return {**_floats(t), **logits}
+    return {**_floats(_with_total(t, ("i2t_loss", "t2i_loss"))), **logits}
 
 
 def ours_carzero_fusion(rec: Mapping[str, Any], folder: Path, name: str | None = None) -> dict[str, Any]:
@@ -327,9 +328,7 @@ def ours_carzero_fusion(rec: Mapping[str, Any], folder: Path, name: str | None =
         i2t = m.score_i2t(f["img_g"], img_l, f["txt_g"]).logits
         t2i = m.score_t2i(f["img_g"], f["txt_g"], txt_l, mask).logits
         t = module.loss(i2t, t2i)
-    t = {k: t[k] for k in ("i2t_loss", "t2i_loss")}
-    t["loss"] = t["i2t_loss"] + t["t2i_loss"]
-    return {**_floats(t), "i2t_logits": i2t, "t2i_logits": t2i}
+    return {**_floats(_with_total(t, ("i2t_loss", "t2i_loss"))), "i2t_logits": i2t, "t2i_logits": t2i}
 
 
 OURS: dict[str, Callable[..., dict[str, Any]]] = {

@@ -57,6 +57,15 @@ def _state(model: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _seed_all(seed: int) -> None:
+    """Python's, numpy's and torch's global generators, seeded as the harnesses seed them."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def _floats(d: dict) -> dict:
     return {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in d.items()}
 
@@ -93,9 +102,7 @@ def cxrclip(h, harness_args: list[str]) -> dict:
     import numpy as np
 
     a = h.ARGS
-    random.seed(a.seed)
-    np.random.seed(a.seed)
-    torch.manual_seed(a.seed)
+    _seed_all(a.seed)
     rng = np.random.default_rng(a.seed)
     cfg = h.load_cfg(h.SRC, a.variant)
     size = a.image_size or cfg["base"]["image_size"]
@@ -149,14 +156,11 @@ def afloc(h, harness_args: list[str]) -> dict:
 
 
 def mavl(h, harness_args: list[str]) -> dict:
-    import numpy as np
     import yaml
 
     args = h.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
-    random.seed(args.seed)
+    _seed_all(args.seed)
     h.OfflineAutoModel.layers = args.bert_layers
     cfg_rel, _ = h.VARIANTS[args.variant]
     pre_dir = os.path.join(SRC, "Pretrain")
@@ -207,9 +211,7 @@ def carzero(h, harness_args: list[str]) -> dict:
     from PIL import Image
 
     h.patch_vit_loader()
-    random.seed(A.seed)
-    np.random.seed(A.seed)
-    torch.manual_seed(A.seed)
+    _seed_all(A.seed)
     cfg = OmegaConf.load(os.path.join(SRC, h.CONFIG_REL))
     cfg.lightning.trainer.val_check_interval = 1.0
     fake_dm = types.SimpleNamespace(train_dataloader=lambda: types.SimpleNamespace(dataset=range(200_000)))

@@ -29,15 +29,16 @@ from typing import Any
 import numpy as np
 import torch
 from cxrvlp.core.data.cache import load_cache_index, prepare_cache, resize_long_side
-from cxrvlp.core.data.imaging import read_image, to_uint8
+from cxrvlp.core.data.imaging import read_image
 from cxrvlp.core.data.shards import (
     ShardImageDataset,
     normalize_uint8,
     open_shard_cache,
-    pad_square,
     prepare_shards,
     shard_folder,
+    shard_row,
 )
+from cxrvlp.core.training.checkpoint import atomic_write_text
 
 GOAL_IMG_S_CORE = 2000.0
 
@@ -83,19 +84,19 @@ def _rate(fn: Callable[[Any], Any], items: Sequence[Any], min_seconds: float) ->
 
 
 class _SourceDataset(torch.utils.data.Dataset):
-    """Item i -> ((1, S, S) uint8 tensor, i) from originals (decode + resize) or the PNG cache (decode)."""
+    """Item i -> ((1, S, S) uint8 tensor, i) from originals (decode + resize) or the PNG cache (decode).
 
-    def __init__(self, paths: Sequence[str], size: int, resize: bool, read_kwargs: dict[str, Any]) -> None:
-        self.paths, self.size, self.resize, self.read_kwargs = list(paths), size, resize, read_kwargs
+    Both by the shard cache's pixel rule (`shard_row`): PNG-cache images already have long side <= S, so
+    its resize leaves them as they are."""
+
+    def __init__(self, paths: Sequence[str], size: int, read_kwargs: dict[str, Any]) -> None:
+        self.paths, self.size, self.read_kwargs = list(paths), size, read_kwargs
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        img = read_image(self.paths[i], on_error="raise", **self.read_kwargs)
-        if self.resize:
-            img = resize_long_side(img, self.size)
-        row, _, _ = pad_square(to_uint8(img), self.size)
+        row = shard_row(read_image(self.paths[i], on_error="raise", **self.read_kwargs), self.size)[0]
         return torch.from_numpy(row).unsqueeze(0), i
 
 
@@ -223,8 +224,9 @@ def _measure(
     random.Random(0).shuffle(keys)
     keys_s = keys[:sample]
     rk = dict(dataset.read_kwargs())
-    orig = [k if os.path.isabs(k) else str(dataset.root / k) for k in keys_s]
-    pngs = [png_index[k][0] for k in keys_s]
+    all_orig = [k if os.path.isabs(k) else str(dataset.root / k) for k in keys]
+    all_pngs = [png_index[k][0] for k in keys]
+    orig, pngs = all_orig[:sample], all_pngs[:sample]
     by_key = {dataset.key(r): r for r in dataset.records}
     recs = [by_key[k] for k in keys_s]
     # the same reader over each cache (shallow copies: the records are shared, not re-read)
@@ -250,10 +252,9 @@ def _measure(
     result["single_core_img_s"] = single
     result["load1_after_single"] = load1()
 
-    all_orig = [k if os.path.isabs(k) else str(dataset.root / k) for k in keys]
     sources: dict[str, torch.utils.data.Dataset] = {
-        "originals": _SourceDataset(all_orig, size, True, rk),
-        "png cache": _SourceDataset([png_index[k][0] for k in keys], size, False, {}),
+        "originals": _SourceDataset(all_orig, size, rk),
+        "png cache": _SourceDataset(all_pngs, size, {}),
         "shards": ShardImageDataset(shards, keys),
     }
     rows = []
@@ -327,8 +328,5 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 def write_json(res: dict[str, Any], path: str | Path) -> Path:
-    """Write the result JSON (parent folders created)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    return p
+    """Write the result JSON atomically (parent folders created)."""
+    return atomic_write_text(path, json.dumps(res, indent=1) + "\n")

@@ -43,6 +43,7 @@ from cxrvlp.core.data.cache import resize_long_side
 from cxrvlp.core.data.imaging import read_image, to_uint8
 from cxrvlp.core.data.transforms import NORMALISATIONS
 from cxrvlp.core.errors import CxrvlpError, DatasetNotFoundError
+from cxrvlp.core.training.checkpoint import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,18 @@ def source_digest(path: str | Path) -> tuple[int, str]:
     h.update(head)
     h.update(tail)
     return n, h.hexdigest()
+
+
+def _fingerprint(size: int, read_kwargs: dict[str, Any]) -> hashlib.blake2b:
+    """The manifest fingerprint's hash before its index rows: size and reader arguments."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({"size": size, "read_kwargs": read_kwargs}, sort_keys=True).encode())
+    return h
+
+
+def _fingerprint_row(fields: Sequence[object]) -> bytes:
+    """One index row as the fingerprint hashes it."""
+    return ("\x1f".join(map(str, fields)) + "\n").encode()
 
 
 def pad_square(img_u8: np.ndarray, size: int) -> tuple[np.ndarray, int, int]:
@@ -204,8 +217,7 @@ def prepare_shards(
         it = tqdm(records, desc=f"sharding {dataset.name}", unit="img")
     read_kwargs = dict(dataset.read_kwargs())
     writer = _ShardWriter(folder, size, shard_rows)
-    fp = hashlib.blake2b(digest_size=16)
-    fp.update(json.dumps({"size": size, "read_kwargs": read_kwargs}, sort_keys=True).encode())
+    fp = _fingerprint(size, read_kwargs)
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
     count = 0
@@ -230,7 +242,7 @@ def prepare_shards(
             shard, r = writer.add(row)
             fields = (key, shard, r, img.shape[0], img.shape[1], h, w, top, left, nbytes, digest)
             out.writerow(fields)
-            fp.update(("\x1f".join(map(str, fields)) + "\n").encode())
+            fp.update(_fingerprint_row(fields))
             count += 1
     shards = writer.close()
     os.replace(index_tmp, folder / INDEX)
@@ -249,9 +261,7 @@ def prepare_shards(
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)  # the commit point
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")  # the commit point
     (folder / MARKER).unlink(missing_ok=True)
     return ShardReport(folder, count, skipped, time.perf_counter() - t0, len(shards))
 
@@ -355,8 +365,7 @@ def open_shard_cache(
     ipath = folder / INDEX
     if not ipath.is_file():
         raise ShardCacheError(folder, f"{INDEX} is missing")
-    h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps({"size": s, "read_kwargs": man.get("read_kwargs", {})}, sort_keys=True).encode())
+    h = _fingerprint(s, man.get("read_kwargs", {}))
     index: dict[str, tuple[int, ...]] = {}
     sources: list[tuple[str, int, str]] = []
     with open(ipath, newline="", encoding="utf-8") as f:
@@ -365,7 +374,7 @@ def open_shard_cache(
         if header is None or tuple(header) != COLUMNS:
             raise ShardCacheError(folder, f"{INDEX}: expected columns {COLUMNS}, found {header}")
         for fields in reader:
-            h.update(("\x1f".join(fields) + "\n").encode())
+            h.update(_fingerprint_row(fields))
             try:
                 index[fields[0]] = tuple(int(v) for v in fields[1:9])
                 sources.append((fields[0], int(fields[9]), fields[10]))
