@@ -209,12 +209,8 @@ def train_methods(
                 _report(m, results[m])
     summary = RunSummary()
     for m in names:
-        part = results[m][3]
-        if part is not None:
-            summary.written += part.written
-            summary.skipped_existing += part.skipped_existing
-            summary.errors += part.errors
-            summary.evaluated += part.evaluated
+        if results[m][3] is not None:
+            summary.add(results[m][3])
     specs = [_spec(m, results[m][1], results[m][2]) for m in names]
     return specs, {m: r[0] for m, r in results.items()}, summary
 

@@ -52,6 +52,13 @@ class RunSummary:
     errors: list[tuple[Path, str]] = field(default_factory=list)
     evaluated: int = 0  # results with status "ok" (a run of only skipped methods evaluated nothing)
 
+    def add(self, other: RunSummary) -> None:
+        """Fold another run's summary into this one (the demo's per-method workers)."""
+        self.written += other.written
+        self.skipped_existing += other.skipped_existing
+        self.errors += other.errors
+        self.evaluated += other.evaluated
+
 
 def run_suite(
     methods: Sequence[MethodSpec], sources: dict[str, DataSource], out_dir: str | Path, opts: RunOptions
