@@ -14,7 +14,15 @@ from cxrvlp.bench.real.manifest import (
     split_roles,
     task_rows,
 )
-from cxrvlp.bench.real.stats import auroc, bootstrap_auroc, paired_difference, probe_scores
+from cxrvlp.bench.real.stats import (
+    C_GRID,
+    DEFAULT_C,
+    auroc,
+    bootstrap_auroc,
+    choose_c,
+    paired_difference,
+    probe_scores,
+)
 from cxrvlp.core.errors import DatasetNotFoundError, MalformedRecordError
 from sklearn.metrics import roc_auc_score
 
@@ -55,10 +63,36 @@ def test_probe_separates_linearly_separable_features_and_refuses_one_class():
     y = np.repeat([0.0, 1.0], 50)
     f = rng.normal(size=(100, 8))
     f[:, 0] += 4 * y
-    p = probe_scores(f[::2], y[::2], f[1::2], seed=0)
-    assert auroc(y[1::2], p) > 0.95
+    p, c = probe_scores(f[::2], y[::2], f[1::2], seed=0)
+    assert auroc(y[1::2], p) > 0.95 and c == DEFAULT_C
+    p, c = probe_scores(f[::2], y[::2], f[1::2], seed=0, groups=np.arange(50))
+    assert auroc(y[1::2], p) > 0.95 and c in C_GRID
     with pytest.raises(ValueError, match="one class"):
         probe_scores(f[:10], np.zeros(10), f[10:], seed=0)
+
+
+def test_cross_validated_c_regularises_a_weak_signal_among_noise_dimensions():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 120).astype(float)
+    f = rng.normal(size=(120, 50))
+    f[:, :3] += 0.8 * y[:, None]  # three weak features among 50: a large C fits the noise
+    c, means = choose_c(f, y, np.arange(120), seed=0)
+    assert set(means) == set(C_GRID)
+    assert c <= 0.1 and means[c] > means[10.0] + 0.05
+
+
+def test_cross_validation_folds_never_split_a_patient():
+    # three near-copies of each patient's image and a label drawn per patient, no signal: folds that split a
+    # patient reward memorising it (a large C scores ~1); patient folds see ~chance at every C
+    rng = np.random.default_rng(1)
+    base, lab = rng.normal(size=(40, 60)), rng.integers(0, 2, 40).astype(float)
+    f = np.repeat(base, 3, axis=0) + 0.01 * rng.normal(size=(120, 60))
+    y, patient = np.repeat(lab, 3), np.repeat(np.arange(40), 3)
+    leaky = choose_c(f, y, np.arange(120), seed=0)[1]
+    grouped = choose_c(f, y, patient, seed=0)[1]
+    assert leaky[10.0] > 0.9
+    assert max(grouped.values()) < 0.75
+    assert choose_c(f[:2], y[:2], np.zeros(2), seed=0) == (DEFAULT_C, {})  # one patient: no folds
 
 
 def _write(path, header, rows):

@@ -121,3 +121,17 @@ def test_mimic_sectioner_recovers_the_sections():
         assert norm(ex["findings"]) == r.findings and norm(ex["impression"]) == r.impression
         n_missing += r.findings == "" or r.impression == ""
     assert n_missing > 0  # some reports lack a section, as in the real corpus
+
+
+def test_impression_leads_with_the_urgent_findings():
+    # four findings listed before pneumothorax in the findings section's order: the impression keeps three,
+    # and the pneumothorax must be among them (an impression-only model trains on this text: CARZero)
+    from cxrvlp.core.data.synthetic.cases import random_params
+
+    rng = np.random.default_rng(0)
+    names = ("cardiomegaly", "edema", "atelectasis", "pleural_effusion", "pneumothorax")
+    for seed in range(20):
+        case = Case(findings={n: random_params(n, rng) for n in names})
+        _, impression = finding_sentences(case, np.random.default_rng(seed))
+        assert len(impression) == 3
+        assert impression[0].labels == {"Pneumothorax": 1.0}, impression[0].text

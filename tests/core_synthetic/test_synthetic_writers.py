@@ -429,3 +429,23 @@ def test_openi_xml_matches_the_real_structure(mirrors, shared_dir):
         assert tree.find("MeSH/major") is not None
         ids = [p.get("id") for p in tree.findall("parentImage")]
         assert ids and all(i.startswith("CXR1_") and "_IM-" in i for i in ids)
+
+
+def test_mimic_prevalence_overrides_raise_a_finding_and_are_recorded(tmp_path):
+    from cxrvlp.core.data.synthetic import write_mimic_cxr
+
+    def lesion_share(root: Path) -> float:
+        rows = _rows(root / "mimic-cxr-2.0.0-chexpert.csv.gz")
+        col = rows[0].index("Lung Lesion")
+        return sum(r[col] in ("1.0", "-1.0") for r in rows[1:]) / (len(rows) - 1)
+
+    base = write_mimic_cxr(tmp_path / "base", n_patients=80, seed=0, image_size=32)
+    more = write_mimic_cxr(
+        tmp_path / "more", n_patients=80, seed=0, image_size=32, prevalence_overrides={"nodule": 0.5}
+    )
+    assert lesion_share(more) > lesion_share(base) + 0.25  # 0.05 -> ~0.5 of the studies
+    meta = json.loads((more / "synthetic.json").read_text())
+    assert meta["prevalence_overrides"] == {"nodule": 0.5}
+    assert json.loads((base / "synthetic.json").read_text())["prevalence_overrides"] == {}
+    with pytest.raises(ValueError, match="unknown findings.*'nodules'"):
+        write_mimic_cxr(tmp_path / "bad", n_patients=4, prevalence_overrides={"nodules": 0.5})

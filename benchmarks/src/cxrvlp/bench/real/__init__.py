@@ -88,7 +88,10 @@ __all__ = [
     "task_rows",
 ]
 
-PROBE = "scikit-learn LogisticRegression(C=0.1, L2) on standardised features (fitted rows: see Evaluations)"
+PROBE = (
+    "scikit-learn LogisticRegression (L2) on standardised features; C from {0.001, 0.01, 0.1, 1, 10} by "
+    "5-fold patient-grouped cross-validation (AUROC) on the rows the probe is fitted on (see Evaluations)"
+)
 
 
 FIT_PROBE = "linear probe fitted on the fit rows (all eval rows)"
@@ -181,11 +184,16 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
     scores: dict[tuple, np.ndarray] = {}  # (task, model, init, evaluation, seed) -> probe-test scores
 
     def add(t: BinaryTask, model: str, init: str, seed: int, extra: dict, evals: dict) -> None:
-        """Record {evaluation: (probe-test scores, n probe-train rows)} as figures with intervals."""
+        """Record {evaluation: (probe-test scores, n probe-train rows[, C])} as figures with intervals."""
         y_te = data[t][1][~masks[(t, seed)]]
-        for ev, (s, n_train) in evals.items():
+        for ev, (s, n_train, *c) in evals.items():
             scores[(t.name, model, init, ev, seed)] = s
-            figures.append(_figure(t, model, init, ev, seed, y_te, s, n_train, o.bootstrap, extra))
+            more = {**extra, "C": c[0]} if c else extra
+            figures.append(_figure(t, model, init, ev, seed, y_te, s, n_train, o.bootstrap, more))
+
+    def patients(rs: Sequence[dict[str, str]]) -> np.ndarray:
+        """Patient of each row (the probes' cross-validation folds never split a patient)."""
+        return np.array([f"{r['dataset']}/{r['patient_id']}" for r in rs])
 
     # Probes fitted on the FIT rows where those carry the task's labels (a held-out folder is then judged by
     # a probe trained on the data the user gave for fitting); they score every eval row. The eval-split probe
@@ -241,14 +249,18 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
                     init,
                     seed,
                     {},
-                    probes(feats[t.dataset], data[t][1], masks[(t, seed)], seed, o.shots),
+                    probes(
+                        feats[t.dataset], data[t][1], masks[(t, seed)], seed, o.shots, patients(data[t][0])
+                    ),
                 )
             for t in fit_tasks:
                 f_fit = fit_feats[t.dataset][fit_where[t]]
-                s_all = probe_scores(f_fit, fit_data[t][1], feats[t.dataset], seed)
+                s_all, c = probe_scores(
+                    f_fit, fit_data[t][1], feats[t.dataset], seed, patients(fit_data[t][0])
+                )
                 fit_scores[(t.name, init, seed)] = s_all
                 n_fit = len(fit_data[t][1])
-                extra = {"train_rows": "fit rows", "test_rows": "all eval rows"}
+                extra = {"train_rows": "fit rows", "test_rows": "all eval rows", "C": c}
                 figures.append(
                     _figure(t, ENCODER, init, FIT_PROBE, seed, data[t][1], s_all, n_fit, o.bootstrap, extra)
                 )
@@ -322,7 +334,7 @@ def run_real(o: RealOptions, log: Callable[[str], None] = print) -> dict[str, An
                     for seed in o.seeds:
                         m = masks[(t, seed)]
                         evals = {"zero-shot": (got["zero-shot"][idx][~m, k], 0)}
-                        evals.update(probes(got["features"][idx], y, m, seed, o.shots))
+                        evals.update(probes(got["features"][idx], y, m, seed, o.shots, patients(data[t][0])))
                         add(t, tm.method, tm.init, seed, extra, evals)
             for which, rs, root in (("eval", eval_rows, eval_root), (FIT_POINTING, fit_rows, fit_root)):
                 got = pointing_game(adapter, rs, root, o.bootstrap, o.seeds[0], o.batch_size)

@@ -85,24 +85,65 @@ def probe_train_rows(train_mask: np.ndarray, y: np.ndarray, shots: int | None, s
 
 
 def probes(
-    f: np.ndarray, y: np.ndarray, train_mask: np.ndarray, seed: int, shots: Sequence[int | None]
-) -> dict[str, tuple[np.ndarray, int]]:
-    """{evaluation label: (probe-test scores, number of probe-train rows used)} for every shot setting."""
+    f: np.ndarray,
+    y: np.ndarray,
+    train_mask: np.ndarray,
+    seed: int,
+    shots: Sequence[int | None],
+    groups: np.ndarray | None = None,
+) -> dict[str, tuple[np.ndarray, int, float]]:
+    """{evaluation label: (probe-test scores, number of probe-train rows used, C)} for every shot setting;
+    with `groups` (patient per row), C is chosen by grouped cross-validation on the probe-train rows."""
     out = {}
     for k in shots:
         tr = probe_train_rows(train_mask, y, k, seed)
-        out[probe_name(k)] = (probe_scores(f[tr], y[tr], f[~train_mask], seed), len(tr))
+        s, c = probe_scores(f[tr], y[tr], f[~train_mask], seed, None if groups is None else groups[tr])
+        out[probe_name(k)] = (s, len(tr), c)
     return out
 
 
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)  # inverse L2 strength of the probe, searched by cross-validation
+DEFAULT_C = 0.1  # when no grouping is given, or too few patients for two folds with both classes
+CV_FOLDS = 5
+
+
+def choose_c(f: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[float, dict[float, float]]:
+    """C of the probe by patient-grouped k-fold cross-validation on its own training rows (k = 5, or the
+    number of patients if fewer): the C with the highest mean held-out-fold AUROC (ties: the smaller C);
+    folds whose training or held-out part holds one class are not used. (DEFAULT_C, {}) if no fold is
+    usable. Returns (C, {C: mean AUROC})."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    k = min(CV_FOLDS, len(np.unique(groups)))
+    if k < 2:
+        return DEFAULT_C, {}
+    per_c: dict[float, list[float]] = {c: [] for c in C_GRID}
+    for tr, va in GroupKFold(n_splits=k).split(f, y, groups):
+        if len(np.unique(y[tr])) < 2 or len(np.unique(y[va])) < 2:
+            continue
+        mu, sd = f[tr].mean(0), f[tr].std(0) + 1e-6
+        # one estimator walks C upwards from the previous optimum (strictly convex loss: same solutions)
+        clf = LogisticRegression(max_iter=5000, random_state=seed, warm_start=True)
+        for c in C_GRID:
+            clf.set_params(C=c).fit((f[tr] - mu) / sd, y[tr])
+            per_c[c].append(auroc(y[va], clf.predict_proba((f[va] - mu) / sd)[:, 1]))
+    means = {c: float(np.mean(v)) for c, v in per_c.items() if v}
+    if not means:
+        return DEFAULT_C, {}
+    return max(means, key=lambda c: (means[c], -c)), means
+
+
 def probe_scores(
-    f_tr: np.ndarray, y_tr: np.ndarray, f_te: np.ndarray, seed: int, c: float = 0.1
-) -> np.ndarray:
-    """Logistic regression (L2, C) on standardised frozen features; probe-test probabilities."""
+    f_tr: np.ndarray, y_tr: np.ndarray, f_te: np.ndarray, seed: int, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """Logistic regression (L2) on standardised frozen features: (probe-test probabilities, C). C is chosen
+    by patient-grouped cross-validation when `groups` is given (`choose_c`), else DEFAULT_C."""
     from sklearn.linear_model import LogisticRegression
 
     if len(np.unique(y_tr)) < 2:
         raise ValueError(f"probe-train rows hold one class only ({len(y_tr)} rows)")
+    c = DEFAULT_C if groups is None else choose_c(f_tr, y_tr, np.asarray(groups), seed)[0]
     mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
     clf = LogisticRegression(C=c, max_iter=5000, random_state=seed).fit((f_tr - mu) / sd, y_tr)
-    return clf.predict_proba((f_te - mu) / sd)[:, 1]
+    return clf.predict_proba((f_te - mu) / sd)[:, 1], c

@@ -47,20 +47,24 @@ def fit_predict(
             probs[:, c] = np.nan
             chosen.append(float("nan"))
             continue
-        best = (-np.inf, C_GRID[0])
         okv = np.isfinite(y_val[:, c])
-        for C in C_GRID if len(np.unique(y_val[okv, c])) == 2 else C_GRID[2:3]:
-            clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(x_tr[ok], yc)
-            if len(np.unique(y_val[okv, c])) < 2:
-                best = (0.0, C)
+        grid = C_GRID if len(np.unique(y_val[okv, c])) == 2 else C_GRID[2:3]
+        # one estimator walks the C grid upwards, each fit starting from the previous optimum (the loss is
+        # strictly convex, so warm starts reach the same solution; lbfgs on 2048-d features took ~5x longer
+        # from zero); the best C's fitted weights are kept, not refitted
+        clf = LogisticRegression(max_iter=2000, random_state=seed, warm_start=True)
+        best: tuple[float, float, np.ndarray | None] = (-np.inf, grid[0], None)
+        for C in grid:
+            clf.set_params(C=C).fit(x_tr[ok], yc)
+            if len(grid) == 1:
+                best = (0.0, C, clf.predict_proba(x_te)[:, 1])
                 break
             auc = scoring.classification(y_val[okv, c : c + 1], clf.predict_proba(x_val[okv])[:, 1:], ["c"])[
                 "auroc_macro"
             ]
             if auc > best[0]:
-                best = (auc, C)
-        clf = LogisticRegression(C=best[1], max_iter=2000, random_state=seed).fit(x_tr[ok], yc)
-        probs[:, c] = clf.predict_proba(x_te)[:, 1]
+                best = (auc, C, clf.predict_proba(x_te)[:, 1])
+        probs[:, c] = best[2]
         chosen.append(best[1])
     return probs, chosen
 

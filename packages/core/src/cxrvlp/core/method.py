@@ -66,14 +66,15 @@ class PretrainedRecord:
 @dataclass(frozen=True)
 class DemoBudget:
     """What `cxrvlp-bench demo` trains of the method's `tiny` recipe on the synthetic mirrors: a budget
-    (steps, threads), never a model or loss key. Each package measures and owns its own (no per-method
-    table in the benchmark)."""
+    (steps, threads) and the optimiser keys a run cut to that budget needs (learning rate, a schedule that
+    ends within the budget), never a model or loss key. Each package measures and owns its own (no
+    per-method table in the benchmark)."""
 
     max_steps: int
     # CPU seconds per optimizer step at 64 px, batch 16, one thread (measured on an idle 2-core AVX-512
     # machine during a full demo); the demo starts the longest job first with it
     cpu_s_per_step: float
-    overrides: tuple[str, ...] = ()  # further budget keys, e.g. "num_threads=1"
+    overrides: tuple[str, ...] = ()  # further budget keys, e.g. "num_threads=1", "schedule.name=cosine"
     measured: str = ""  # what this budget reached in the demo (zero-shot macro AUROC), for the reader
 
     def train_overrides(self) -> list[str]:

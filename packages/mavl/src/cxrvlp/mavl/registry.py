@@ -89,7 +89,7 @@ METHOD_SPEC = method_spec(
     demo=DemoBudget(
         300,
         0.75,
-        measured="300 steps: CheXpert / ChestX-ray14 mirrors 0.787 / 0.703 (2026-12-07 17:13 demo)",
+        measured="300 steps: CheXpert / CXR14 0.740 / 0.718, min class 0.52 (2026-12-07 demo)",
     ),
     description="MAVL (CVPR 2024): 75 entities x 9 visual aspects as decoder queries; presence, location and "
     "aspect-wise contrastive losses from report -> entity/landmark labels",

@@ -13,10 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = "1.2.0"
+GENERATOR_VERSION = "1.3.0"
 """Bumped whenever the mirrors' content changes for a given seed (1.1.0: MIMIC prevalence and negation rates
 follow the real CheXpert labeler's, issue 26; 1.2.0: the CheXpert mirror also writes a CXR-CLIP-style prompt
-bank, synthetic_train_prompts.json)."""
+bank, synthetic_train_prompts.json; 1.3.0: impressions lead with the urgent findings, reports.py
+_IMPRESSION_ORDER)."""
 
 SYNTHETIC_NOTICE = (
     "These data are SYNTHETIC PHANTOMS written by cxrvlp.core.data.synthetic. They are not patient data,\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -59,14 +60,28 @@ def _dicom_id(rng: np.random.Generator) -> str:
     return "-".join(f"{int(v):08x}" for v in rng.integers(0, 2**32, size=5))
 
 
-def write_mimic_cxr(root: str | Path, n_patients: int = 120, seed: int = 0, image_size: int = 256) -> Path:
+def write_mimic_cxr(
+    root: str | Path,
+    n_patients: int = 120,
+    seed: int = 0,
+    image_size: int = 256,
+    prevalence_overrides: Mapping[str, float] | None = None,
+) -> Path:
     """Write a MIMIC-CXR-JPG 2.0.0 style mirror under root; returns root.
+
+    Findings are drawn at MIMIC_PREVALENCE (the real labeler's rates); `prevalence_overrides` replaces some
+    of them (recorded in the mirror's meta file), e.g. the demo's higher rate of the rare lung lesions.
 
     Layout: files/pXX/pXXXXXXXX/sXXXXXXXX/<dicom_id>.jpg, files/pXX/pXXXXXXXX/sXXXXXXXX.txt (reports),
     mimic-cxr-2.0.0-{split,metadata,chexpert,negbio}.csv.gz. Split by patient (about 80/10/10 percent,
     at least one patient in each of validate and test). ~2 studies per patient, ~1.7 images per study.
     """
     root = Path(root)
+    unknown = sorted(set(prevalence_overrides or {}) - set(MIMIC_PREVALENCE))
+    if unknown:
+        known = sorted(MIMIC_PREVALENCE)
+        raise ValueError(f"prevalence_overrides: unknown findings {unknown}; known: {known}")
+    prevalence = {**MIMIC_PREVALENCE, **(prevalence_overrides or {})}
     rng = dataset_rng(seed, "mimic-cxr")
     subjects = sorted(_unique_ints(rng, 10_000_000, 20_000_000, n_patients))
     order = rng.permutation(n_patients)
@@ -87,7 +102,7 @@ def write_mimic_cxr(root: str | Path, n_patients: int = 120, seed: int = 0, imag
             study = study_ids[k]
             k += 1
             _, views, exam = _STUDY_LAYOUTS[int(rng.choice(len(_STUDY_LAYOUTS), p=probs / probs.sum()))]
-            case = sample_case(rng, prevalence=MIMIC_PREVALENCE)
+            case = sample_case(rng, prevalence=prevalence)
             report = make_report(case, rng, style="mimic", views=exam)
             write_text(pdir / f"s{study}.txt", report.text)
             label_rows.append([subject, study, *labels_row(report.labels, MIMIC_CHEXPERT_COLUMNS)])
@@ -137,6 +152,7 @@ def write_mimic_cxr(root: str | Path, n_patients: int = 120, seed: int = 0, imag
             **{f"images_{s}": splits.count(s) for s in ("train", "validate", "test")},
         },
         image_size=image_size,
+        prevalence_overrides=dict(prevalence_overrides or {}),
     )
     return root
 
