@@ -104,7 +104,9 @@ def test_demo_budgets_come_from_the_method_packages():
     for m in ("carzero", "cxrclip", "mavl", "afloc", "mgca"):
         budget = method_status(m)[0].demo
         assert budget is not None and budget.max_steps > 0 and budget.measured, m
-        assert all(o.split("=")[0] in ("num_threads",) for o in budget.overrides), m  # never a model/loss key
+        # budget keys only: threads and the optimiser keys of a cut run, never a model or loss key
+        budget_keys = ("num_threads", "optimizer.lr", "schedule.name")
+        assert all(o.split("=")[0] in budget_keys for o in budget.overrides), m
         full = demo_overrides(m, "full")
         assert full[: 1 + len(budget.train_overrides())] == ["epochs=100", *budget.train_overrides()]
         assert "max_steps=3" in demo_overrides(m, "smoke")  # the smoke size ignores the budgets

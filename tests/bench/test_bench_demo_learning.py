@@ -27,11 +27,11 @@ from cxrvlp.bench.tasks.base import label_matrix
 AFFIRMED = ("Atelectasis", "Cardiomegaly", "Edema", "Pleural Effusion")
 
 # the scaled-down demo: FAST_METHOD's tiny config, FAST_STEPS steps on FAST_PATIENTS synthetic MIMIC patients.
-# Measured (seed 0, one thread, the deterministic built vocab of core.text.tokenize): 80 steps macro 0.732;
-# Atelectasis 0.69, Cardiomegaly 0.76, Consolidation 0.70, Edema 0.70, Pleural Effusion 0.81; ~15 s wall.
-# 40 steps gave 0.645 with this vocab (0.778 with an earlier, non-deterministic one: the same steps move by
-# ~0.1 with the token numbering alone), 60 steps 0.725. The old demo's failure was macro 0.34-0.48, so the
-# bars below catch its return with room for CPU numerics.
+# Measured (seed 0, one thread, generator 1.3.0 with the full demo's lesion prevalence, AFLoc's demo budget
+# keys incl. its cosine schedule): 80 steps macro 0.760; Atelectasis 0.74, Cardiomegaly 0.75, Consolidation
+# 0.68, Edema 0.93, Pleural Effusion 0.72; ~15 s wall. (Generator 1.2.0 with StepLR: 0.732.) Token numbering
+# alone moved the same steps by ~0.1 before the built vocab was deterministic. The old demo's failure was
+# macro 0.34-0.48, so the bars below catch its return with room for CPU numerics.
 FAST_METHOD, FAST_STEPS, FAST_PATIENTS = "afloc", 80, 120
 
 
