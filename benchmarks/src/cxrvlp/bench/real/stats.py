@@ -112,7 +112,7 @@ def choose_c(f: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> tup
     number of patients if fewer): the C with the highest mean held-out-fold AUROC (ties: the smaller C);
     folds whose training or held-out part holds one class are not used. (DEFAULT_C, {}) if no fold is
     usable. Returns (C, {C: mean AUROC})."""
-    from sklearn.linear_model import LogisticRegression
+    from cxrvlp.bench.tasks.linear_probe import c_path
     from sklearn.model_selection import GroupKFold
 
     k = min(CV_FOLDS, len(np.unique(groups)))
@@ -123,10 +123,7 @@ def choose_c(f: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> tup
         if len(np.unique(y[tr])) < 2 or len(np.unique(y[va])) < 2:
             continue
         mu, sd = f[tr].mean(0), f[tr].std(0) + 1e-6
-        # one estimator walks C upwards from the previous optimum (strictly convex loss: same solutions)
-        clf = LogisticRegression(max_iter=5000, random_state=seed, warm_start=True)
-        for c in C_GRID:
-            clf.set_params(C=c).fit((f[tr] - mu) / sd, y[tr])
+        for c, clf in c_path((f[tr] - mu) / sd, y[tr], C_GRID, seed, max_iter=5000):
             per_c[c].append(auroc(y[va], clf.predict_proba((f[va] - mu) / sd)[:, 1]))
     means = {c: float(np.mean(v)) for c, v in per_c.items() if v}
     if not means:
